@@ -1,0 +1,63 @@
+"""The CRM port: the few operations the core needs from any CRM.
+
+Every write takes an idempotency ``key``. The same key twice must not write
+twice: an action retried after an unknown outcome (a timeout after the CRM
+received the request) passes the same key again. CRMs have no idempotency
+header, so each adapter keeps its own marker (see each adapter's notes).
+
+Errors are the ``CrmError`` branch of ``connector.errors``, re-exported here so
+adapters import one module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import date
+from typing import Protocol, runtime_checkable
+
+from connector.errors import CrmError, CrmPermanent, CrmRateLimited, CrmTransient
+from connector.models import Deal, NoteSpec, PropertyUpdate, Invite, TaskSpec
+
+__all__ = [
+    "CrmAdapter",
+    "CrmError",
+    "CrmPermanent",
+    "CrmRateLimited",
+    "CrmTransient",
+]
+
+
+@runtime_checkable
+class CrmAdapter(Protocol):
+    """What the core asks of a CRM. ``name`` is the adapter's key (``sandbox``, ``hubspot``…)."""
+
+    name: str
+
+    @property
+    def account(self) -> str:
+        """The CRM account this adapter writes to (portal id, org id…)."""
+        ...
+
+    def fetch_deal(self, deal_id: str) -> Deal:
+        """The deal with its owner, company and contacts. CrmPermanent if it does not exist."""
+        ...
+
+    def create_tasks(self, tasks: Sequence[TaskSpec], key: str) -> list[str]:
+        """Create the tasks (as few calls as the CRM allows); return their CRM ids in order."""
+        ...
+
+    def add_note(self, note: NoteSpec, key: str) -> str:
+        """Log a note on the deal (and its company and contact); return its id."""
+        ...
+
+    def update_properties(self, update: PropertyUpdate, key: str) -> None:
+        """Set properties on a deal, company or contact."""
+        ...
+
+    def send_invite(self, invite: Invite, key: str) -> str:
+        """Put a survey or referral link in front of the contact; return an id for the send."""
+        ...
+
+    def deals_ending(self, start: date, end: date) -> Iterable[Deal]:
+        """Deals whose contract ends between ``start`` and ``end`` inclusive."""
+        ...

@@ -1,0 +1,249 @@
+"""The ``offboard`` command."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import threading
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import click
+from connector.errors import PlaybookError, SettingsInvalid
+from connector.settings import Settings, load_settings
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except SettingsInvalid as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _logging(settings: Settings) -> None:
+    logging.basicConfig(
+        level=settings.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _services(settings: Settings, *, migrate: bool = True) -> Any:
+    from connector.services import build
+    from connector.store.db import engine_for
+    from connector.store.migrate import upgrade
+
+    if migrate:
+        engine = engine_for(settings.database_url)
+        upgrade(engine)
+        engine.dispose()
+    try:
+        return build(settings)
+    except PlaybookError as exc:
+        raise click.ClickException(f"the playbooks do not load:\n{exc}") from None
+
+
+@click.group()
+@click.version_option(package_name="offboard")
+def main() -> None:
+    """Offboard: client-offboarding playbooks written into your CRM."""
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8080, show_default=True, type=int)
+@click.option("--workers", default=1, show_default=True, type=int, help="web processes (use 1 with SQLite)")
+@click.option("--no-worker", is_flag=True, help="serve webhooks only; run `offboard worker` elsewhere")
+def serve(host: str, port: int, workers: int, no_worker: bool) -> None:
+    """Migrate the database, then serve webhooks (and run the worker)."""
+    from connector.serve import serve as run_server
+
+    settings = _settings()
+    _logging(settings)
+    _services(settings).close()  # migrates, and refuses to start on playbooks that do not load
+    click.echo(f"offboard serving on http://{host}:{port} ({_describe_db(settings)})", err=True)
+    run_server(settings, host=host, port=port, workers=workers, with_worker=not no_worker)
+
+
+@main.command()
+@click.option("--once", is_flag=True, help="process what is due now, then exit")
+def worker(once: bool) -> None:
+    """Run the worker: events into runs, due actions into the CRM."""
+    settings = _settings()
+    _logging(settings)
+    services = _services(settings)
+    runner = services.worker()
+    if once:
+        click.echo(f"handled {runner.run_until_idle()} item(s)")
+        return
+    stop = threading.Event()
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        runner.run_forever(stop)
+    except KeyboardInterrupt:
+        stop.set()
+
+
+@main.group()
+def db() -> None:
+    """The database."""
+
+
+@db.command("upgrade")
+def db_upgrade() -> None:
+    """Apply every migration (safe to run again)."""
+    from connector.store.db import engine_for
+    from connector.store.migrate import current, upgrade
+
+    settings = _settings()
+    engine = engine_for(settings.database_url)
+    upgrade(engine)
+    click.echo(f"database at revision {current(engine)} ({_describe_db(settings)})")
+    engine.dispose()
+
+
+@main.command()
+@click.option("--state", type=click.Choice(["active", "done", "cancelled", "failed"]), default=None,
+              help="only runs in this state (failed: runs with a failed action)")
+@click.option("--limit", default=50, show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+def runs(state: str | None, limit: int, fmt: str) -> None:
+    """Runs, newest first, with their actions and any errors."""
+    from connector.reports import run_reports
+
+    settings = _settings()
+    services = _services(settings)
+    reports = run_reports(services.store, state=state, limit=limit)
+    if fmt == "json":
+        click.echo(json.dumps(reports, indent=2, default=str))
+        return
+    if not reports:
+        click.echo("no runs yet")
+    for report in reports:
+        click.echo(_run_line(report))
+        for action in report["actions"]:
+            if action["state"] in ("failed", "pending") and action["last_error"]:
+                click.echo(f"    action {action['id']} {action['step_id']} {action['state']}: {action['last_error']}")
+
+
+def _run_line(report: dict[str, Any]) -> str:
+    counts = Counter(a["state"] for a in report["actions"])
+    summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    return (
+        f"run {report['id']}  {report['crm']}:{report['deal_id']}  "
+        f"{report['playbook_id']}@v{report['playbook_version']}  {report['state']}  ({summary})"
+    )
+
+
+@main.command()
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+def validate(paths: tuple[Path, ...]) -> None:
+    """Check playbooks; exit 1 with one line per problem."""
+    from connector.playbooks.loader import load_all
+
+    targets = list(paths) or [_settings().playbooks]
+    try:
+        loaded = load_all(targets)
+    except PlaybookError as exc:
+        for line in exc.problems:
+            click.echo(line)
+        sys.exit(1)
+    for item in loaded:
+        click.echo(f"ok  {item.path}  {item.id} v{item.playbook.version}  ({len(item.playbook.steps)} steps)")
+
+
+@main.command()
+@click.option("--url", default=None, help="a running connector (default: OFFBOARD_PUBLIC_URL)")
+@click.option("--in-process", is_flag=True, help="do not look for a running connector")
+@click.option("--timeout", default=20.0, show_default=True)
+def demo(url: str | None, in_process: bool, timeout: float) -> None:
+    """Send a signed sample deal-closed event and print the checklist it produced."""
+    from connector import demo as sample
+    from connector.clock import utcnow
+
+    settings = _settings()
+    if settings.webhook_secret is None:
+        raise click.ClickException("OFFBOARD_WEBHOOK_SECRET is not set: run `make demo`, or export it as for `make run`")
+    services = _services(settings)
+    event = sample.sample_event(utcnow().date())
+    body, headers = sample.signed_request(settings.webhook_secret.get_secret_value(), event)
+    target = url or settings.public_url
+    status, answer = (0, {}) if in_process else _try_post(sample, target, body, headers)
+    if status == 0:
+        click.echo("no connector is answering; running the demo in-process", err=True)
+        from connector.web import create_app
+
+        client = create_app(services).test_client()
+        reply = client.post("/webhooks/generic", data=body, headers=headers)
+        status, answer = reply.status_code, reply.get_json()
+        services.worker().run_until_idle()
+    click.echo(f"POST /webhooks/generic → {status} {json.dumps(answer)}")
+    if status >= 300:
+        raise click.ClickException("the connector refused the sample event")
+    deal_id = event["deal"]["id"]
+    sandbox = services.adapters["sandbox"]
+    tasks = sample.wait_for(lambda: sandbox.tasks(deal_id), timeout)
+    if not tasks:
+        raise click.ClickException(f"no tasks appeared for deal {deal_id} within {timeout:.0f}s; see `offboard runs`")
+    click.echo(f"\nSandbox CRM, deal {deal_id} ({event['deal']['name']}), closed {event['deal']['close_date']}:")
+    _print_tasks(tasks)
+
+
+def _try_post(sample: Any, url: str, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, Any]]:
+    try:
+        return sample.post(url, body, headers)  # type: ignore[no-any-return]
+    except OSError:
+        return 0, {}
+
+
+def _print_tasks(tasks: list[Any]) -> None:
+    for task in tasks:
+        click.echo(
+            f"  {task.due_at:%a %d %b %Y}  [{task.priority:<6}] {task.subject}  "
+            f"(owner {task.owner_id or '-'}, {task.type})"
+        )
+
+
+@main.group()
+def sandbox() -> None:
+    """The built-in sandbox CRM."""
+
+
+@sandbox.command("tasks")
+@click.option("--deal", default=None, help="only this deal's tasks")
+def sandbox_tasks(deal: str | None) -> None:
+    """The tasks the sandbox CRM holds."""
+    services = _services(_settings())
+    tasks = services.adapters["sandbox"].tasks(deal)
+    if not tasks:
+        click.echo("the sandbox CRM holds no tasks")
+    by_deal: dict[str, list[Any]] = {}
+    for task in tasks:
+        by_deal.setdefault(task.deal_id, []).append(task)
+    for deal_id, items in by_deal.items():
+        click.echo(f"deal {deal_id}:")
+        _print_tasks(items)
+
+
+@sandbox.command("fail")
+@click.argument("operation", type=click.Choice(
+    ["create_tasks", "add_note", "update_properties", "send_invite", "fetch_deal", "deals_ending"]))
+@click.option("--kind", type=click.Choice(["transient", "rate_limited", "permanent", "lost_reply"]),
+              default="transient", show_default=True)
+@click.option("--times", default=1, show_default=True, type=int)
+def sandbox_fail(operation: str, kind: str, times: int) -> None:
+    """Make the sandbox CRM fail the next TIMES calls of OPERATION."""
+    services = _services(_settings())
+    services.adapters["sandbox"].inject(operation, kind, times)
+    click.echo(f"the next {times} {operation} call(s) will fail ({kind})")
+
+
+def _describe_db(settings: Settings) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(settings.database_url).render_as_string(hide_password=True)
+

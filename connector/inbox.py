@@ -1,0 +1,63 @@
+"""Accept inbound events: store them once, before anything answers the sender."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from connector.clock import utcnow
+from connector.store import Event, Store
+
+
+@dataclass(frozen=True)
+class Incoming:
+    source: str
+    account: str
+    event_key: str
+    kind: str
+    payload: Any
+
+
+@dataclass(frozen=True)
+class Accepted:
+    event_id: int
+    duplicate: bool
+
+
+def accept(store: Store, items: list[Incoming]) -> list[Accepted]:
+    """Store every item in one transaction; a redelivered item is recognised, not stored twice."""
+    with store.session() as session:
+        return [_accept_one(session, item) for item in items]
+
+
+def _accept_one(session: Session, item: Incoming) -> Accepted:
+    values = {
+        "source": item.source,
+        "account": item.account,
+        "event_key": item.event_key,
+        "kind": item.kind,
+        "payload": item.payload,
+        "received_at": utcnow(),
+        "available_at": utcnow(),
+        "state": "pending",
+        "attempts": 0,
+    }
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    statement = (
+        insert(Event)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=["source", "account", "event_key"])
+        .returning(Event.id)
+    )
+    new_id = session.execute(statement).scalar()
+    if new_id is not None:
+        return Accepted(int(new_id), duplicate=False)
+    existing = session.execute(
+        select(Event.id).filter_by(source=item.source, account=item.account, event_key=item.event_key)
+    ).scalar_one()
+    return Accepted(int(existing), duplicate=True)

@@ -1,0 +1,126 @@
+"""The CRM-neutral words the core speaks: deals, people, and the writes a run owes.
+
+Adapters translate their CRM's records into these and back; nothing here knows
+which CRM a deal came from beyond the ``crm`` name.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Outcome = Literal["won", "lost"]
+TaskPriority = Literal["low", "normal", "high"]
+TaskType = Literal["todo", "call", "email"]
+SurveyKind = Literal["nps", "csat", "ces"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Owner(_Model):
+    id: str
+    name: str | None = None
+    email: str | None = None
+
+
+class Company(_Model):
+    id: str
+    name: str
+    domain: str | None = None
+
+
+class Contact(_Model):
+    id: str
+    email: str | None = None
+    first_name: str | None = None
+    last_name: str | None = None
+    primary: bool = False
+
+    @property
+    def full_name(self) -> str:
+        return " ".join(p for p in (self.first_name, self.last_name) if p) or (self.email or "")
+
+
+class Deal(_Model):
+    """A deal (HubSpot) or opportunity (Salesforce), as much as a playbook needs of it."""
+
+    crm: str
+    account: str
+    id: str
+    name: str
+    outcome: Outcome | None = None
+    closed: bool = False
+    amount: Decimal | None = None
+    currency: str | None = None
+    pipeline: str | None = None
+    stage: str | None = None
+    close_date: date | None = None
+    contract_type: str | None = None
+    contract_end: date | None = None
+    owner: Owner | None = None
+    company: Company | None = None
+    contacts: tuple[Contact, ...] = ()
+    properties: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def primary_contact(self) -> Contact | None:
+        for contact in self.contacts:
+            if contact.primary:
+                return contact
+        return self.contacts[0] if self.contacts else None
+
+
+class DealClosed(_Model):
+    """The one event the core acts on: this deal is now closed, won or lost."""
+
+    deal: Deal
+    occurred_at: datetime
+
+
+class TaskSpec(_Model):
+    """One checklist task to create in the CRM."""
+
+    step_id: str
+    title: str
+    body: str = ""
+    due_at: datetime
+    owner_id: str | None = None
+    priority: TaskPriority = "normal"
+    type: TaskType = "todo"
+    deal_id: str
+    company_id: str | None = None
+    contact_id: str | None = None
+
+
+class NoteSpec(_Model):
+    step_id: str
+    body: str
+    deal_id: str
+    company_id: str | None = None
+    contact_id: str | None = None
+
+
+class PropertyUpdate(_Model):
+    step_id: str
+    object: Literal["deal", "company", "contact"]
+    object_id: str
+    properties: dict[str, str]
+
+
+InviteKind = Literal["nps", "csat", "ces", "referral"]
+
+
+class Invite(_Model):
+    """A personal link put in front of a contact: a survey, or a referral/testimonial ask."""
+
+    step_id: str
+    kind: InviteKind
+    deal_id: str
+    contact_id: str
+    email: str | None = None
+    link: str

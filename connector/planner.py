@@ -1,0 +1,248 @@
+"""Choose the playbook for a deal, and lay its steps out in time.
+
+Pure functions of (deal, playbooks, settings, now): ``offboard plan`` shows
+exactly what the worker will write, because both call this module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime, time
+from decimal import Decimal
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from connector.models import Deal
+from connector.playbooks import templates
+from connector.playbooks.loader import LoadedPlaybook
+from connector.playbooks.model import Match, Playbook, Range, Step, ToneText
+from connector.playbooks.offsets import Offset
+
+# Tasks and sends land at this local time of day on their due date.
+WORKDAY_START = time(9, 0)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    playbook: LoadedPlaybook
+    matches: bool
+    reasons: list[str]
+
+
+def choose(deal: Deal, playbooks: list[LoadedPlaybook], *, trigger: str = "deal_closed") -> tuple[LoadedPlaybook | None, list[Verdict]]:
+    """The matching playbook with the highest priority (ties: the more specific, then id)."""
+    verdicts = [judge(deal, item, trigger=trigger) for item in playbooks]
+    candidates = [v.playbook for v in verdicts if v.matches]
+    if not candidates:
+        return None, verdicts
+    best = max(candidates, key=lambda p: (p.playbook.priority, _specificity(p.playbook.match), _neg(p.id)))
+    return best, verdicts
+
+
+def _neg(text: str) -> tuple[int, ...]:
+    return tuple(-ord(c) for c in text)
+
+
+def _specificity(match: Match) -> int:
+    return sum(1 for value in match.model_dump(exclude_none=True).values() if value)
+
+
+def judge(deal: Deal, item: LoadedPlaybook, *, trigger: str = "deal_closed") -> Verdict:
+    """Whether ``item`` matches ``deal``, and every reason it does not."""
+    playbook = item.playbook
+    reasons = mismatches(deal, playbook.match)
+    if trigger == "deal_closed" and not playbook.trigger.deal_closed:
+        reasons.append("trigger: starts only on contract end, not on deal close")
+    if trigger == "contract_end" and playbook.trigger.contract_end is None:
+        reasons.append("trigger: has no contract_end trigger")
+    return Verdict(item, not reasons, reasons)
+
+
+def mismatches(deal: Deal, match: Match) -> list[str]:
+    reasons = []
+    checks: list[tuple[str, list[str] | None, Any]] = [
+        ("outcome", list(match.outcome) if match.outcome else None, deal.outcome),
+        ("contract_type", match.contract_type, deal.contract_type),
+        ("pipeline", match.pipeline, deal.pipeline),
+        ("stage", match.stage, deal.stage),
+        ("crm", list(match.crm) if match.crm else None, deal.crm),
+    ]
+    for name, allowed, value in checks:
+        if allowed is not None and not _in(value, allowed):
+            reasons.append(f"{name}: {value!r} is not one of {allowed}")
+    if match.amount is not None and not match.amount.holds(deal.amount):
+        reasons.append(f"amount: {deal.amount} does not satisfy {_range(match.amount)}")
+    for key, condition in match.fields.items():
+        value = deal.properties.get(key)
+        if isinstance(condition, Range):
+            ok = _number(value) is not None and condition.holds(_number(value))
+            wanted = _range(condition)
+        else:
+            ok = _in(value, condition)
+            wanted = f"one of {condition}"
+        if not ok:
+            reasons.append(f"fields.{key}: {value!r} is not {wanted}")
+    return reasons
+
+
+def _in(value: Any, allowed: list[str]) -> bool:
+    return value is not None and str(value).casefold() in {a.casefold() for a in allowed}
+
+
+def _number(value: Any) -> Decimal | None:
+    try:
+        return Decimal(str(value)) if value not in (None, "") else None
+    except ArithmeticError:
+        return None
+
+
+def _range(condition: Range) -> str:
+    symbols = {"gte": ">=", "gt": ">", "lte": "<=", "lt": "<"}
+    parts = [f"{symbols[k]} {v}" for k, v in condition.model_dump(exclude_none=True).items()]
+    return " and ".join(parts)
+
+
+@dataclass(frozen=True)
+class PlannedStep:
+    """One step laid out for one deal: what it writes, when, for whom."""
+
+    step_id: str
+    kind: str
+    due_at: datetime | None
+    owner_id: str | None
+    title: str
+    body: str
+    detail: dict[str, Any] = field(default_factory=dict)
+    condition: str | None = None
+
+    @property
+    def conditional(self) -> bool:
+        return self.condition is not None
+
+
+@dataclass(frozen=True)
+class Plan:
+    playbook: Playbook
+    anchor: date
+    anchor_kind: str
+    anchor_note: str | None
+    steps: list[PlannedStep]
+
+
+@dataclass(frozen=True)
+class PlanContext:
+    """What laying out a plan needs besides the deal and the playbook."""
+
+    zone: ZoneInfo
+    roles: dict[str, str]
+    fallback_owner: str | None
+    now: datetime
+
+    @property
+    def today(self) -> date:
+        return self.now.astimezone(self.zone).date()
+
+
+def anchor_for(deal: Deal, playbook: Playbook, today: date) -> tuple[date, str, str | None]:
+    """The anchor date, which anchor it really is, and a note when it fell back."""
+    wanted = playbook.anchor
+    if wanted == "contract_end" and deal.contract_end:
+        return deal.contract_end, "contract_end", None
+    if wanted in ("contract_end", "close_date") and deal.close_date:
+        note = "deal has no contract end date; counted from the close date" if wanted == "contract_end" else None
+        return deal.close_date, "close_date", note
+    note = None if wanted == "run_start" else f"deal has no {wanted.replace('_', ' ')}; counted from today"
+    return today, "run_start", note
+
+
+def plan(deal: Deal, playbook: Playbook, ctx: PlanContext) -> Plan:
+    anchor, kind, note = anchor_for(deal, playbook, ctx.today)
+    context = templates.deal_context(deal, playbook.model_dump(mode="json"), anchor, ctx.today)
+    steps = [_plan_step(step, deal, playbook, anchor, context, ctx) for step in playbook.steps]
+    return Plan(playbook, anchor, kind, note, steps)
+
+
+def _plan_step(
+    step: Step, deal: Deal, playbook: Playbook, anchor: date, context: dict[str, Any], ctx: PlanContext
+) -> PlannedStep:
+    condition = _condition(step)
+    when = _offset_of(step)
+    if condition:
+        due_at = None
+    elif when is None:
+        due_at = ctx.now
+    else:
+        due_at = at_workday_start(when.apply(anchor), ctx.zone)
+    contact = deal.primary_contact
+    detail: dict[str, Any] = {"offset": str(when) if when else "at run start"}
+    if step.task is not None:
+        task = step.task
+        return PlannedStep(
+            step.id, "task", due_at, resolve_owner(task.owner, deal, ctx),
+            _text(task.title, playbook, context), _text(task.body, playbook, context),
+            {**detail, "priority": task.priority, "type": task.type}, condition,
+        )
+    if step.note is not None:
+        text = _text(step.note.body, playbook, context)
+        return PlannedStep(step.id, "note", due_at, None, _first_line(text), text, detail, condition)
+    if step.survey is not None:
+        kind = step.survey.kind
+        detail |= {"survey": kind, "contact_id": contact.id if contact else None}
+        title = f"Send the {kind.upper()} survey to {context['contact']['name']}"
+        return PlannedStep(step.id, "survey", due_at, None, title, "", detail, condition)
+    if step.referral is not None:
+        detail |= {"ask": list(step.referral.ask), "contact_id": contact.id if contact else None}
+        title = f"Ask {context['contact']['name']} for a {' / '.join(step.referral.ask).replace('_', ' ')}"
+        return PlannedStep(step.id, "referral", due_at, None, title, "", detail, condition)
+    assert step.property is not None
+    values = {name: templates.render(value, context) for name, value in step.property.set.items()}
+    detail |= {"object": step.property.object, "set": values}
+    title = f"Set {', '.join(f'{k}={v}' for k, v in values.items())} on the {step.property.object}"
+    return PlannedStep(step.id, "property", due_at, None, title, "", detail, condition)
+
+
+def _offset_of(step: Step) -> Offset | None:
+    """The step's offset from the anchor; None for steps that happen when the run starts."""
+    body = step.body
+    for name in ("due", "send", "at"):
+        value = getattr(body, name, None)
+        if isinstance(value, Offset):
+            return value
+    return None
+
+
+def _condition(step: Step) -> str | None:
+    body = step.body
+    if body.after is None:
+        return None
+    text = f"after {body.after} is answered"
+    if body.when and body.when.score:
+        text += f", when score {_range(body.when.score)}"
+    return text
+
+
+def _text(value: str | ToneText, playbook: Playbook, context: dict[str, Any]) -> str:
+    source = value.pick(playbook.tone) if isinstance(value, ToneText) else value
+    return templates.render(source or "", context)
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0][:120] if text.strip() else ""
+
+
+def resolve_owner(rule: str, deal: Deal, ctx: PlanContext) -> str | None:
+    """The CRM user a task goes to; the fallback owner when the rule finds nobody."""
+    if rule == "deal_owner":
+        owner = deal.owner.id if deal.owner else None
+    elif rule.startswith("role:"):
+        owner = ctx.roles.get(rule.removeprefix("role:"))
+    else:
+        owner = rule.removeprefix("user:")
+    return owner or ctx.fallback_owner or (deal.owner.id if deal.owner else None)
+
+
+def at_workday_start(day: date, zone: ZoneInfo) -> datetime:
+    """``day`` at the start of the working day in the account's zone, as aware UTC."""
+    from datetime import UTC
+
+    return datetime.combine(day, WORKDAY_START, tzinfo=zone).astimezone(UTC)

@@ -1,0 +1,1 @@
+"""Playbooks: the language (model), loading and checking (loader), and templates."""

@@ -1,0 +1,182 @@
+"""Load playbook files, and say exactly what is wrong with the ones that do not load.
+
+Every problem is one line: ``<file>: <field path>: <what is expected>``, e.g.
+``playbooks/retainer.yaml: steps[3].task.due: '-3x' is not an offset: …``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from connector.errors import PlaybookError
+from connector.playbooks.model import Playbook
+
+SUFFIXES = (".yaml", ".yml")
+
+
+@dataclass(frozen=True)
+class LoadedPlaybook:
+    playbook: Playbook
+    path: str
+    hash: str
+
+    @property
+    def id(self) -> str:
+        return self.playbook.id
+
+    def pinned(self) -> dict[str, Any]:
+        """The content a run keeps, so later edits never reach it."""
+        return self.playbook.model_dump(mode="json", exclude_none=True)
+
+
+def content_hash(playbook: Playbook) -> str:
+    canonical = json.dumps(playbook.model_dump(mode="json", exclude_none=True), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def playbook_files(paths: Iterable[Path]) -> list[Path]:
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            files.extend(sorted(p for p in path.iterdir() if p.suffix in SUFFIXES and p.is_file()))
+        else:
+            files.append(path)
+    return files
+
+
+def load_file(path: Path) -> LoadedPlaybook:
+    """One playbook, or PlaybookError with one line per problem."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise PlaybookError([f"{path}: cannot read: {exc.strerror or exc}"]) from None
+    except UnicodeDecodeError:
+        raise PlaybookError([f"{path}: not UTF-8 text"]) from None
+    except yaml.YAMLError as exc:
+        raise PlaybookError([f"{path}: not valid YAML: {_yaml_reason(exc)}"]) from None
+    if not isinstance(data, dict):
+        raise PlaybookError([f"{path}: expected a mapping with id, name, version and steps"])
+    try:
+        playbook = Playbook.model_validate(data)
+    except ValidationError as exc:
+        raise PlaybookError([f"{path}: {line}" for line in describe(exc)]) from None
+    problems = [f"{path}: {line}" for line in step_problems(playbook)]
+    if problems:
+        raise PlaybookError(problems)
+    return LoadedPlaybook(playbook=playbook, path=str(path), hash=content_hash(playbook))
+
+
+def load_all(paths: Iterable[Path]) -> list[LoadedPlaybook]:
+    """Every playbook under ``paths``; PlaybookError listing every problem in every file."""
+    loaded: list[LoadedPlaybook] = []
+    problems: list[str] = []
+    files = playbook_files(paths)
+    if not files:
+        problems.append(f"{', '.join(str(p) for p in paths)}: no playbook files (*.yaml) found")
+    for path in files:
+        try:
+            loaded.append(load_file(path))
+        except PlaybookError as exc:
+            problems.extend(exc.problems)
+    problems.extend(set_problems(loaded))
+    if problems:
+        raise PlaybookError(problems)
+    return loaded
+
+
+def step_problems(playbook: Playbook) -> list[str]:
+    """Problems a single playbook's steps have with each other."""
+    problems: list[str] = []
+    index = {}
+    for position, step in enumerate(playbook.steps):
+        if step.id in index:
+            problems.append(
+                f"steps[{position}].id: {step.id!r} is already used by steps[{index[step.id]}]; "
+                "step ids must be unique"
+            )
+        index.setdefault(step.id, position)
+    for position, step in enumerate(playbook.steps):
+        after = step.body.after
+        if after is None:
+            continue
+        field = f"steps[{position}].{step.kind}.after"
+        if after not in index:
+            problems.append(f"{field}: no step has id {after!r} (ids: {', '.join(index)})")
+        elif after == step.id:
+            problems.append(f"{field}: a step cannot wait for itself")
+        elif step.body.when and step.body.when.score and playbook.steps[index[after]].kind != "survey":
+            problems.append(f"{field}: `when.score` needs `after` to name a survey step; {after!r} is not one")
+    problems.extend(_cycles(playbook, index))
+    return problems
+
+
+def _cycles(playbook: Playbook, index: dict[str, int]) -> list[str]:
+    problems = []
+    for position, step in enumerate(playbook.steps):
+        seen = [step.id]
+        current = step.body.after
+        while current is not None and current in index and current not in seen:
+            seen.append(current)
+            current = playbook.steps[index[current]].body.after
+        if current == step.id and len(seen) > 1:
+            chain = " → ".join([*seen, step.id])
+            problems.append(f"steps[{position}].{step.kind}.after: `after` makes a cycle: {chain}")
+    return problems
+
+
+def set_problems(loaded: list[LoadedPlaybook]) -> list[str]:
+    """Problems between playbooks: duplicate ids, two playbooks that always tie."""
+    problems = []
+    by_id: dict[str, LoadedPlaybook] = {}
+    by_match: dict[tuple[str, int], LoadedPlaybook] = {}
+    for item in loaded:
+        if item.id in by_id:
+            problems.append(f"{item.path}: id: {item.id!r} is also the id of {by_id[item.id].path}")
+        by_id.setdefault(item.id, item)
+        key = (item.playbook.match.model_dump_json(), item.playbook.priority)
+        if key in by_match:
+            problems.append(
+                f"{item.path}: match: matches exactly the same deals as {by_match[key].path} "
+                f"with the same priority ({item.playbook.priority}); change one's match or priority"
+            )
+        by_match.setdefault(key, item)
+    return problems
+
+
+def describe(exc: ValidationError) -> list[str]:
+    lines = []
+    for error in exc.errors(include_url=False, include_input=True):
+        path = field_path(error["loc"])
+        message = str(error["msg"]).removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown key (check the spelling; see docs/playbooks.md)"
+        elif error["type"] == "missing":
+            message = "required"
+        lines.append(f"{path or '(top)'}: {message}")
+    return lines
+
+
+def field_path(loc: tuple[int | str, ...]) -> str:
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif "[" in part or part[:1].isupper() or part in ("text", "by_tone"):
+            continue  # pydantic's names for union members, not a field of the file
+        else:
+            path += f".{part}" if path else part
+    return path
+
+
+def _yaml_reason(exc: yaml.YAMLError) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc)
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark else problem

@@ -1,0 +1,258 @@
+"""The playbook language: one YAML file per contract type (docs/playbooks.md).
+
+Strict: an unknown key is an error, so a typo never silently does nothing.
+"""
+
+from __future__ import annotations
+
+import builtins
+import re
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    PlainSerializer,
+    Tag,
+    field_validator,
+    model_validator,
+)
+
+from connector.models import SurveyKind, TaskPriority, TaskType
+from connector.playbooks import templates
+from connector.playbooks.offsets import Offset
+
+Tone = Literal["celebratory", "neutral", "formal"]
+Anchor = Literal["close_date", "contract_end", "run_start"]
+
+
+def _offset(value: Any) -> Offset:
+    if isinstance(value, Offset):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = f"{value}d"
+    if not isinstance(value, str):
+        raise ValueError("expected an offset such as -30d, +1bd or 2w")
+    return Offset.parse(value)
+
+
+OffsetField = Annotated[Offset, BeforeValidator(_offset), PlainSerializer(str, return_type=str)]
+
+
+def _template(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError("expected text (a Jinja2 template)")
+    problem = templates.check(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+Template = Annotated[str, BeforeValidator(_template)]
+
+
+def _as_list(value: Any) -> Any:
+    return [value] if isinstance(value, str | int | float) and not isinstance(value, bool) else value
+
+
+StrList = Annotated[list[str], BeforeValidator(_as_list)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Range(_Strict):
+    """A numeric condition: every bound given must hold."""
+
+    gte: Decimal | None = None
+    gt: Decimal | None = None
+    lte: Decimal | None = None
+    lt: Decimal | None = None
+
+    @model_validator(mode="after")
+    def _some_bound(self) -> Range:
+        if all(bound is None for bound in (self.gte, self.gt, self.lte, self.lt)):
+            raise ValueError("give at least one of gte, gt, lte, lt")
+        return self
+
+    def holds(self, value: Decimal | float | int | None) -> bool:
+        if value is None:
+            return False
+        number = Decimal(str(value))
+        return (
+            (self.gte is None or number >= self.gte)
+            and (self.gt is None or number > self.gt)
+            and (self.lte is None or number <= self.lte)
+            and (self.lt is None or number < self.lt)
+        )
+
+
+class Match(_Strict):
+    """Which deals a playbook is for. Every listed key must hold; an omitted key matches any."""
+
+    outcome: list[Literal["won", "lost"]] | None = None
+    contract_type: StrList | None = None
+    pipeline: StrList | None = None
+    stage: StrList | None = None
+    crm: list[Literal["sandbox", "hubspot", "salesforce"]] | None = None
+    amount: Range | None = None
+    fields: dict[str, StrList | Range] = Field(default_factory=dict)
+
+    @field_validator("outcome", "crm", mode="before")
+    @classmethod
+    def _listify(cls, value: Any) -> Any:
+        return _as_list(value)
+
+
+class When(_Strict):
+    """A structured condition on the answer to the step named in ``after``."""
+
+    score: Range | None = None
+    answered: bool | None = None
+
+
+class ToneText(_Strict):
+    """Text that differs by the playbook's tone; ``default`` serves any tone not given."""
+
+    default: Template | None = None
+    celebratory: Template | None = None
+    neutral: Template | None = None
+    formal: Template | None = None
+
+    def pick(self, tone: Tone) -> str | None:
+        return getattr(self, tone) or self.default
+
+
+Text = Annotated[
+    Annotated[str, BeforeValidator(_template), Tag("text")] | Annotated[ToneText, Tag("by_tone")],
+    Discriminator(lambda value: "by_tone" if isinstance(value, dict | ToneText) else "text"),
+]
+
+
+def _pattern(regex: str, expected: str) -> BeforeValidator:
+    compiled = re.compile(regex)
+
+    def check(value: Any) -> Any:
+        if not isinstance(value, str) or not compiled.fullmatch(value):
+            raise ValueError(f"{value!r} is not valid: expected {expected}")
+        return value
+
+    return BeforeValidator(check)
+
+
+Owner = Annotated[
+    str, _pattern(r"deal_owner|role:[\w.-]+|user:[\w.@-]+", "deal_owner, role:<name> or user:<crm user id>")
+]
+Ident = Annotated[
+    str,
+    _pattern(r"[a-z0-9][a-z0-9_-]{0,79}", "lowercase letters, digits, - and _ (e.g. confirm-end-date)"),
+]
+
+
+class _Conditional(_Strict):
+    after: str | None = None
+    when: When | None = None
+
+    @model_validator(mode="after")
+    def _when_needs_after(self) -> _Conditional:
+        if self.when is not None and self.after is None:
+            raise ValueError("`when` needs `after: <survey step id>` to say whose answer it tests")
+        return self
+
+
+class TaskStep(_Conditional):
+    title: Text
+    body: Text = ""
+    due: OffsetField = Offset(0, "d")
+    owner: Owner = "deal_owner"
+    priority: TaskPriority = "normal"
+    type: TaskType = "todo"
+
+
+class NoteStep(_Conditional):
+    body: Text
+    at: OffsetField | None = None  # None: as soon as the run starts
+
+
+class SurveyStep(_Conditional):
+    kind: SurveyKind
+    to: Literal["primary_contact"] = "primary_contact"
+    send: OffsetField = Offset(0, "d")
+
+
+class ReferralStep(_Conditional):
+    to: Literal["primary_contact"] = "primary_contact"
+    send: OffsetField = Offset(0, "d")
+    ask: list[Literal["referral", "testimonial", "case_study"]] = Field(
+        default_factory=lambda: ["referral", "testimonial"]
+    )
+
+
+class PropertyStep(_Conditional):
+    object: Literal["deal", "company"] = "deal"
+    set: dict[str, Template]
+    at: OffsetField | None = None  # None: as soon as the run starts
+
+    @field_validator("set")
+    @classmethod
+    def _not_empty(cls, value: dict[str, str]) -> dict[str, str]:
+        if not value:
+            raise ValueError("name at least one property to set")
+        return value
+
+
+STEP_KINDS = ("task", "note", "survey", "referral", "property")
+
+
+class Step(_Strict):
+    id: Ident
+    task: TaskStep | None = None
+    note: NoteStep | None = None
+    survey: SurveyStep | None = None
+    referral: ReferralStep | None = None
+    property: PropertyStep | None = None
+    covers: list[int] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _exactly_one_kind(self) -> Step:
+        given = [kind for kind in STEP_KINDS if getattr(self, kind) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                f"a step has exactly one of {', '.join(STEP_KINDS)}; this one has "
+                + (", ".join(given) if given else "none")
+            )
+        return self
+
+    @builtins.property  # plain `property` is the step kind of that name here
+    def kind(self) -> str:
+        return next(kind for kind in STEP_KINDS if getattr(self, kind) is not None)
+
+    @builtins.property
+    def body(self) -> TaskStep | NoteStep | SurveyStep | ReferralStep | PropertyStep:
+        return getattr(self, self.kind)  # type: ignore[no-any-return]
+
+
+class ContractEndTrigger(_Strict):
+    lead: OffsetField
+
+
+class Trigger(_Strict):
+    deal_closed: bool = True
+    contract_end: ContractEndTrigger | None = None
+
+
+class Playbook(_Strict):
+    id: Ident
+    name: str
+    version: int = Field(ge=1)
+    tone: Tone = "neutral"
+    match: Match = Field(default_factory=Match)
+    priority: int = 0
+    anchor: Anchor = "close_date"
+    trigger: Trigger = Field(default_factory=Trigger)
+    steps: list[Step] = Field(min_length=1)

@@ -1,0 +1,166 @@
+"""Start runs and lay their actions into the outbox, in the caller's transaction.
+
+A run is unique per (crm, account, deal, playbook): whichever trigger comes
+first starts it, and every later one finds it already there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from connector.models import Deal, NoteSpec, PropertyUpdate, TaskSpec
+from connector.planner import Plan, PlannedStep
+from connector.playbooks.loader import LoadedPlaybook
+from connector.store import Action, AuditEntry, Run
+
+TASK_BATCH = "tasks"
+
+
+def idempotency_key(run: Run, name: str) -> str:
+    """Stable across retries and processes: the CRM-side marker of this write."""
+    raw = f"{run.crm}|{run.account}|{run.deal_id}|{run.playbook_id}|{name}"
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Started:
+    run: Run
+    created: bool
+
+
+def start_run(
+    session: Session,
+    *,
+    deal: Deal,
+    loaded: LoadedPlaybook,
+    plan: Plan,
+    trigger: str,
+    event_id: int | None,
+    now: datetime,
+) -> Started:
+    """Create the run and its actions, or return the run this deal already has for the playbook."""
+    values = {
+        "crm": deal.crm,
+        "account": deal.account,
+        "deal_id": deal.id,
+        "playbook_id": loaded.id,
+        "playbook_version": loaded.playbook.version,
+        "playbook_hash": loaded.hash,
+        "playbook": loaded.pinned(),
+        "deal": deal.model_dump(mode="json"),
+        "trigger": trigger,
+        "anchor_at": _midnight(plan),
+        "event_id": event_id,
+        "state": "active",
+        "note": plan.anchor_note,
+        "created_at": now,
+        "updated_at": now,
+    }
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    statement = (
+        insert(Run)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=["crm", "account", "deal_id", "playbook_id"])
+        .returning(Run.id)
+    )
+    run_id = session.execute(statement).scalar()
+    if run_id is None:
+        existing = session.scalars(
+            select(Run).filter_by(crm=deal.crm, account=deal.account, deal_id=deal.id, playbook_id=loaded.id)
+        ).one()
+        return Started(existing, created=False)
+    run = session.get_one(Run, run_id)
+    for action in actions_for(run, deal, plan, now):
+        session.add(action)
+    session.add(
+        AuditEntry(
+            actor="worker", verb="run.started", run_id=run.id, crm=deal.crm,
+            detail={"playbook": loaded.id, "version": loaded.playbook.version, "trigger": trigger,
+                    "deal": deal.id},
+            at=now,
+        )
+    )
+    return Started(run, created=True)
+
+
+def _midnight(plan: Plan) -> datetime:
+    from datetime import UTC, time
+
+    return datetime.combine(plan.anchor, time(0), tzinfo=UTC)
+
+
+def actions_for(run: Run, deal: Deal, plan: Plan, now: datetime) -> list[Action]:
+    """The outbox rows for a plan's unconditional steps.
+
+    All tasks go in one action, written at once so the CSM sees the whole
+    checklist (each task keeps its own due date) in as few CRM calls as the
+    CRM allows. Every other step is its own action, due at its own time.
+    Conditional steps wait for the answer they depend on.
+    """
+    now_steps = [s for s in plan.steps if not s.conditional]
+    tasks = [s for s in now_steps if s.kind == "task"]
+    actions = []
+    if tasks:
+        payload = {"tasks": [task_spec(s, deal).model_dump(mode="json") for s in tasks]}
+        actions.append(_action(run, TASK_BATCH, "tasks", payload, now, now))
+    for step in now_steps:
+        if step.kind == "task":
+            continue
+        due = max(step.due_at or now, now)
+        actions.append(_action(run, step.step_id, step.kind, step_payload(step, deal), due, now))
+    return actions
+
+
+def _action(
+    run: Run, step_id: str, kind: str, payload: dict[str, Any], due: datetime, now: datetime
+) -> Action:
+    return Action(
+        run_id=run.id, step_id=step_id, kind=kind, payload=payload, due_at=due,
+        state="pending", attempts=0, idempotency_key=idempotency_key(run, step_id),
+        created_at=now, updated_at=now,
+    )
+
+
+def task_spec(step: PlannedStep, deal: Deal) -> TaskSpec:
+    assert step.due_at is not None
+    contact = deal.primary_contact
+    return TaskSpec(
+        step_id=step.step_id, title=step.title, body=step.body, due_at=step.due_at,
+        owner_id=step.owner_id, priority=step.detail.get("priority", "normal"),
+        type=step.detail.get("type", "todo"), deal_id=deal.id,
+        company_id=deal.company.id if deal.company else None,
+        contact_id=contact.id if contact else None,
+    )
+
+
+def step_payload(step: PlannedStep, deal: Deal) -> dict[str, Any]:
+    """What an action needs at execution time, as JSON."""
+    contact = deal.primary_contact
+    company_id = deal.company.id if deal.company else None
+    if step.kind == "note":
+        return NoteSpec(
+            step_id=step.step_id, body=step.body, deal_id=deal.id, company_id=company_id,
+            contact_id=contact.id if contact else None,
+        ).model_dump(mode="json")
+    if step.kind == "property":
+        target = step.detail["object"]
+        object_id = deal.id if target == "deal" else company_id
+        return PropertyUpdate(
+            step_id=step.step_id, object=target, object_id=object_id or deal.id,
+            properties=step.detail["set"],
+        ).model_dump(mode="json")
+    return {
+        "step_id": step.step_id,
+        "deal_id": deal.id,
+        "contact_id": contact.id if contact else None,
+        "email": contact.email if contact else None,
+        **{k: v for k, v in step.detail.items() if k != "offset"},
+    }

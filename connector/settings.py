@@ -1,0 +1,201 @@
+"""One validated settings object, built once at start-up.
+
+Values come from the environment and, for everything but secrets, from an
+optional ``offboard.toml`` in the working directory (or the file named by
+``OFFBOARD_CONFIG``). The environment wins. Secrets are ``SecretStr``: they
+print as ``**********`` and are only read where they are used.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from connector.errors import SettingsInvalid
+
+DEV_SECRET_KEY = "offboard-development-key-not-for-production"
+
+
+def _env(name: str, default: Any = None, **kw: Any) -> Any:
+    """A field read from exactly the environment variable ``name``."""
+    if "default_factory" in kw:
+        return Field(validation_alias=AliasChoices(name), **kw)
+    return Field(default, validation_alias=AliasChoices(name), **kw)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        extra="ignore", case_sensitive=True, populate_by_name=False, frozen=True
+    )
+
+    env: Literal["development", "test", "production"] = _env("OFFBOARD_ENV", "development")
+    database_url: str = _env("OFFBOARD_DATABASE_URL", "sqlite:///var/offboard.db")
+    playbooks: Path = _env("OFFBOARD_PLAYBOOKS", Path("./playbooks"))
+    public_url: str = _env("OFFBOARD_PUBLIC_URL", "http://127.0.0.1:8080")
+    secret_key: SecretStr = _env("OFFBOARD_SECRET_KEY", SecretStr(DEV_SECRET_KEY))
+    webhook_secret: SecretStr | None = _env("OFFBOARD_WEBHOOK_SECRET")
+    timezone: str = _env("OFFBOARD_TIMEZONE", "UTC")
+    roles: dict[str, str] = _env("OFFBOARD_ROLES", default_factory=dict)
+    fallback_owner: str | None = _env("OFFBOARD_FALLBACK_OWNER")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = _env("OFFBOARD_LOG_LEVEL", "INFO")
+
+    # The worker: how it claims, retries and gives up.
+    worker_poll_seconds: float = _env("OFFBOARD_WORKER_POLL_SECONDS", 1.0, gt=0)
+    worker_batch: int = _env("OFFBOARD_WORKER_BATCH", 20, ge=1, le=500)
+    lease_seconds: int = _env("OFFBOARD_LEASE_SECONDS", 300, ge=5)
+    max_attempts: int = _env("OFFBOARD_MAX_ATTEMPTS", 8, ge=1, le=100)
+    retry_base_seconds: float = _env("OFFBOARD_RETRY_BASE_SECONDS", 30.0, ge=0)
+    retry_max_seconds: float = _env("OFFBOARD_RETRY_MAX_SECONDS", 3600.0, ge=0)
+    inline_retries: int = _env("OFFBOARD_INLINE_RETRIES", 3, ge=1, le=10)
+    inline_retry_wait_seconds: float = _env("OFFBOARD_INLINE_RETRY_WAIT_SECONDS", 0.5, ge=0)
+
+    # The sandbox CRM: the embedded default, the demo, and the core's test fake.
+    sandbox_enabled: bool = _env("OFFBOARD_SANDBOX", True)
+
+    hubspot_access_token: SecretStr | None = _env("HUBSPOT_ACCESS_TOKEN")
+    hubspot_client_secret: SecretStr | None = _env("HUBSPOT_CLIENT_SECRET")
+    hubspot_api_base_url: str = _env("HUBSPOT_API_BASE_URL", "https://api.hubapi.com")
+    hubspot_contract_type_property: str = _env("HUBSPOT_CONTRACT_TYPE_PROPERTY", "contract_type")
+    hubspot_contract_end_property: str = _env("HUBSPOT_CONTRACT_END_PROPERTY", "contract_end_date")
+
+    salesforce_instance_url: str | None = _env("SALESFORCE_INSTANCE_URL")
+    salesforce_access_token: SecretStr | None = _env("SALESFORCE_ACCESS_TOKEN")
+    salesforce_username: str | None = _env("SALESFORCE_USERNAME")
+    salesforce_password: SecretStr | None = _env("SALESFORCE_PASSWORD")
+    salesforce_security_token: SecretStr | None = _env("SALESFORCE_SECURITY_TOKEN")
+    salesforce_consumer_key: str | None = _env("SALESFORCE_CONSUMER_KEY")
+    salesforce_consumer_secret: SecretStr | None = _env("SALESFORCE_CONSUMER_SECRET")
+    salesforce_private_key_file: Path | None = _env("SALESFORCE_PRIVATE_KEY_FILE")
+    salesforce_domain: str | None = _env("SALESFORCE_DOMAIN")
+    salesforce_org_id: str | None = _env("SALESFORCE_ORG_ID")
+    salesforce_webhook_secret: SecretStr | None = _env("SALESFORCE_WEBHOOK_SECRET")
+    salesforce_contract_type_field: str = _env("SALESFORCE_CONTRACT_TYPE_FIELD", "Type")
+    salesforce_contract_end_field: str = _env("SALESFORCE_CONTRACT_END_FIELD", "Contract.EndDate")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r} (use an IANA name such as Europe/Paris)") from exc
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _supported_database(cls, value: str) -> str:
+        if not value.startswith(("sqlite:", "postgresql:", "postgresql+psycopg:")):
+            raise ValueError("expected a sqlite:/// or postgresql:// URL")
+        return value
+
+    @field_validator("public_url", "hubspot_api_base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("expected an http:// or https:// URL")
+        return value.rstrip("/")
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _standard_webhooks_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        raw = value.get_secret_value().removeprefix("whsec_")
+        try:
+            decoded = base64.b64decode(raw + "==", validate=False)
+        except (binascii.Error, ValueError) as exc:
+            raise ValueError("expected a Standard Webhooks secret: whsec_ followed by base64") from exc
+        if len(decoded) < 16:
+            raise ValueError("the secret is too short: use at least 16 random bytes (whsec_ + base64)")
+        return value
+
+    @model_validator(mode="after")
+    def _production_needs_real_secret(self) -> Settings:
+        if self.env == "production" and self.secret_key.get_secret_value() == DEV_SECRET_KEY:
+            raise ValueError("OFFBOARD_SECRET_KEY must be set when OFFBOARD_ENV=production")
+        return self
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite:")
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_path = Path(os.environ.get("OFFBOARD_CONFIG", "offboard.toml"))
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if toml_path.is_file():
+            sources.append(_NoSecretsToml(settings_cls, toml_path))
+        return tuple(sources)
+
+
+def secret_variables() -> set[str]:
+    """Names of the variables that hold secrets (never read from a file, never logged)."""
+    return {
+        variable_name(name)
+        for name, field in Settings.model_fields.items()
+        if field.annotation in (SecretStr, SecretStr | None)
+    }
+
+
+def variable_name(field_name: str) -> str:
+    alias = Settings.model_fields[field_name].validation_alias
+    assert isinstance(alias, AliasChoices)
+    return str(alias.choices[0])
+
+
+def all_variables() -> list[str]:
+    """Every environment variable the settings read, in declaration order."""
+    return ["OFFBOARD_CONFIG", *(variable_name(name) for name in Settings.model_fields)]
+
+
+class _NoSecretsToml(TomlConfigSettingsSource):
+    """``offboard.toml``, keyed by the variable names; secrets there are refused."""
+
+    def __init__(self, settings_cls: type[BaseSettings], path: Path) -> None:
+        super().__init__(settings_cls, toml_file=path)
+        leaked = sorted(set(self.toml_data) & secret_variables())
+        if leaked:
+            raise SettingsInvalid(
+                f"{path}: {', '.join(leaked)} must come from the environment, not a file"
+            )
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings, or raise SettingsInvalid naming every bad variable."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise SettingsInvalid(_describe(exc)) from None
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors(include_input=False, include_url=False):
+        loc = error["loc"][0] if error["loc"] else ""
+        name = variable_name(str(loc)) if loc in Settings.model_fields else str(loc or "settings")
+        message = str(error["msg"]).removeprefix("Value error, ")
+        lines.append(f"{name}: {message}")
+    return "invalid settings:\n  " + "\n  ".join(lines)

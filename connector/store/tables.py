@@ -1,0 +1,109 @@
+"""The core's tables: the inbox, runs, the action outbox, and the audit trail."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from connector.clock import utcnow
+from connector.store.db import Base, IdType, JsonType, UtcDateTime
+
+
+class Event(Base):
+    """One thing a CRM told us, stored before we answer it. Unique per source event id."""
+
+    __tablename__ = "events"
+    __table_args__ = (
+        UniqueConstraint("source", "account", "event_key", name="uq_events_source_key"),
+        Index("ix_events_state_received", "state", "received_at"),
+    )
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=True)
+    source: Mapped[str] = mapped_column(String(32))
+    account: Mapped[str] = mapped_column(String(64))
+    event_key: Mapped[str] = mapped_column(String(255))
+    kind: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[Any] = mapped_column(JsonType)
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    # pending → running → done | ignored | failed
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    lease_until: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    available_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    outcome: Mapped[str | None] = mapped_column(Text, nullable=True)
+    processed_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+
+
+class Run(Base):
+    """One playbook applied to one deal. A deal never gets the same playbook twice."""
+
+    __tablename__ = "runs"
+    __table_args__ = (
+        UniqueConstraint("crm", "account", "deal_id", "playbook_id", name="uq_runs_deal_playbook"),
+    )
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=True)
+    crm: Mapped[str] = mapped_column(String(32))
+    account: Mapped[str] = mapped_column(String(64))
+    deal_id: Mapped[str] = mapped_column(String(64))
+    playbook_id: Mapped[str] = mapped_column(String(100))
+    playbook_version: Mapped[int] = mapped_column(Integer)
+    playbook_hash: Mapped[str] = mapped_column(String(64))
+    # The playbook exactly as it was when the run started: edits never reach a run under way.
+    playbook: Mapped[Any] = mapped_column(JsonType)
+    deal: Mapped[Any] = mapped_column(JsonType)
+    trigger: Mapped[str] = mapped_column(String(32))
+    anchor_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    event_id: Mapped[int | None] = mapped_column(ForeignKey("events.id"), nullable=True)
+    # active → done | cancelled
+    state: Mapped[str] = mapped_column(String(16), default="active")
+    note: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
+
+    actions: Mapped[list[Action]] = relationship(back_populates="run", order_by="Action.id")
+
+
+class Action(Base):
+    """One write to the CRM that a run owes: the outbox row the worker executes."""
+
+    __tablename__ = "actions"
+    __table_args__ = (Index("ix_actions_state_due", "state", "due_at"),)
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), index=True)
+    step_id: Mapped[str] = mapped_column(String(100))
+    kind: Mapped[str] = mapped_column(String(32))
+    payload: Mapped[Any] = mapped_column(JsonType)
+    due_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    # pending → running → done | failed | cancelled | skipped
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    idempotency_key: Mapped[str] = mapped_column(String(64), unique=True)
+    lease_until: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    claimed_by: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    result: Mapped[Any] = mapped_column(JsonType, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
+    done_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+
+    run: Mapped[Run] = relationship(back_populates="actions")
+
+
+class AuditEntry(Base):
+    """What was written where, and every operator change: append-only."""
+
+    __tablename__ = "audit"
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    actor: Mapped[str] = mapped_column(String(100))
+    verb: Mapped[str] = mapped_column(String(64))
+    run_id: Mapped[int | None] = mapped_column(IdType, nullable=True, index=True)
+    action_id: Mapped[int | None] = mapped_column(IdType, nullable=True)
+    crm: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    detail: Mapped[Any] = mapped_column(JsonType, nullable=True)

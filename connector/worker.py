@@ -1,0 +1,390 @@
+"""The worker: turns inbox events into runs, and executes due actions through the adapters.
+
+Both queues are claimed the same way: a short transaction marks rows
+``running`` with a lease (``FOR UPDATE SKIP LOCKED`` on Postgres, one writer on
+SQLite), the work happens outside any transaction, and a second short
+transaction records the outcome. A worker that dies leaves its rows to be
+reclaimed when the lease runs out, so every accepted event is processed and
+every action executed at least once; idempotency keys make the CRM effect
+happen once.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.orm import Session
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
+
+from adapters.base import CrmAdapter
+from connector import links
+from connector.clock import Clock, utcnow
+from connector.errors import CrmError, CrmPermanent, CrmRateLimited, CrmTransient, PayloadInvalid
+from connector.generic import GenericEvent
+from connector.models import Deal, Invite, NoteSpec, PropertyUpdate, TaskSpec
+from connector.planner import PlanContext, choose, plan
+from connector.playbooks.loader import LoadedPlaybook
+from connector.runs import start_run
+from connector.settings import Settings
+from connector.store import Action, AuditEntry, Event, Run, Store
+
+log = logging.getLogger("offboard.worker")
+
+Playbooks = Callable[[], list[LoadedPlaybook]]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    state: str  # done | ignored
+    note: str
+
+
+class Worker:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        adapters: Mapping[str, CrmAdapter],
+        playbooks: Playbooks,
+        *,
+        clock: Clock = utcnow,
+        worker_id: str | None = None,
+        sleep: Callable[[float], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.adapters = adapters
+        self.playbooks = playbooks
+        self.clock = clock
+        self.worker_id = worker_id or f"worker-{uuid.uuid4().hex[:8]}"
+        self._sleep = sleep
+
+    # --- the loop --------------------------------------------------------
+
+    def tick(self) -> int:
+        """Process what is due now; return how many events and actions were handled."""
+        return self.process_events() + self.execute_due_actions()
+
+    def run_until_idle(self, max_ticks: int = 100) -> int:
+        """Tick until nothing is due (tests, the demo, ``offboard worker --once``)."""
+        total = 0
+        for _ in range(max_ticks):
+            done = self.tick()
+            total += done
+            if not done:
+                break
+        return total
+
+    def run_forever(self, stop: threading.Event) -> None:
+        log.info("worker %s started", self.worker_id)
+        while not stop.is_set():
+            try:
+                busy = self.tick()
+            except Exception:  # keep the loop alive; the rows stay leased and come back
+                log.exception("worker tick failed")
+                busy = 0
+            if not busy:
+                stop.wait(self.settings.worker_poll_seconds)
+        log.info("worker %s stopped", self.worker_id)
+
+    # --- events → runs ---------------------------------------------------
+
+    def process_events(self) -> int:
+        events = self._claim(Event, Event.available_at)
+        for event in events:
+            self._process_event(event)
+        return len(events)
+
+    def _process_event(self, event: Event) -> None:
+        try:
+            outcome = self._interpret(event)
+        except (CrmTransient, ConnectionError) as exc:
+            self._event_retry(event, exc)
+            return
+        except Exception as exc:  # a permanent problem: keep the event, say why
+            log.warning("event %s failed: %s", event.id, exc)
+            self._finish_event(event, "failed", f"{type(exc).__name__}: {exc}")
+            return
+        self._finish_event(event, outcome.state, outcome.note)
+
+    def _interpret(self, event: Event) -> Outcome:
+        if event.source != "generic":
+            raise PayloadInvalid(f"no interpreter for events from {event.source!r}")
+        generic = GenericEvent.model_validate(event.payload)
+        adapter = self._adapter(generic.crm)
+        deal = generic.to_deal(generic.account or adapter.account)
+        if generic.type == "deal.reopened":
+            return self.cancel_deal(deal, reason=f"deal re-opened (event {event.id})")
+        return self.deal_closed(deal, event_id=event.id, trigger="deal_closed")
+
+    def deal_closed(self, deal: Deal, *, event_id: int | None, trigger: str) -> Outcome:
+        """Start the matching playbook's run for this deal, once."""
+        loaded, verdicts = choose(deal, self.playbooks(), trigger=trigger)
+        if loaded is None:
+            return Outcome("ignored", "no playbook matches this deal")
+        now = self.clock()
+        laid_out = plan(deal, loaded.playbook, self.plan_context(now))
+        with self.store.session() as session:
+            started = start_run(
+                session, deal=deal, loaded=loaded, plan=laid_out, trigger=trigger,
+                event_id=event_id, now=now,
+            )
+        if not started.created:
+            return Outcome("done", f"run {started.run.id} already exists for this deal and playbook")
+        log.info("run %s started: deal %s, playbook %s", started.run.id, deal.id, loaded.id)
+        return Outcome("done", f"run {started.run.id} started with playbook {loaded.id}")
+
+    def cancel_deal(self, deal: Deal, *, reason: str) -> Outcome:
+        """Cancel the pending actions of every active run of this deal."""
+        now = self.clock()
+        with self.store.session() as session:
+            runs = session.scalars(
+                select(Run).filter_by(crm=deal.crm, account=deal.account, deal_id=deal.id, state="active")
+            ).all()
+            for run in runs:
+                cancelled = cancel_run(session, run, reason=reason, actor=self.worker_id, now=now)
+                log.info("run %s cancelled (%d pending actions): %s", run.id, cancelled, reason)
+        return Outcome("done", f"cancelled {len(runs)} run(s)") if runs else Outcome("ignored", "no active run")
+
+    def plan_context(self, now: datetime) -> PlanContext:
+        zone = self.settings.zone
+        return PlanContext(
+            zone=zone, roles=dict(self.settings.roles), fallback_owner=self.settings.fallback_owner,
+            now=now,
+        )
+
+    def _event_retry(self, event: Event, exc: Exception) -> None:
+        delay = self._backoff(event.attempts, exc)
+        state = "failed" if event.attempts >= self.settings.max_attempts else "pending"
+        with self.store.session() as session:
+            session.execute(
+                update(Event).where(Event.id == event.id).values(
+                    state=state, lease_until=None, available_at=self.clock() + delay,
+                    outcome=f"{type(exc).__name__}: {exc}",
+                )
+            )
+
+    def _finish_event(self, event: Event, state: str, note: str) -> None:
+        with self.store.session() as session:
+            session.execute(
+                update(Event).where(Event.id == event.id).values(
+                    state=state, outcome=note, lease_until=None, processed_at=self.clock()
+                )
+            )
+
+    # --- actions → CRM ---------------------------------------------------
+
+    def execute_due_actions(self) -> int:
+        actions = self._claim(Action, Action.due_at)
+        for action in actions:
+            self._execute(action)
+        return len(actions)
+
+    def _execute(self, action: Action) -> None:
+        with self.store.session() as session:
+            run = session.get_one(Run, action.run_id)
+            crm = run.crm
+        try:
+            adapter = self._adapter(crm)
+            result = self._with_inline_retries(lambda: self._perform(adapter, action))
+        except CrmPermanent as exc:
+            self._park(action, crm, exc)
+        except CrmRateLimited as exc:
+            # A limit is no fault of the action: wait for the window, never give up on it.
+            self._reschedule(action, exc, count_attempt=False)
+        except (CrmTransient, ConnectionError, TimeoutError) as exc:
+            if action.attempts >= self.settings.max_attempts:
+                self._park(action, crm, exc)
+            else:
+                self._reschedule(action, exc, count_attempt=True)
+        except Exception as exc:
+            log.exception("action %s raised unexpectedly", action.id)
+            if action.attempts >= self.settings.max_attempts:
+                self._park(action, crm, exc)
+            else:
+                self._reschedule(action, exc, count_attempt=True)
+        else:
+            self._complete(action, crm, result)
+
+    def _with_inline_retries(self, call: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """A few quick retries for blips, before the action goes back in the queue."""
+        retrying = Retrying(
+            stop=stop_after_attempt(self.settings.inline_retries),
+            wait=wait_exponential(multiplier=self.settings.inline_retry_wait_seconds, max=10),
+            retry=retry_if_exception(_worth_a_quick_retry),
+            reraise=True,
+            sleep=self._sleep or _default_sleep,
+        )
+        return retrying(call)
+
+    def _perform(self, adapter: CrmAdapter, action: Action) -> dict[str, Any]:
+        key = action.idempotency_key
+        payload = action.payload
+        if action.kind == "tasks":
+            tasks = [TaskSpec.model_validate(t) for t in payload["tasks"]]
+            return {"task_ids": adapter.create_tasks(tasks, key)}
+        if action.kind == "note":
+            return {"note_id": adapter.add_note(NoteSpec.model_validate(payload), key)}
+        if action.kind == "property":
+            adapter.update_properties(PropertyUpdate.model_validate(payload), key)
+            return {"properties": payload["properties"]}
+        if action.kind in ("survey", "referral"):
+            return {"invite_id": adapter.send_invite(self._invite(action), key)}
+        raise CrmPermanent(f"unknown action kind {action.kind!r}")
+
+    def _invite(self, action: Action) -> Invite:
+        payload = action.payload
+        if not payload.get("contact_id"):
+            raise CrmPermanent("the deal has no contact to send this to")
+        purpose = "survey" if action.kind == "survey" else "referral"
+        kind = payload["survey"] if purpose == "survey" else "referral"
+        claims = {"run": action.run_id, "step": action.step_id, "contact": payload["contact_id"], "kind": kind}
+        link = links.make_link(
+            self.settings.public_url, self.settings.secret_key.get_secret_value(), purpose, claims
+        )
+        return Invite(
+            step_id=action.step_id, kind=kind, deal_id=payload["deal_id"],
+            contact_id=payload["contact_id"], email=payload.get("email"), link=link,
+        )
+
+    def _complete(self, action: Action, crm: str, result: dict[str, Any]) -> None:
+        now = self.clock()
+        with self.store.session() as session:
+            claimed = session.execute(
+                update(Action)
+                .where(Action.id == action.id, Action.claimed_by == self.worker_id, Action.state == "running")
+                .values(state="done", result=result, done_at=now, lease_until=None, last_error=None)
+            ).rowcount
+            if not claimed:
+                return  # our lease ran out and another worker took it over; it records the outcome
+            session.add(
+                AuditEntry(
+                    actor=self.worker_id, verb=f"{action.kind}.written", run_id=action.run_id,
+                    action_id=action.id, crm=crm, detail=result, at=now,
+                )
+            )
+            _close_run_if_finished(session, action.run_id)
+        log.info("action %s (%s) done: %s", action.id, action.kind, result)
+
+    def _reschedule(self, action: Action, exc: Exception, *, count_attempt: bool) -> None:
+        delay = self._backoff(action.attempts, exc)
+        attempts = action.attempts if count_attempt else max(action.attempts - 1, 0)
+        with self.store.session() as session:
+            session.execute(
+                update(Action)
+                .where(Action.id == action.id, Action.claimed_by == self.worker_id, Action.state == "running")
+                .values(
+                    state="pending", due_at=self.clock() + delay, lease_until=None,
+                    attempts=attempts, last_error=_describe(exc),
+                )
+            )
+        log.warning("action %s will be retried in %.0fs: %s", action.id, delay.total_seconds(), exc)
+
+    def _park(self, action: Action, crm: str, exc: Exception) -> None:
+        now = self.clock()
+        with self.store.session() as session:
+            parked = session.execute(
+                update(Action)
+                .where(Action.id == action.id, Action.claimed_by == self.worker_id, Action.state == "running")
+                .values(state="failed", lease_until=None, last_error=_describe(exc))
+            ).rowcount
+            if parked:
+                session.add(
+                    AuditEntry(
+                        actor=self.worker_id, verb="action.failed", run_id=action.run_id,
+                        action_id=action.id, crm=crm, detail={"error": _describe(exc)}, at=now,
+                    )
+                )
+        log.error("action %s failed after %d attempt(s): %s", action.id, action.attempts, exc)
+
+    def _backoff(self, attempts: int, exc: Exception) -> timedelta:
+        if isinstance(exc, CrmRateLimited) and exc.retry_after is not None:
+            return timedelta(seconds=exc.retry_after)
+        base = self.settings.retry_base_seconds * (2 ** max(attempts - 1, 0))
+        seconds = min(base, self.settings.retry_max_seconds)
+        return timedelta(seconds=seconds * random.uniform(0.8, 1.0))
+
+    # --- claiming ----------------------------------------------------------
+
+    def _claim(self, table: type[Event] | type[Action], due_column: Any) -> list[Any]:
+        """Lease up to a batch of due rows to this worker, atomically."""
+        now = self.clock()
+        lease_until = now + timedelta(seconds=self.settings.lease_seconds)
+        with self.store.session() as session:
+            ids = session.scalars(
+                select(table.id)
+                .where(
+                    or_(
+                        and_(table.state == "pending", due_column <= now),
+                        and_(table.state == "running", table.lease_until < now),
+                    )
+                )
+                .order_by(due_column, table.id)
+                .limit(self.settings.worker_batch)
+                .with_for_update(skip_locked=True)
+            ).all()
+            if not ids:
+                return []
+            session.execute(
+                update(table)
+                .where(table.id.in_(ids))
+                .values(state="running", lease_until=lease_until, attempts=table.attempts + 1,
+                        **({"claimed_by": self.worker_id} if table is Action else {}))
+            )
+            rows = session.scalars(select(table).where(table.id.in_(ids)).order_by(table.id)).all()
+            session.expunge_all()
+            return list(rows)
+
+    def _adapter(self, crm: str) -> CrmAdapter:
+        try:
+            return self.adapters[crm]
+        except KeyError:
+            raise CrmPermanent(f"the {crm!r} CRM is not configured on this connector") from None
+
+
+def cancel_run(session: Session, run: Run, *, reason: str, actor: str, now: datetime) -> int:
+    """Cancel a run's pending actions and the run itself; return how many actions were cancelled."""
+    cancelled = session.execute(
+        update(Action)
+        .where(Action.run_id == run.id, Action.state == "pending")
+        .values(state="cancelled", last_error=reason, updated_at=now)
+    ).rowcount
+    run.state = "cancelled"
+    run.note = reason
+    session.add(
+        AuditEntry(actor=actor, verb="run.cancelled", run_id=run.id, crm=run.crm,
+                   detail={"reason": reason, "actions_cancelled": cancelled}, at=now)
+    )
+    return int(cancelled or 0)
+
+
+def _close_run_if_finished(session: Session, run_id: int) -> None:
+    open_actions = session.scalar(
+        select(Action.id).where(Action.run_id == run_id, Action.state.in_(("pending", "running"))).limit(1)
+    )
+    if open_actions is None:
+        session.execute(update(Run).where(Run.id == run_id, Run.state == "active").values(state="done"))
+
+
+def _worth_a_quick_retry(exc: BaseException) -> bool:
+    # Rate limits wait for the CRM's window in the queue, not in a busy loop here.
+    return isinstance(exc, CrmTransient) and not isinstance(exc, CrmRateLimited)
+
+
+def _describe(exc: Exception) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, CrmError) and exc.detail:
+        text += f" | {exc.detail}"
+    return text[:2000]
+
+
+def _default_sleep(seconds: float) -> None:
+    threading.Event().wait(seconds)
