@@ -20,6 +20,8 @@ run: $(STAMP)
 	$(BIN)/offboard serve
 
 test: $(STAMP)
+	$(BIN)/ruff check connector adapters tests
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 demo: $(STAMP)

@@ -16,7 +16,7 @@ from datetime import date
 from typing import Protocol, runtime_checkable
 
 from connector.errors import CrmError, CrmPermanent, CrmRateLimited, CrmTransient
-from connector.models import Deal, NoteSpec, PropertyUpdate, Invite, TaskSpec
+from connector.models import Deal, Invite, NoteSpec, PropertyUpdate, TaskSpec
 
 __all__ = [
     "CrmAdapter",

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+
 from connector.errors import PlaybookError, SettingsInvalid
 from connector.settings import Settings, load_settings
 
@@ -107,8 +108,12 @@ def db_upgrade() -> None:
 
 
 @main.command()
-@click.option("--state", type=click.Choice(["active", "done", "cancelled", "failed"]), default=None,
-              help="only runs in this state (failed: runs with a failed action)")
+@click.option(
+    "--state",
+    type=click.Choice(["active", "done", "cancelled", "failed"]),
+    default=None,
+    help="only runs in this state (failed: runs with a failed action)",
+)
 @click.option("--limit", default=50, show_default=True)
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
 def runs(state: str | None, limit: int, fmt: str) -> None:
@@ -127,7 +132,9 @@ def runs(state: str | None, limit: int, fmt: str) -> None:
         click.echo(_run_line(report))
         for action in report["actions"]:
             if action["state"] in ("failed", "pending") and action["last_error"]:
-                click.echo(f"    action {action['id']} {action['step_id']} {action['state']}: {action['last_error']}")
+                click.echo(
+                    f"    action {action['id']} {action['step_id']} {action['state']}: {action['last_error']}"
+                )
 
 
 def _run_line(report: dict[str, Any]) -> str:
@@ -167,7 +174,9 @@ def demo(url: str | None, in_process: bool, timeout: float) -> None:
 
     settings = _settings()
     if settings.webhook_secret is None:
-        raise click.ClickException("OFFBOARD_WEBHOOK_SECRET is not set: run `make demo`, or export it as for `make run`")
+        raise click.ClickException(
+            "OFFBOARD_WEBHOOK_SECRET is not set: run `make demo`, or export it as for `make run`"
+        )
     services = _services(settings)
     event = sample.sample_event(utcnow().date())
     body, headers = sample.signed_request(settings.webhook_secret.get_secret_value(), event)
@@ -188,8 +197,12 @@ def demo(url: str | None, in_process: bool, timeout: float) -> None:
     sandbox = services.adapters["sandbox"]
     tasks = sample.wait_for(lambda: sandbox.tasks(deal_id), timeout)
     if not tasks:
-        raise click.ClickException(f"no tasks appeared for deal {deal_id} within {timeout:.0f}s; see `offboard runs`")
-    click.echo(f"\nSandbox CRM, deal {deal_id} ({event['deal']['name']}), closed {event['deal']['close_date']}:")
+        raise click.ClickException(
+            f"no tasks appeared for deal {deal_id} within {timeout:.0f}s; see `offboard runs`"
+        )
+    click.echo(
+        f"\nSandbox CRM, deal {deal_id} ({event['deal']['name']}), closed {event['deal']['close_date']}:"
+    )
     _print_tasks(tasks)
 
 
@@ -230,10 +243,25 @@ def sandbox_tasks(deal: str | None) -> None:
 
 
 @sandbox.command("fail")
-@click.argument("operation", type=click.Choice(
-    ["create_tasks", "add_note", "update_properties", "send_invite", "fetch_deal", "deals_ending"]))
-@click.option("--kind", type=click.Choice(["transient", "rate_limited", "permanent", "lost_reply"]),
-              default="transient", show_default=True)
+@click.argument(
+    "operation",
+    type=click.Choice(
+        [
+            "create_tasks",
+            "add_note",
+            "update_properties",
+            "send_invite",
+            "fetch_deal",
+            "deals_ending",
+        ]
+    ),
+)
+@click.option(
+    "--kind",
+    type=click.Choice(["transient", "rate_limited", "permanent", "lost_reply"]),
+    default="transient",
+    show_default=True,
+)
 @click.option("--times", default=1, show_default=True, type=int)
 def sandbox_fail(operation: str, kind: str, times: int) -> None:
     """Make the sandbox CRM fail the next TIMES calls of OPERATION."""
@@ -246,4 +274,3 @@ def _describe_db(settings: Settings) -> str:
     from sqlalchemy.engine import make_url
 
     return make_url(settings.database_url).render_as_string(hide_password=True)
-

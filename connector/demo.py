@@ -15,7 +15,7 @@ from connector.clock import utcnow
 
 
 def sample_event(today: date) -> dict[str, Any]:
-    """A won retainer for a sample client, closing today with its contract ending in 30 days."""
+    """A won project for a sample client, closing today, its contract ending in 45 days."""
     suffix = uuid.uuid4().hex[:6]
     return {
         "id": f"demo-{suffix}",
@@ -23,7 +23,7 @@ def sample_event(today: date) -> dict[str, Any]:
         "crm": "sandbox",
         "deal": {
             "id": f"DEMO-{suffix.upper()}",
-            "name": "Acme Corp — 2026 retainer",
+            "name": "Acme Corp — website project",
             "outcome": "won",
             "closed": True,
             "amount": 24000,
@@ -32,12 +32,17 @@ def sample_event(today: date) -> dict[str, Any]:
             "stage": "closedwon",
             "close_date": today.isoformat(),
             "contract_type": "project",
-            "contract_end": (today + timedelta(days=30)).isoformat(),
+            "contract_end": (today + timedelta(days=45)).isoformat(),
             "owner": {"id": "owner-1", "name": "Sam Rivera", "email": "sam@offboard.example"},
             "company": {"id": "company-1", "name": "Acme Corp", "domain": "acme.example"},
             "contacts": [
-                {"id": "contact-1", "email": "pat@acme.example", "first_name": "Pat",
-                 "last_name": "Lee", "primary": True}
+                {
+                    "id": "contact-1",
+                    "email": "pat@acme.example",
+                    "first_name": "Pat",
+                    "last_name": "Lee",
+                    "primary": True,
+                }
             ],
         },
     }
@@ -51,7 +56,7 @@ def signed_request(secret: str, event: dict[str, Any]) -> tuple[bytes, dict[str,
 def post(url: str, body: bytes, headers: dict[str, str], timeout: float = 10) -> tuple[int, dict[str, Any]]:
     request = urllib.request.Request(f"{url}/webhooks/generic", data=body, headers=headers, method="POST")
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 (our own server)
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status, json.loads(response.read() or b"{}")
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read() or b"{}")

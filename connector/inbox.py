@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -10,7 +11,6 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from connector.clock import utcnow
 from connector.store import Event, Store
 
 
@@ -29,21 +29,21 @@ class Accepted:
     duplicate: bool
 
 
-def accept(store: Store, items: list[Incoming]) -> list[Accepted]:
+def accept(store: Store, items: list[Incoming], now: datetime) -> list[Accepted]:
     """Store every item in one transaction; a redelivered item is recognised, not stored twice."""
     with store.session() as session:
-        return [_accept_one(session, item) for item in items]
+        return [_accept_one(session, item, now) for item in items]
 
 
-def _accept_one(session: Session, item: Incoming) -> Accepted:
+def _accept_one(session: Session, item: Incoming, now: datetime) -> Accepted:
     values = {
         "source": item.source,
         "account": item.account,
         "event_key": item.event_key,
         "kind": item.kind,
         "payload": item.payload,
-        "received_at": utcnow(),
-        "available_at": utcnow(),
+        "received_at": now,
+        "available_at": now,
         "state": "pending",
         "attempts": 0,
     }

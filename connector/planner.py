@@ -16,7 +16,7 @@ from connector.models import Deal
 from connector.playbooks import templates
 from connector.playbooks.loader import LoadedPlaybook
 from connector.playbooks.model import Match, Playbook, Range, Step, ToneText
-from connector.playbooks.offsets import Offset
+from connector.playbooks.offsets import Offset, add_business_days
 
 # Tasks and sends land at this local time of day on their due date.
 WORKDAY_START = time(9, 0)
@@ -29,7 +29,9 @@ class Verdict:
     reasons: list[str]
 
 
-def choose(deal: Deal, playbooks: list[LoadedPlaybook], *, trigger: str = "deal_closed") -> tuple[LoadedPlaybook | None, list[Verdict]]:
+def choose(
+    deal: Deal, playbooks: list[LoadedPlaybook], *, trigger: str = "deal_closed"
+) -> tuple[LoadedPlaybook | None, list[Verdict]]:
     """The matching playbook with the highest priority (ties: the more specific, then id)."""
     verdicts = [judge(deal, item, trigger=trigger) for item in playbooks]
     candidates = [v.playbook for v in verdicts if v.matches]
@@ -149,7 +151,9 @@ def anchor_for(deal: Deal, playbook: Playbook, today: date) -> tuple[date, str, 
     if wanted == "contract_end" and deal.contract_end:
         return deal.contract_end, "contract_end", None
     if wanted in ("contract_end", "close_date") and deal.close_date:
-        note = "deal has no contract end date; counted from the close date" if wanted == "contract_end" else None
+        note = (
+            "deal has no contract end date; counted from the close date" if wanted == "contract_end" else None
+        )
         return deal.close_date, "close_date", note
     note = None if wanted == "run_start" else f"deal has no {wanted.replace('_', ' ')}; counted from today"
     return today, "run_start", note
@@ -163,7 +167,12 @@ def plan(deal: Deal, playbook: Playbook, ctx: PlanContext) -> Plan:
 
 
 def _plan_step(
-    step: Step, deal: Deal, playbook: Playbook, anchor: date, context: dict[str, Any], ctx: PlanContext
+    step: Step,
+    deal: Deal,
+    playbook: Playbook,
+    anchor: date,
+    context: dict[str, Any],
+    ctx: PlanContext,
 ) -> PlannedStep:
     condition = _condition(step)
     when = _offset_of(step)
@@ -172,15 +181,23 @@ def _plan_step(
     elif when is None:
         due_at = ctx.now
     else:
-        due_at = at_workday_start(when.apply(anchor), ctx.zone)
+        day = when.apply(anchor)
+        if playbook.weekends == "next_weekday":
+            day = add_business_days(day, 0)
+        due_at = at_workday_start(day, ctx.zone)
     contact = deal.primary_contact
     detail: dict[str, Any] = {"offset": str(when) if when else "at run start"}
     if step.task is not None:
         task = step.task
         return PlannedStep(
-            step.id, "task", due_at, resolve_owner(task.owner, deal, ctx),
-            _text(task.title, playbook, context), _text(task.body, playbook, context),
-            {**detail, "priority": task.priority, "type": task.type}, condition,
+            step.id,
+            "task",
+            due_at,
+            resolve_owner(task.owner, deal, ctx),
+            _text(task.title, playbook, context),
+            _text(task.body, playbook, context),
+            {**detail, "priority": task.priority, "type": task.type},
+            condition,
         )
     if step.note is not None:
         text = _text(step.note.body, playbook, context)

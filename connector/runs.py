@@ -82,9 +82,16 @@ def start_run(
         session.add(action)
     session.add(
         AuditEntry(
-            actor="worker", verb="run.started", run_id=run.id, crm=deal.crm,
-            detail={"playbook": loaded.id, "version": loaded.playbook.version, "trigger": trigger,
-                    "deal": deal.id},
+            actor="worker",
+            verb="run.started",
+            run_id=run.id,
+            crm=deal.crm,
+            detail={
+                "playbook": loaded.id,
+                "version": loaded.playbook.version,
+                "trigger": trigger,
+                "deal": deal.id,
+            },
             at=now,
         )
     )
@@ -123,9 +130,16 @@ def _action(
     run: Run, step_id: str, kind: str, payload: dict[str, Any], due: datetime, now: datetime
 ) -> Action:
     return Action(
-        run_id=run.id, step_id=step_id, kind=kind, payload=payload, due_at=due,
-        state="pending", attempts=0, idempotency_key=idempotency_key(run, step_id),
-        created_at=now, updated_at=now,
+        run_id=run.id,
+        step_id=step_id,
+        kind=kind,
+        payload=payload,
+        due_at=due,
+        state="pending",
+        attempts=0,
+        idempotency_key=idempotency_key(run, step_id),
+        created_at=now,
+        updated_at=now,
     )
 
 
@@ -133,9 +147,14 @@ def task_spec(step: PlannedStep, deal: Deal) -> TaskSpec:
     assert step.due_at is not None
     contact = deal.primary_contact
     return TaskSpec(
-        step_id=step.step_id, title=step.title, body=step.body, due_at=step.due_at,
-        owner_id=step.owner_id, priority=step.detail.get("priority", "normal"),
-        type=step.detail.get("type", "todo"), deal_id=deal.id,
+        step_id=step.step_id,
+        title=step.title,
+        body=step.body,
+        due_at=step.due_at,
+        owner_id=step.owner_id,
+        priority=step.detail.get("priority", "normal"),
+        type=step.detail.get("type", "todo"),
+        deal_id=deal.id,
         company_id=deal.company.id if deal.company else None,
         contact_id=contact.id if contact else None,
     )
@@ -147,14 +166,19 @@ def step_payload(step: PlannedStep, deal: Deal) -> dict[str, Any]:
     company_id = deal.company.id if deal.company else None
     if step.kind == "note":
         return NoteSpec(
-            step_id=step.step_id, body=step.body, deal_id=deal.id, company_id=company_id,
+            step_id=step.step_id,
+            body=step.body,
+            deal_id=deal.id,
+            company_id=company_id,
             contact_id=contact.id if contact else None,
         ).model_dump(mode="json")
     if step.kind == "property":
         target = step.detail["object"]
         object_id = deal.id if target == "deal" else company_id
         return PropertyUpdate(
-            step_id=step.step_id, object=target, object_id=object_id or deal.id,
+            step_id=step.step_id,
+            object=target,
+            object_id=object_id or deal.id,
             properties=step.detail["set"],
         ).model_dump(mode="json")
     return {

@@ -49,7 +49,7 @@ def _start_worker(gunicorn_worker: Any) -> None:
 
 def _stop_worker(_server: Any, gunicorn_worker: Any) -> None:
     stop, thread = getattr(gunicorn_worker, "offboard_stop", (None, None))
-    if stop is not None:
+    if stop is not None and thread is not None:
         stop.set()
         thread.join(timeout=30)
 

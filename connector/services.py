@@ -27,7 +27,12 @@ class Services:
 
     def worker(self, worker_id: str | None = None) -> Worker:
         return Worker(
-            self.settings, self.store, self.adapters, self.playbooks, clock=self.clock, worker_id=worker_id
+            self.settings,
+            self.store,
+            self.adapters,
+            self.playbooks,
+            clock=self.clock,
+            worker_id=worker_id,
         )
 
     def close(self) -> None:

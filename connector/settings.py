@@ -11,15 +11,24 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
 
@@ -178,9 +187,7 @@ class _NoSecretsToml(TomlConfigSettingsSource):
         super().__init__(settings_cls, toml_file=path)
         leaked = sorted(set(self.toml_data) & secret_variables())
         if leaked:
-            raise SettingsInvalid(
-                f"{path}: {', '.join(leaked)} must come from the environment, not a file"
-            )
+            raise SettingsInvalid(f"{path}: {', '.join(leaked)} must come from the environment, not a file")
 
 
 def load_settings(**overrides: Any) -> Settings:
@@ -189,6 +196,12 @@ def load_settings(**overrides: Any) -> Settings:
         return Settings(**overrides)
     except ValidationError as exc:
         raise SettingsInvalid(_describe(exc)) from None
+    except SettingsError as exc:  # a complex value (OFFBOARD_ROLES) that is not JSON
+        found = re.search(r'field "(\w+)"', str(exc))
+        name = variable_name(found.group(1)) if found else "settings"
+        raise SettingsInvalid(
+            f'invalid settings:\n  {name}: expected JSON, e.g. {{"finance": "123"}}'
+        ) from None
 
 
 def _describe(exc: ValidationError) -> str:

@@ -18,9 +18,9 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import CursorResult, and_, or_, select, update
 from sqlalchemy.orm import Session
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
@@ -29,7 +29,7 @@ from connector import links
 from connector.clock import Clock, utcnow
 from connector.errors import CrmError, CrmPermanent, CrmRateLimited, CrmTransient, PayloadInvalid
 from connector.generic import GenericEvent
-from connector.models import Deal, Invite, NoteSpec, PropertyUpdate, TaskSpec
+from connector.models import Deal, Invite, InviteKind, NoteSpec, PropertyUpdate, TaskSpec
 from connector.planner import PlanContext, choose, plan
 from connector.playbooks.loader import LoadedPlaybook
 from connector.runs import start_run
@@ -127,15 +127,20 @@ class Worker:
 
     def deal_closed(self, deal: Deal, *, event_id: int | None, trigger: str) -> Outcome:
         """Start the matching playbook's run for this deal, once."""
-        loaded, verdicts = choose(deal, self.playbooks(), trigger=trigger)
+        loaded, _ = choose(deal, self.playbooks(), trigger=trigger)
         if loaded is None:
             return Outcome("ignored", "no playbook matches this deal")
         now = self.clock()
         laid_out = plan(deal, loaded.playbook, self.plan_context(now))
         with self.store.session() as session:
             started = start_run(
-                session, deal=deal, loaded=loaded, plan=laid_out, trigger=trigger,
-                event_id=event_id, now=now,
+                session,
+                deal=deal,
+                loaded=loaded,
+                plan=laid_out,
+                trigger=trigger,
+                event_id=event_id,
+                now=now,
             )
         if not started.created:
             return Outcome("done", f"run {started.run.id} already exists for this deal and playbook")
@@ -152,12 +157,16 @@ class Worker:
             for run in runs:
                 cancelled = cancel_run(session, run, reason=reason, actor=self.worker_id, now=now)
                 log.info("run %s cancelled (%d pending actions): %s", run.id, cancelled, reason)
-        return Outcome("done", f"cancelled {len(runs)} run(s)") if runs else Outcome("ignored", "no active run")
+        return (
+            Outcome("done", f"cancelled {len(runs)} run(s)") if runs else Outcome("ignored", "no active run")
+        )
 
     def plan_context(self, now: datetime) -> PlanContext:
         zone = self.settings.zone
         return PlanContext(
-            zone=zone, roles=dict(self.settings.roles), fallback_owner=self.settings.fallback_owner,
+            zone=zone,
+            roles=dict(self.settings.roles),
+            fallback_owner=self.settings.fallback_owner,
             now=now,
         )
 
@@ -166,8 +175,12 @@ class Worker:
         state = "failed" if event.attempts >= self.settings.max_attempts else "pending"
         with self.store.session() as session:
             session.execute(
-                update(Event).where(Event.id == event.id).values(
-                    state=state, lease_until=None, available_at=self.clock() + delay,
+                update(Event)
+                .where(Event.id == event.id)
+                .values(
+                    state=state,
+                    lease_until=None,
+                    available_at=self.clock() + delay,
                     outcome=f"{type(exc).__name__}: {exc}",
                 )
             )
@@ -175,9 +188,9 @@ class Worker:
     def _finish_event(self, event: Event, state: str, note: str) -> None:
         with self.store.session() as session:
             session.execute(
-                update(Event).where(Event.id == event.id).values(
-                    state=state, outcome=note, lease_until=None, processed_at=self.clock()
-                )
+                update(Event)
+                .where(Event.id == event.id)
+                .values(state=state, outcome=note, lease_until=None, processed_at=self.clock())
             )
 
     # --- actions → CRM ---------------------------------------------------
@@ -245,30 +258,49 @@ class Worker:
         if not payload.get("contact_id"):
             raise CrmPermanent("the deal has no contact to send this to")
         purpose = "survey" if action.kind == "survey" else "referral"
-        kind = payload["survey"] if purpose == "survey" else "referral"
-        claims = {"run": action.run_id, "step": action.step_id, "contact": payload["contact_id"], "kind": kind}
+        kind: InviteKind = payload["survey"] if purpose == "survey" else "referral"
+        claims = {
+            "run": action.run_id,
+            "step": action.step_id,
+            "contact": payload["contact_id"],
+            "kind": kind,
+        }
         link = links.make_link(
             self.settings.public_url, self.settings.secret_key.get_secret_value(), purpose, claims
         )
         return Invite(
-            step_id=action.step_id, kind=kind, deal_id=payload["deal_id"],
-            contact_id=payload["contact_id"], email=payload.get("email"), link=link,
+            step_id=action.step_id,
+            kind=kind,
+            deal_id=payload["deal_id"],
+            contact_id=payload["contact_id"],
+            email=payload.get("email"),
+            link=link,
         )
 
     def _complete(self, action: Action, crm: str, result: dict[str, Any]) -> None:
         now = self.clock()
         with self.store.session() as session:
-            claimed = session.execute(
+            claimed = _rows(
+                session,
                 update(Action)
-                .where(Action.id == action.id, Action.claimed_by == self.worker_id, Action.state == "running")
-                .values(state="done", result=result, done_at=now, lease_until=None, last_error=None)
-            ).rowcount
+                .where(
+                    Action.id == action.id,
+                    Action.claimed_by == self.worker_id,
+                    Action.state == "running",
+                )
+                .values(state="done", result=result, done_at=now, lease_until=None, last_error=None),
+            )
             if not claimed:
                 return  # our lease ran out and another worker took it over; it records the outcome
             session.add(
                 AuditEntry(
-                    actor=self.worker_id, verb=f"{action.kind}.written", run_id=action.run_id,
-                    action_id=action.id, crm=crm, detail=result, at=now,
+                    actor=self.worker_id,
+                    verb=f"{action.kind}.written",
+                    run_id=action.run_id,
+                    action_id=action.id,
+                    crm=crm,
+                    detail=result,
+                    at=now,
                 )
             )
             _close_run_if_finished(session, action.run_id)
@@ -278,29 +310,47 @@ class Worker:
         delay = self._backoff(action.attempts, exc)
         attempts = action.attempts if count_attempt else max(action.attempts - 1, 0)
         with self.store.session() as session:
-            session.execute(
+            _rows(
+                session,
                 update(Action)
-                .where(Action.id == action.id, Action.claimed_by == self.worker_id, Action.state == "running")
-                .values(
-                    state="pending", due_at=self.clock() + delay, lease_until=None,
-                    attempts=attempts, last_error=_describe(exc),
+                .where(
+                    Action.id == action.id,
+                    Action.claimed_by == self.worker_id,
+                    Action.state == "running",
                 )
+                .values(
+                    state="pending",
+                    due_at=self.clock() + delay,
+                    lease_until=None,
+                    attempts=attempts,
+                    last_error=_describe(exc),
+                ),
             )
         log.warning("action %s will be retried in %.0fs: %s", action.id, delay.total_seconds(), exc)
 
     def _park(self, action: Action, crm: str, exc: Exception) -> None:
         now = self.clock()
         with self.store.session() as session:
-            parked = session.execute(
+            parked = _rows(
+                session,
                 update(Action)
-                .where(Action.id == action.id, Action.claimed_by == self.worker_id, Action.state == "running")
-                .values(state="failed", lease_until=None, last_error=_describe(exc))
-            ).rowcount
+                .where(
+                    Action.id == action.id,
+                    Action.claimed_by == self.worker_id,
+                    Action.state == "running",
+                )
+                .values(state="failed", lease_until=None, last_error=_describe(exc)),
+            )
             if parked:
                 session.add(
                     AuditEntry(
-                        actor=self.worker_id, verb="action.failed", run_id=action.run_id,
-                        action_id=action.id, crm=crm, detail={"error": _describe(exc)}, at=now,
+                        actor=self.worker_id,
+                        verb="action.failed",
+                        run_id=action.run_id,
+                        action_id=action.id,
+                        crm=crm,
+                        detail={"error": _describe(exc)},
+                        at=now,
                     )
                 )
         log.error("action %s failed after %d attempt(s): %s", action.id, action.attempts, exc)
@@ -336,8 +386,12 @@ class Worker:
             session.execute(
                 update(table)
                 .where(table.id.in_(ids))
-                .values(state="running", lease_until=lease_until, attempts=table.attempts + 1,
-                        **({"claimed_by": self.worker_id} if table is Action else {}))
+                .values(
+                    state="running",
+                    lease_until=lease_until,
+                    attempts=table.attempts + 1,
+                    **({"claimed_by": self.worker_id} if table is Action else {}),
+                )
             )
             rows = session.scalars(select(table).where(table.id.in_(ids)).order_by(table.id)).all()
             session.expunge_all()
@@ -352,16 +406,23 @@ class Worker:
 
 def cancel_run(session: Session, run: Run, *, reason: str, actor: str, now: datetime) -> int:
     """Cancel a run's pending actions and the run itself; return how many actions were cancelled."""
-    cancelled = session.execute(
+    cancelled = _rows(
+        session,
         update(Action)
         .where(Action.run_id == run.id, Action.state == "pending")
-        .values(state="cancelled", last_error=reason, updated_at=now)
-    ).rowcount
+        .values(state="cancelled", last_error=reason, updated_at=now),
+    )
     run.state = "cancelled"
     run.note = reason
     session.add(
-        AuditEntry(actor=actor, verb="run.cancelled", run_id=run.id, crm=run.crm,
-                   detail={"reason": reason, "actions_cancelled": cancelled}, at=now)
+        AuditEntry(
+            actor=actor,
+            verb="run.cancelled",
+            run_id=run.id,
+            crm=run.crm,
+            detail={"reason": reason, "actions_cancelled": cancelled},
+            at=now,
+        )
     )
     return int(cancelled or 0)
 
@@ -372,6 +433,12 @@ def _close_run_if_finished(session: Session, run_id: int) -> None:
     )
     if open_actions is None:
         session.execute(update(Run).where(Run.id == run_id, Run.state == "active").values(state="done"))
+
+
+def _rows(session: Session, statement: Any) -> int:
+    """Execute an UPDATE and return how many rows it changed."""
+    result = cast("CursorResult[Any]", session.execute(statement))
+    return int(result.rowcount or 0)
 
 
 def _worth_a_quick_retry(exc: BaseException) -> bool:

@@ -17,18 +17,17 @@ from datetime import date
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from adapters.base import CrmPermanent, CrmRateLimited, CrmTransient
 from adapters.sandbox.tables import (
     SandboxDeal,
     SandboxFault,
+    SandboxInvite,
     SandboxNote,
     SandboxProperty,
-    SandboxInvite,
     SandboxTask,
 )
-from connector.models import Deal, NoteSpec, PropertyUpdate, Invite, TaskSpec
+from connector.models import Deal, Invite, NoteSpec, PropertyUpdate, TaskSpec
 from connector.store import Store
 
 ACCOUNT = "sandbox"
@@ -81,10 +80,17 @@ class SandboxAdapter:
                 if marker in existing:
                     continue
                 row = SandboxTask(
-                    marker=marker, deal_id=task.deal_id, step_id=task.step_id,
-                    subject=task.title[:255], body=task.body, due_at=task.due_at,
-                    owner_id=task.owner_id, priority=task.priority, type=task.type,
-                    company_id=task.company_id, contact_id=task.contact_id,
+                    marker=marker,
+                    deal_id=task.deal_id,
+                    step_id=task.step_id,
+                    subject=task.title[:255],
+                    body=task.body,
+                    due_at=task.due_at,
+                    owner_id=task.owner_id,
+                    priority=task.priority,
+                    type=task.type,
+                    company_id=task.company_id,
+                    contact_id=task.contact_id,
                 )
                 session.add(row)
                 rows.append(row)
@@ -97,8 +103,12 @@ class SandboxAdapter:
     def add_note(self, note: NoteSpec, key: str) -> str:
         fault = self._fault("add_note")
         note_id = self._insert_once(
-            SandboxNote, key,
-            deal_id=note.deal_id, body=note.body, company_id=note.company_id, contact_id=note.contact_id,
+            SandboxNote,
+            key,
+            deal_id=note.deal_id,
+            body=note.body,
+            company_id=note.company_id,
+            contact_id=note.contact_id,
         )
         self._after(fault)
         return note_id
@@ -108,10 +118,16 @@ class SandboxAdapter:
         with self.store.session() as session:
             for name, value in update.properties.items():
                 row = session.scalar(
-                    select(SandboxProperty).filter_by(object=update.object, object_id=update.object_id, name=name)
+                    select(SandboxProperty).filter_by(
+                        object=update.object, object_id=update.object_id, name=name
+                    )
                 )
                 if row is None:
-                    session.add(SandboxProperty(object=update.object, object_id=update.object_id, name=name, value=value))
+                    session.add(
+                        SandboxProperty(
+                            object=update.object, object_id=update.object_id, name=name, value=value
+                        )
+                    )
                 else:
                     row.value = value
         self._after(fault)
@@ -119,8 +135,12 @@ class SandboxAdapter:
     def send_invite(self, invite: Invite, key: str) -> str:
         fault = self._fault("send_invite")
         send_id = self._insert_once(
-            SandboxInvite, key,
-            deal_id=invite.deal_id, contact_id=invite.contact_id, kind=invite.kind, link=invite.link,
+            SandboxInvite,
+            key,
+            deal_id=invite.deal_id,
+            contact_id=invite.contact_id,
+            kind=invite.kind,
+            link=invite.link,
         )
         self._after(fault)
         return send_id
@@ -191,5 +211,3 @@ def _error(kind: str, message: str) -> Exception:
     if kind == "permanent":
         return CrmPermanent(message, status=400)
     return CrmTransient(message, status=503)
-
-

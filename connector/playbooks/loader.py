@@ -38,7 +38,9 @@ class LoadedPlaybook:
 
 
 def content_hash(playbook: Playbook) -> str:
-    canonical = json.dumps(playbook.model_dump(mode="json", exclude_none=True), sort_keys=True, separators=(",", ":"))
+    canonical = json.dumps(
+        playbook.model_dump(mode="json", exclude_none=True), sort_keys=True, separators=(",", ":")
+    )
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -95,7 +97,7 @@ def load_all(paths: Iterable[Path]) -> list[LoadedPlaybook]:
 def step_problems(playbook: Playbook) -> list[str]:
     """Problems a single playbook's steps have with each other."""
     problems: list[str] = []
-    index = {}
+    index: dict[str, int] = {}
     for position, step in enumerate(playbook.steps):
         if step.id in index:
             problems.append(
@@ -113,7 +115,9 @@ def step_problems(playbook: Playbook) -> list[str]:
         elif after == step.id:
             problems.append(f"{field}: a step cannot wait for itself")
         elif step.body.when and step.body.when.score and playbook.steps[index[after]].kind != "survey":
-            problems.append(f"{field}: `when.score` needs `after` to name a survey step; {after!r} is not one")
+            problems.append(
+                f"{field}: `when.score` needs `after` to name a survey step; {after!r} is not one"
+            )
     problems.extend(_cycles(playbook, index))
     return problems
 

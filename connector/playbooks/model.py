@@ -146,7 +146,8 @@ def _pattern(regex: str, expected: str) -> BeforeValidator:
 
 
 Owner = Annotated[
-    str, _pattern(r"deal_owner|role:[\w.-]+|user:[\w.@-]+", "deal_owner, role:<name> or user:<crm user id>")
+    str,
+    _pattern(r"deal_owner|role:[\w.-]+|user:[\w.@-]+", "deal_owner, role:<name> or user:<crm user id>"),
 ]
 Ident = Annotated[
     str,
@@ -185,12 +186,17 @@ class SurveyStep(_Conditional):
     send: OffsetField = Offset(0, "d")
 
 
+AskKind = Literal["referral", "testimonial", "case_study"]
+
+
+def _default_ask() -> list[AskKind]:
+    return ["referral", "testimonial"]
+
+
 class ReferralStep(_Conditional):
     to: Literal["primary_contact"] = "primary_contact"
     send: OffsetField = Offset(0, "d")
-    ask: list[Literal["referral", "testimonial", "case_study"]] = Field(
-        default_factory=lambda: ["referral", "testimonial"]
-    )
+    ask: list[AskKind] = Field(default_factory=_default_ask)
 
 
 class PropertyStep(_Conditional):
@@ -254,5 +260,7 @@ class Playbook(_Strict):
     match: Match = Field(default_factory=Match)
     priority: int = 0
     anchor: Anchor = "close_date"
+    # Calendar-day offsets that land on a Saturday or Sunday move to the Monday.
+    weekends: Literal["next_weekday", "keep"] = "next_weekday"
     trigger: Trigger = Field(default_factory=Trigger)
     steps: list[Step] = Field(min_length=1)

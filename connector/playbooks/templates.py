@@ -140,7 +140,9 @@ def _sample_deal() -> Deal:
         contract_end=date(2026, 3, 31),
         owner=Owner(id="u1", name="Sam Owner", email="sam@example.com"),
         company=Company(id="c1", name="Acme", domain="acme.example"),
-        contacts=(Contact(id="p1", email="pat@acme.example", first_name="Pat", last_name="Lee", primary=True),),
+        contacts=(
+            Contact(id="p1", email="pat@acme.example", first_name="Pat", last_name="Lee", primary=True),
+        ),
     )
 
 

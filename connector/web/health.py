@@ -20,7 +20,7 @@ def readyz() -> tuple[dict[str, object], int]:
     database = found.store.ping()
     playbooks = [p.id for p in found.playbooks.current()]
     ready = database and bool(playbooks)
-    body = {
+    body: dict[str, object] = {
         "status": "ready" if ready else "not ready",
         "database": "ok" if database else "unreachable",
         "playbooks": playbooks,

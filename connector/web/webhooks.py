@@ -22,7 +22,9 @@ def generic_event() -> tuple[dict[str, object], int]:
     event = generic.parse(body)
     if event.crm not in found.adapters:
         configured = ", ".join(sorted(found.adapters)) or "none"
-        raise PayloadInvalid(f"crm {event.crm!r} is not configured on this connector (configured: {configured})")
+        raise PayloadInvalid(
+            f"crm {event.crm!r} is not configured on this connector (configured: {configured})"
+        )
     item = inbox.Incoming(
         source="generic",
         account=event.account or "-",
@@ -30,6 +32,6 @@ def generic_event() -> tuple[dict[str, object], int]:
         kind=event.type,
         payload=generic.as_payload(event),
     )
-    (accepted,) = inbox.accept(found.store, [item])
+    (accepted,) = inbox.accept(found.store, [item], found.clock())
     status = "duplicate" if accepted.duplicate else "accepted"
     return {"status": status, "event_id": accepted.event_id}, 200 if accepted.duplicate else 202

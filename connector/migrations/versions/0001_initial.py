@@ -88,9 +88,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
     )
     with op.batch_alter_table("sandbox_deals", schema=None) as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_sandbox_deals_contract_end"), ["contract_end"], unique=False
-        )
+        batch_op.create_index(batch_op.f("ix_sandbox_deals_contract_end"), ["contract_end"], unique=False)
 
     op.create_table(
         "sandbox_faults",
@@ -225,9 +223,7 @@ def upgrade() -> None:
             ["events.id"],
         ),
         sa.PrimaryKeyConstraint("id"),
-        sa.UniqueConstraint(
-            "crm", "account", "deal_id", "playbook_id", name="uq_runs_deal_playbook"
-        ),
+        sa.UniqueConstraint("crm", "account", "deal_id", "playbook_id", name="uq_runs_deal_playbook"),
     )
     op.create_table(
         "actions",
