@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING
+
+KNOWN = ("sandbox", "hubspot", "salesforce")
 
 if TYPE_CHECKING:
     from adapters.base import CrmAdapter
@@ -21,9 +24,9 @@ def enabled(settings: Settings) -> list[str]:
 
 
 def build(name: str, settings: Settings, store: Store) -> CrmAdapter:
-    """The adapter called ``name``; imports its SDK only now."""
-    if name == "sandbox":
-        from adapters.sandbox import SandboxAdapter
-
-        return SandboxAdapter(store)
-    raise KeyError(f"no CRM adapter named {name!r} is available")
+    """The adapter called ``name``: ``adapters.<name>.build(settings, store)``, SDK imported only now."""
+    if name not in KNOWN:
+        raise KeyError(f"no CRM adapter named {name!r} is available")
+    module = importlib.import_module(f"adapters.{name}")
+    adapter: CrmAdapter = module.build(settings, store)
+    return adapter

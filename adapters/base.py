@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import date
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from connector.errors import CrmError, CrmPermanent, CrmRateLimited, CrmTransient
-from connector.models import Deal, Invite, NoteSpec, PropertyUpdate, TaskSpec
+from connector.models import Deal, DealChange, Invite, NoteSpec, PropertyUpdate, TaskSpec
 
 __all__ = [
     "CrmAdapter",
@@ -24,6 +24,7 @@ __all__ = [
     "CrmPermanent",
     "CrmRateLimited",
     "CrmTransient",
+    "InboundAdapter",
 ]
 
 
@@ -60,4 +61,17 @@ class CrmAdapter(Protocol):
 
     def deals_ending(self, start: date, end: date) -> Iterable[Deal]:
         """Deals whose contract ends between ``start`` and ``end`` inclusive."""
+        ...
+
+
+@runtime_checkable
+class InboundAdapter(Protocol):
+    """An adapter whose CRM sends us events (webhooks, outbound messages)."""
+
+    def interpret(self, kind: str, payload: dict[str, Any]) -> DealChange | None:
+        """What a stored inbound event means: a deal closed or re-opened, or None (ignore it).
+
+        Called by the worker, never by the web layer, so it may call the CRM
+        (to fetch the deal, or to learn whether a stage id is closed).
+        """
         ...

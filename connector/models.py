@@ -75,11 +75,12 @@ class Deal(_Model):
         return self.contacts[0] if self.contacts else None
 
 
-class DealClosed(_Model):
-    """The one event the core acts on: this deal is now closed, won or lost."""
+class DealChange(_Model):
+    """What an inbound event means to the core: a deal closed, or re-opened after closing."""
 
     deal: Deal
-    occurred_at: datetime
+    change: Literal["closed", "reopened"]
+    occurred_at: datetime | None = None
 
 
 class TaskSpec(_Model):

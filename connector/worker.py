@@ -24,12 +24,12 @@ from sqlalchemy import CursorResult, and_, or_, select, update
 from sqlalchemy.orm import Session
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
-from adapters.base import CrmAdapter
+from adapters.base import CrmAdapter, InboundAdapter
 from connector import links
 from connector.clock import Clock, utcnow
 from connector.errors import CrmError, CrmPermanent, CrmRateLimited, CrmTransient, PayloadInvalid
 from connector.generic import GenericEvent
-from connector.models import Deal, Invite, InviteKind, NoteSpec, PropertyUpdate, TaskSpec
+from connector.models import Deal, DealChange, Invite, InviteKind, NoteSpec, PropertyUpdate, TaskSpec
 from connector.planner import PlanContext, choose, plan
 from connector.playbooks.loader import LoadedPlaybook
 from connector.runs import start_run
@@ -116,14 +116,25 @@ class Worker:
         self._finish_event(event, outcome.state, outcome.note)
 
     def _interpret(self, event: Event) -> Outcome:
-        if event.source != "generic":
-            raise PayloadInvalid(f"no interpreter for events from {event.source!r}")
-        generic = GenericEvent.model_validate(event.payload)
-        adapter = self._adapter(generic.crm)
-        deal = generic.to_deal(generic.account or adapter.account)
-        if generic.type == "deal.reopened":
-            return self.cancel_deal(deal, reason=f"deal re-opened (event {event.id})")
-        return self.deal_closed(deal, event_id=event.id, trigger="deal_closed")
+        change = self._change(event)
+        if change is None:
+            return Outcome("ignored", "not a deal closing or re-opening")
+        if change.change == "reopened":
+            return self.cancel_deal(change.deal, reason=f"deal re-opened (event {event.id})")
+        return self.deal_closed(change.deal, event_id=event.id, trigger="deal_closed")
+
+    def _change(self, event: Event) -> DealChange | None:
+        """What the event means: the generic schema is the core's; a CRM's own events are its adapter's."""
+        if event.source == "generic":
+            generic = GenericEvent.model_validate(event.payload)
+            deal = generic.to_deal(generic.account or self._adapter(generic.crm).account)
+            if generic.type == "deal.reopened":
+                return DealChange(deal=deal, change="reopened", occurred_at=generic.occurred_at)
+            return DealChange(deal=deal, change="closed", occurred_at=generic.occurred_at)
+        adapter = self._adapter(event.source)
+        if not isinstance(adapter, InboundAdapter):
+            raise PayloadInvalid(f"the {event.source!r} adapter does not take inbound events")
+        return adapter.interpret(event.kind, event.payload)
 
     def deal_closed(self, deal: Deal, *, event_id: int | None, trigger: str) -> Outcome:
         """Start the matching playbook's run for this deal, once."""

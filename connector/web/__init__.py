@@ -23,10 +23,10 @@ def create_app(services: Services) -> Flask:
     )
     app.extensions["offboard"] = services
 
-    from connector.web import health, webhooks
+    from connector.web import health, hubspot, salesforce, webhooks
 
-    app.register_blueprint(health.bp)
-    app.register_blueprint(webhooks.bp)
+    for blueprint in (health.bp, webhooks.bp, hubspot.bp, salesforce.bp):
+        app.register_blueprint(blueprint)
     _register_errors(app)
     return app
 
