@@ -7,11 +7,10 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from connector.store import Event, Store
+from connector.store.db import insert
 
 
 @dataclass(frozen=True)
@@ -47,9 +46,8 @@ def _accept_one(session: Session, item: Incoming, now: datetime) -> Accepted:
         "state": "pending",
         "attempts": 0,
     }
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     statement = (
-        insert(Event)
+        insert(session, Event)
         .values(**values)
         .on_conflict_do_nothing(index_elements=["source", "account", "event_key"])
         .returning(Event.id)

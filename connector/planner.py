@@ -30,10 +30,10 @@ class Verdict:
 
 
 def choose(
-    deal: Deal, playbooks: list[LoadedPlaybook], *, trigger: str = "deal_closed"
+    deal: Deal, playbooks: list[LoadedPlaybook], *, trigger: str = "deal_closed", today: date | None = None
 ) -> tuple[LoadedPlaybook | None, list[Verdict]]:
     """The matching playbook with the highest priority (ties: the more specific, then id)."""
-    verdicts = [judge(deal, item, trigger=trigger) for item in playbooks]
+    verdicts = [judge(deal, item, trigger=trigger, today=today) for item in playbooks]
     candidates = [v.playbook for v in verdicts if v.matches]
     if not candidates:
         return None, verdicts
@@ -49,15 +49,40 @@ def _specificity(match: Match) -> int:
     return sum(1 for value in match.model_dump(exclude_none=True).values() if value)
 
 
-def judge(deal: Deal, item: LoadedPlaybook, *, trigger: str = "deal_closed") -> Verdict:
+def judge(
+    deal: Deal, item: LoadedPlaybook, *, trigger: str = "deal_closed", today: date | None = None
+) -> Verdict:
     """Whether ``item`` matches ``deal``, and every reason it does not."""
     playbook = item.playbook
     reasons = mismatches(deal, playbook.match)
     if trigger == "deal_closed" and not playbook.trigger.deal_closed:
         reasons.append("trigger: starts only on contract end, not on deal close")
-    if trigger == "contract_end" and playbook.trigger.contract_end is None:
-        reasons.append("trigger: has no contract_end trigger")
+    if trigger == "contract_end":
+        reasons.extend(_contract_end_reasons(deal, playbook, today))
     return Verdict(item, not reasons, reasons)
+
+
+def _contract_end_reasons(deal: Deal, playbook: Playbook, today: date | None) -> list[str]:
+    rule = playbook.trigger.contract_end
+    if rule is None:
+        return ["trigger: has no contract_end trigger"]
+    if deal.contract_end is None:
+        return ["trigger: the deal has no contract end date"]
+    if today is not None:
+        horizon = rule.lead.apply(today)
+        if deal.contract_end > horizon:
+            return [
+                f"trigger: contract ends {deal.contract_end}, after the lead time ({rule.lead}: {horizon})"
+            ]
+        if deal.contract_end < today:
+            return [f"trigger: contract already ended on {deal.contract_end}"]
+    return []
+
+
+def sweep_horizon(playbooks: list[LoadedPlaybook], today: date) -> date | None:
+    """The furthest contract end any contract-end trigger looks at, or None if none has one."""
+    leads = [p.playbook.trigger.contract_end.lead for p in playbooks if p.playbook.trigger.contract_end]
+    return max((lead.apply(today) for lead in leads), default=None)
 
 
 def mismatches(deal: Deal, match: Match) -> list[str]:

@@ -12,14 +12,13 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from connector.models import Deal, NoteSpec, PropertyUpdate, TaskSpec
 from connector.planner import Plan, PlannedStep
 from connector.playbooks.loader import LoadedPlaybook
 from connector.store import Action, AuditEntry, Run
+from connector.store.db import insert
 
 TASK_BATCH = "tasks"
 
@@ -64,19 +63,11 @@ def start_run(
         "created_at": now,
         "updated_at": now,
     }
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    statement = (
-        insert(Run)
-        .values(**values)
-        .on_conflict_do_nothing(index_elements=["crm", "account", "deal_id", "playbook_id"])
-        .returning(Run.id)
-    )
+    # No conflict target: both the per-playbook key and the one-open-run-per-deal index count.
+    statement = insert(session, Run).values(**values).on_conflict_do_nothing().returning(Run.id)
     run_id = session.execute(statement).scalar()
     if run_id is None:
-        existing = session.scalars(
-            select(Run).filter_by(crm=deal.crm, account=deal.account, deal_id=deal.id, playbook_id=loaded.id)
-        ).one()
-        return Started(existing, created=False)
+        return Started(_existing_run(session, deal, loaded.id), created=False)
     run = session.get_one(Run, run_id)
     for action in actions_for(run, deal, plan, now):
         session.add(action)
@@ -96,6 +87,16 @@ def start_run(
         )
     )
     return Started(run, created=True)
+
+
+def _existing_run(session: Session, deal: Deal, playbook_id: str) -> Run:
+    """The run that stopped this one: the same playbook's, or the deal's open run."""
+    runs = session.scalars(
+        select(Run).filter_by(crm=deal.crm, account=deal.account, deal_id=deal.id).order_by(Run.id)
+    ).all()
+    same = [run for run in runs if run.playbook_id == playbook_id]
+    open_runs = [run for run in runs if run.state != "cancelled"]
+    return (same or open_runs)[0]
 
 
 def _midnight(plan: Plan) -> datetime:

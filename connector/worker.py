@@ -34,7 +34,9 @@ from connector.planner import PlanContext, choose, plan
 from connector.playbooks.loader import LoadedPlaybook
 from connector.runs import start_run
 from connector.settings import Settings
-from connector.store import Action, AuditEntry, Event, Run, Store
+from connector.store import Action, AuditEntry, Event, Run, Schedule, Store
+from connector.store.db import insert
+from connector.sweep import SweepReport, sweep
 
 log = logging.getLogger("offboard.worker")
 
@@ -71,6 +73,7 @@ class Worker:
 
     def tick(self) -> int:
         """Process what is due now; return how many events and actions were handled."""
+        self.sweep_when_due()
         return self.process_events() + self.execute_due_actions()
 
     def run_until_idle(self, max_ticks: int = 100) -> int:
@@ -95,6 +98,30 @@ class Worker:
                 stop.wait(self.settings.worker_poll_seconds)
         log.info("worker %s stopped", self.worker_id)
 
+    # --- the contract-end sweep ---------------------------------------------
+
+    def sweep_when_due(self) -> None:
+        """Run the sweep if this worker is the one to move its schedule forward."""
+        interval = self.settings.sweep_interval_seconds
+        if interval <= 0:
+            return
+        now = self.clock()
+        with self.store.session() as session:
+            session.execute(
+                insert(session, Schedule).values(name="sweep", next_at=now).on_conflict_do_nothing()
+            )
+            due = _rows(
+                session,
+                update(Schedule)
+                .where(Schedule.name == "sweep", Schedule.next_at <= now)
+                .values(next_at=now + timedelta(seconds=interval)),
+            )
+        if due:
+            self.sweep(now)
+
+    def sweep(self, now: datetime | None = None) -> SweepReport:
+        return sweep(self.settings, self.store, self.adapters, self.playbooks, now or self.clock())
+
     # --- events → runs ---------------------------------------------------
 
     def process_events(self) -> int:
@@ -116,12 +143,15 @@ class Worker:
         self._finish_event(event, outcome.state, outcome.note)
 
     def _interpret(self, event: Event) -> Outcome:
+        if event.source == "sweep":
+            deal = Deal.model_validate(event.payload["deal"])
+            return self.start_offboarding(deal, event_id=event.id, trigger="contract_end")
         change = self._change(event)
         if change is None:
             return Outcome("ignored", "not a deal closing or re-opening")
         if change.change == "reopened":
             return self.cancel_deal(change.deal, reason=f"deal re-opened (event {event.id})")
-        return self.deal_closed(change.deal, event_id=event.id, trigger="deal_closed")
+        return self.start_offboarding(change.deal, event_id=event.id, trigger="deal_closed")
 
     def _change(self, event: Event) -> DealChange | None:
         """What the event means: the generic schema is the core's; a CRM's own events are its adapter's."""
@@ -136,13 +166,14 @@ class Worker:
             raise PayloadInvalid(f"the {event.source!r} adapter does not take inbound events")
         return adapter.interpret(event.kind, event.payload)
 
-    def deal_closed(self, deal: Deal, *, event_id: int | None, trigger: str) -> Outcome:
-        """Start the matching playbook's run for this deal, once."""
-        loaded, _ = choose(deal, self.playbooks(), trigger=trigger)
+    def start_offboarding(self, deal: Deal, *, event_id: int | None, trigger: str) -> Outcome:
+        """Start the matching playbook's run for this deal, unless the deal already has one."""
+        now = self.clock()
+        context = self.plan_context(now)
+        loaded, _ = choose(deal, self.playbooks(), trigger=trigger, today=context.today)
         if loaded is None:
             return Outcome("ignored", "no playbook matches this deal")
-        now = self.clock()
-        laid_out = plan(deal, loaded.playbook, self.plan_context(now))
+        laid_out = plan(deal, loaded.playbook, context)
         with self.store.session() as session:
             started = start_run(
                 session,
@@ -154,7 +185,12 @@ class Worker:
                 now=now,
             )
         if not started.created:
-            return Outcome("done", f"run {started.run.id} already exists for this deal and playbook")
+            existing = started.run
+            return Outcome(
+                "done",
+                f"nothing new: the deal already has run {existing.id} ({existing.playbook_id}, "
+                f"{existing.trigger}, {existing.state})",
+            )
         log.info("run %s started: deal %s, playbook %s", started.run.id, deal.id, loaded.id)
         return Outcome("done", f"run {started.run.id} started with playbook {loaded.id}")
 

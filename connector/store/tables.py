@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from connector.clock import utcnow
@@ -43,6 +43,17 @@ class Run(Base):
     __tablename__ = "runs"
     __table_args__ = (
         UniqueConstraint("crm", "account", "deal_id", "playbook_id", name="uq_runs_deal_playbook"),
+        # One offboarding at a time per deal: whichever trigger comes first wins,
+        # and only a cancelled run (the deal re-opened) makes room for another.
+        Index(
+            "uq_runs_one_open_per_deal",
+            "crm",
+            "account",
+            "deal_id",
+            unique=True,
+            sqlite_where=text("state != 'cancelled'"),
+            postgresql_where=text("state != 'cancelled'"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=True)
@@ -107,3 +118,12 @@ class AuditEntry(Base):
     action_id: Mapped[int | None] = mapped_column(IdType, nullable=True)
     crm: Mapped[str | None] = mapped_column(String(32), nullable=True)
     detail: Mapped[Any] = mapped_column(JsonType, nullable=True)
+
+
+class Schedule(Base):
+    """Periodic jobs shared by all workers: whoever moves ``next_at`` forward runs the job."""
+
+    __tablename__ = "schedules"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    next_at: Mapped[datetime] = mapped_column(UtcDateTime)
