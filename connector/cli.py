@@ -7,11 +7,13 @@ import logging
 import sys
 import threading
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import click
 
+from connector.clock import utcnow
 from connector.errors import PlaybookError, SettingsInvalid
 from connector.settings import Settings, load_settings
 
@@ -149,18 +151,142 @@ def _run_line(report: dict[str, Any]) -> str:
 @main.command()
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 def validate(paths: tuple[Path, ...]) -> None:
-    """Check playbooks; exit 1 with one line per problem."""
+    """Check playbooks; exit 1 with one line per problem, naming file and field."""
     from connector.playbooks.loader import load_all
+    from connector.playbooks.pins import check_against_database
 
-    targets = list(paths) or [_settings().playbooks]
+    settings = _settings()
+    targets = list(paths) or [settings.playbooks]
     try:
         loaded = load_all(targets)
     except PlaybookError as exc:
         for line in exc.problems:
             click.echo(line)
         sys.exit(1)
+    problems, note = check_against_database(settings.database_url, loaded)
+    for line in problems:
+        click.echo(line)
+    if note:
+        click.echo(note, err=True)
+    if problems:
+        sys.exit(1)
     for item in loaded:
         click.echo(f"ok  {item.path}  {item.id} v{item.playbook.version}  ({len(item.playbook.steps)} steps)")
+
+
+@main.command()
+@click.argument("event_file", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--crm", default=None, help="fetch the deal from this CRM (with --deal)")
+@click.option("--deal", "deal_id", default=None, help="the deal's id in that CRM")
+@click.option(
+    "--trigger", type=click.Choice(["deal_closed", "contract_end"]), default="deal_closed", show_default=True
+)
+@click.option(
+    "--playbooks",
+    "folder",
+    default=None,
+    type=click.Path(path_type=Path),
+    help="preview these playbooks instead of OFFBOARD_PLAYBOOKS",
+)
+@click.option(
+    "--now",
+    "at",
+    default=None,
+    type=click.DateTime(["%Y-%m-%d", "%Y-%m-%dT%H:%M"]),
+    help="lay the plan out as if the run started then (UTC)",
+)
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+def plan(
+    event_file: Path | None,
+    crm: str | None,
+    deal_id: str | None,
+    trigger: str,
+    folder: Path | None,
+    at: datetime | None,
+    fmt: str,
+) -> None:
+    """Show which playbook a deal gets and its timeline, writing nothing.
+
+    The deal comes from EVENT_FILE (a generic event, as posted to /webhooks/generic)
+    or from a CRM with --crm and --deal.
+    """
+    from connector.planner import PlanContext
+    from connector.playbooks.loader import load_all
+    from connector.preview import preview
+
+    settings = _settings()
+    if (event_file is None) == (crm is None or deal_id is None):
+        raise click.UsageError("give either EVENT_FILE or both --crm and --deal")
+    try:
+        playbooks = load_all([folder or settings.playbooks])
+    except PlaybookError as exc:
+        raise click.ClickException(f"the playbooks do not load:\n{exc}") from None
+    deal = _deal_from_file(event_file) if event_file else _deal_from_crm(settings, str(crm), str(deal_id))
+    now = at.replace(tzinfo=UTC) if at else utcnow()
+    shown = preview(deal, playbooks, PlanContext.from_settings(settings, now), trigger=trigger)
+    if fmt == "json":
+        click.echo(json.dumps(shown.as_json(), indent=2, default=str))
+    else:
+        click.echo(shown.as_text())
+
+
+def _deal_from_file(path: Path) -> Any:
+    from connector.errors import PayloadInvalid
+    from connector.generic import parse
+
+    try:
+        event = parse(path.read_bytes())
+    except PayloadInvalid as exc:
+        details = "".join(f"\n  {d['field']}: {d['problem']}" for d in exc.details)
+        raise click.ClickException(f"{path}: {exc.reason}{details}") from None
+    return event.to_deal(event.account or "-")
+
+
+def _deal_from_crm(settings: Settings, crm: str, deal_id: str) -> Any:
+    from connector.errors import CrmError
+
+    services = _services(settings)
+    adapter = services.adapters.get(crm)
+    if adapter is None:
+        raise click.ClickException(
+            f"the {crm!r} CRM is not configured (configured: {', '.join(services.adapters)})"
+        )
+    try:
+        return adapter.fetch_deal(deal_id)
+    except CrmError as exc:
+        raise click.ClickException(f"{crm}: cannot fetch deal {deal_id}: {exc}") from None
+
+
+@main.command()
+def sweep() -> None:
+    """Look for contracts ending within a playbook's lead time and start their runs now."""
+    settings = _settings()
+    _logging(settings)
+    services = _services(settings)
+    runner = services.worker()
+    report = runner.sweep()
+    for crm, count in report.found.items():
+        click.echo(f"{crm}: {count} contract(s) ending within the lead time")
+    for crm, error in report.errors.items():
+        click.echo(f"{crm}: sweep failed: {error}", err=True)
+    click.echo(f"{report.queued} new contract-end event(s) queued")
+    runner.run_until_idle()
+    for line in _sweep_outcomes(services):
+        click.echo(line)
+    if report.errors:
+        sys.exit(1)
+
+
+def _sweep_outcomes(services: Any) -> list[str]:
+    from sqlalchemy import select
+
+    from connector.store import Event
+
+    with services.store.session() as session:
+        events = session.scalars(
+            select(Event).where(Event.source == "sweep").order_by(Event.id.desc()).limit(50)
+        ).all()
+        return [f"  {e.event_key}: {e.state}: {e.outcome}" for e in reversed(events)]
 
 
 @main.command()

@@ -17,6 +17,7 @@ from connector.playbooks import templates
 from connector.playbooks.loader import LoadedPlaybook
 from connector.playbooks.model import Match, Playbook, Range, Step, ToneText
 from connector.playbooks.offsets import Offset, add_business_days
+from connector.settings import Settings
 
 # Tasks and sends land at this local time of day on their due date.
 WORKDAY_START = time(9, 0)
@@ -161,13 +162,19 @@ class PlanContext:
     """What laying out a plan needs besides the deal and the playbook."""
 
     zone: ZoneInfo
-    roles: dict[str, str]
+    roles: dict[str, str | dict[str, str]]
     fallback_owner: str | None
     now: datetime
 
     @property
     def today(self) -> date:
         return self.now.astimezone(self.zone).date()
+
+    @classmethod
+    def from_settings(cls, settings: Settings, now: datetime) -> PlanContext:
+        return cls(
+            zone=settings.zone, roles=dict(settings.roles), fallback_owner=settings.fallback_owner, now=now
+        )
 
 
 def anchor_for(deal: Deal, playbook: Playbook, today: date) -> tuple[date, str, str | None]:
@@ -277,7 +284,9 @@ def resolve_owner(rule: str, deal: Deal, ctx: PlanContext) -> str | None:
     if rule == "deal_owner":
         owner = deal.owner.id if deal.owner else None
     elif rule.startswith("role:"):
-        owner = ctx.roles.get(rule.removeprefix("role:"))
+        mapped = ctx.roles.get(rule.removeprefix("role:"))
+        # A role maps to one user id, or to one per CRM: {"hubspot": "123", "salesforce": "005…"}.
+        owner = mapped.get(deal.crm) if isinstance(mapped, dict) else mapped
     else:
         owner = rule.removeprefix("user:")
     return owner or ctx.fallback_owner or (deal.owner.id if deal.owner else None)

@@ -56,7 +56,7 @@ class Settings(BaseSettings):
     secret_key: SecretStr = _env("OFFBOARD_SECRET_KEY", SecretStr(DEV_SECRET_KEY))
     webhook_secret: SecretStr | None = _env("OFFBOARD_WEBHOOK_SECRET")
     timezone: str = _env("OFFBOARD_TIMEZONE", "UTC")
-    roles: dict[str, str] = _env("OFFBOARD_ROLES", default_factory=dict)
+    roles: dict[str, str | dict[str, str]] = _env("OFFBOARD_ROLES", default_factory=dict)
     fallback_owner: str | None = _env("OFFBOARD_FALLBACK_OWNER")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = _env("OFFBOARD_LOG_LEVEL", "INFO")
 
@@ -80,6 +80,10 @@ class Settings(BaseSettings):
     hubspot_api_base_url: str = _env("HUBSPOT_API_BASE_URL", "https://api.hubapi.com")
     hubspot_contract_type_property: str = _env("HUBSPOT_CONTRACT_TYPE_PROPERTY", "contract_type")
     hubspot_contract_end_property: str = _env("HUBSPOT_CONTRACT_END_PROPERTY", "contract_end_date")
+    # HubSpot's budget is per account and shared with its other integrations; this is our share,
+    # per process (a rolling 10 s window), and the search API's own per-second limit.
+    hubspot_rate_limit_per_10s: int = _env("HUBSPOT_RATE_LIMIT_PER_10S", 100, ge=1, le=1000)
+    hubspot_search_rate_limit_per_s: int = _env("HUBSPOT_SEARCH_RATE_LIMIT_PER_S", 4, ge=1, le=50)
 
     salesforce_instance_url: str | None = _env("SALESFORCE_INSTANCE_URL")
     salesforce_access_token: SecretStr | None = _env("SALESFORCE_ACCESS_TOKEN")
@@ -94,6 +98,18 @@ class Settings(BaseSettings):
     salesforce_webhook_secret: SecretStr | None = _env("SALESFORCE_WEBHOOK_SECRET")
     salesforce_contract_type_field: str = _env("SALESFORCE_CONTRACT_TYPE_FIELD", "Type")
     salesforce_contract_end_field: str = _env("SALESFORCE_CONTRACT_END_FIELD", "Contract.EndDate")
+    # Other integrations share the org's daily API allocation: past this share, non-urgent work waits.
+    salesforce_api_budget_share: float = _env("SALESFORCE_API_BUDGET_SHARE", 0.8, gt=0, le=1)
+    salesforce_task_marker_field: str | None = _env("SALESFORCE_TASK_MARKER_FIELD")
+    salesforce_survey_ids: dict[str, str] = _env("SALESFORCE_SURVEY_IDS", default_factory=dict)
+
+    @field_validator("salesforce_survey_ids")
+    @classmethod
+    def _survey_kinds(cls, value: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(value) - {"nps", "csat", "ces"})
+        if unknown:
+            raise ValueError(f"survey kinds must be nps, csat or ces (not {', '.join(unknown)})")
+        return value
 
     @field_validator("timezone")
     @classmethod

@@ -209,13 +209,7 @@ class Worker:
         )
 
     def plan_context(self, now: datetime) -> PlanContext:
-        zone = self.settings.zone
-        return PlanContext(
-            zone=zone,
-            roles=dict(self.settings.roles),
-            fallback_owner=self.settings.fallback_owner,
-            now=now,
-        )
+        return PlanContext.from_settings(self.settings, now)
 
     def _event_retry(self, event: Event, exc: Exception) -> None:
         delay = self._backoff(event.attempts, exc)

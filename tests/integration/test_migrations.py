@@ -24,4 +24,6 @@ def test_upgrade_twice_is_harmless(store):
 
     upgrade(store.engine)
     upgrade(store.engine)
-    assert current(store.engine) == ScriptDirectory.from_config(alembic_config(store.engine)).get_current_head()
+    assert (
+        current(store.engine) == ScriptDirectory.from_config(alembic_config(store.engine)).get_current_head()
+    )

@@ -1,0 +1,88 @@
+"""The bundled playbooks cover the offboarding checklist, and docs/playbooks.md says how."""
+
+from __future__ import annotations
+
+import pytest
+
+from connector.playbooks.loader import load_all
+from connector.playbooks.model import Playbook, Step
+from tests.conftest import BUNDLED_PLAYBOOKS, ROOT
+from tests.unit.checklist import CHECKLIST, CLIENT_FACING, FULL_PLAYBOOKS, coverage_table
+
+LOADED = {p.id: p for p in load_all([BUNDLED_PLAYBOOKS])}
+PROMOTER = {"nps": 9, "csat": 5, "ces": 6}  # the lowest score that counts as a happy client
+DETRACTOR = {"nps": 6, "csat": 3, "ces": 4}
+
+
+def offset_days(step: Step) -> int:
+    body = step.body
+    offset = getattr(body, "due", None) or getattr(body, "send", None) or getattr(body, "at", None)
+    assert offset is not None
+    return offset.days * (7 if offset.unit == "w" else 1)
+
+
+def test_all_five_kinds_of_offboarding_are_bundled():
+    assert set(FULL_PLAYBOOKS) | {"fallback"} <= set(LOADED)
+    assert LOADED["completed-project"].playbook.tone == "celebratory"
+    assert LOADED["terminated-contract"].playbook.tone == "formal"
+    assert LOADED["contract-ending"].playbook.trigger.contract_end is not None
+    assert LOADED["fallback"].playbook.match.model_dump(exclude_none=True) == {"fields": {}}
+
+
+@pytest.mark.parametrize("playbook_id", FULL_PLAYBOOKS)
+def test_each_full_playbook_covers_all_fifteen_lines(playbook_id):
+    covered = {line for step in LOADED[playbook_id].playbook.steps for line in step.covers}
+    assert covered == set(CHECKLIST), f"missing lines: {sorted(set(CHECKLIST) - covered)}"
+
+
+def test_together_they_cover_every_line():
+    covered = {line for p in LOADED.values() for step in p.playbook.steps for line in step.covers}
+    assert covered == set(CHECKLIST)
+
+
+@pytest.mark.parametrize("playbook_id", sorted(LOADED))
+def test_the_thank_you_is_the_last_client_facing_step(playbook_id):
+    steps = [s for s in LOADED[playbook_id].playbook.steps if s.body.after is None]
+    thank_you = [s for s in steps if 14 in s.covers]
+    assert len(thank_you) == 1
+    client_facing = [s for s in steps if set(s.covers) & CLIENT_FACING]
+    latest = max(client_facing, key=offset_days)
+    assert offset_days(thank_you[0]) >= offset_days(latest), f"{latest.id} comes after the thank-you"
+    follow_up = [s for s in steps if 15 in s.covers]
+    assert all(offset_days(s) > offset_days(thank_you[0]) for s in follow_up)
+
+
+def _survey_kinds(book: Playbook) -> dict[str, str]:
+    return {s.id: s.survey.kind for s in book.steps if s.survey}
+
+
+@pytest.mark.parametrize("playbook_id", sorted(LOADED))
+def test_referral_asks_go_only_to_promoters_and_detractors_get_a_task(playbook_id):
+    book = LOADED[playbook_id].playbook
+    surveys = _survey_kinds(book)
+    for step in book.steps:
+        if step.referral is None:
+            continue
+        assert step.referral.after in surveys, f"{step.id} does not wait for a survey"
+        score = step.referral.when.score if step.referral.when else None
+        assert score is not None and score.gte is not None
+        assert score.gte >= PROMOTER[surveys[step.referral.after]]
+    for survey_id, kind in surveys.items():
+        followers = [s for s in book.steps if s.task and s.task.after == survey_id and s.task.when]
+        lows = [s for s in followers if s.task.when.score and s.task.when.score.lte is not None]
+        assert lows, f"{playbook_id}: no task for detractors after {survey_id}"
+        assert all(s.task.when.score.lte <= DETRACTOR[kind] for s in lows)
+
+
+def test_the_docs_table_matches_the_playbooks():
+    docs = (ROOT / "docs" / "playbooks.md").read_text()
+    start = docs.index("-->\n", docs.index("<!-- coverage table")) + len("-->\n")
+    end = docs.index("<!-- end coverage table -->")
+    assert docs[start:end].strip() == coverage_table(list(LOADED.values())), (
+        "docs/playbooks.md is out of date: regenerate the table with tests.unit.checklist.coverage_table"
+    )
+
+
+def test_coverage_table_lists_each_step_under_its_line():
+    table = coverage_table([LOADED["completed-project"]])
+    assert "| 6 | Access revocation, right after transfer | `revoke-access` |" in table

@@ -1,0 +1,161 @@
+"""`offboard plan`: the playbook a deal gets, why not the others, and a concrete timeline."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from connector.cli import main
+from tests.conftest import BUNDLED_PLAYBOOKS, deal_closed_event
+
+
+def plan(tmp_path: Path, event: dict, *args: str, env: dict | None = None):
+    path = tmp_path / "deal.json"
+    path.write_text(json.dumps(event))
+    environment = {"OFFBOARD_PLAYBOOKS": str(BUNDLED_PLAYBOOKS), "OFFBOARD_ROLES": '{"finance": "finance-1"}'}
+    result = CliRunner().invoke(
+        main, ["plan", str(path), "--now", "2026-11-20T15:00", *args], env=environment | (env or {})
+    )
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_a_won_project_gets_the_completed_project_timeline(tmp_path):
+    out = plan(tmp_path, deal_closed_event())
+    assert "Playbook: completed-project v1 'Completed project'" in out
+    assert "anchor: contract end 2026-12-31" in out
+    assert "2026-12-01 Tue 09:00 UTC  task      owner-1      Confirm the end date with Acme Corp" in out
+    assert "2026-12-21 Mon 09:00 UTC  task      finance-1    Send the final invoice to Acme Corp" in out
+    assert "2027-01-01 Fri 09:00 UTC  survey    -            Send the NPS survey to Pat Lee" in out
+    assert (
+        "2026-11-20 Fri 15:00 UTC  property  -            Set offboarding_status=in progress on the deal"
+        in out
+    )
+    assert "fallback: matches too, but completed-project wins on priority (20 vs -100)" in out
+    assert "terminated-contract: outcome: 'won' is not one of ['lost']" in out
+    assert (
+        "referral  Ask Pat Lee for a referral / testimonial / case study  "
+        "(after exit-nps is answered, when score >= 9)" in out
+    )
+
+
+def test_calendar_offsets_on_a_weekend_move_to_monday(tmp_path):
+    out = plan(tmp_path, deal_closed_event())
+    # knowledge-transfer is -12d from Thu 31 Dec: Sat 19 Dec, moved to Mon 21 Dec.
+    assert (
+        "2026-12-21 Mon 09:00 UTC  task      owner-1      Knowledge transfer and training for Acme Corp"
+        in out
+    )
+
+
+@pytest.mark.parametrize(
+    ("deal", "playbook"),
+    [
+        ({"outcome": "lost", "contract_type": "subscription"}, "churned-subscription"),
+        ({"outcome": "lost", "contract_type": "Retainer"}, "terminated-contract"),
+        ({"outcome": "won", "contract_type": "hardware"}, "fallback"),
+    ],
+)
+def test_each_kind_of_deal_gets_its_playbook(tmp_path, deal, playbook):
+    out = plan(tmp_path, deal_closed_event(**deal))
+    assert f"Playbook: {playbook} v1" in out
+
+
+def test_a_deal_without_contract_end_counts_from_the_close_date_and_says_so(tmp_path):
+    out = plan(tmp_path, deal_closed_event(contract_end=None))
+    assert "anchor: close date 2026-11-20 (deal has no contract end date; counted from the close date)" in out
+    assert "2026-10-21 Wed 09:00 UTC  task      owner-1      Confirm the end date" in out
+
+
+BUSINESS_DAYS = """
+id: business-days
+name: Business days
+version: 1
+anchor: close_date
+steps:
+  - id: next-business-day
+    task: {title: "+1bd", due: +1bd}
+  - id: a-week-of-business-days
+    task: {title: "+5bd", due: +5bd}
+  - id: business-day-before
+    task: {title: "-1bd", due: -1bd}
+  - id: two-days
+    task: {title: "+2d kept", due: +2d}
+weekends: keep
+"""
+
+
+def test_business_day_offsets_skip_weekends(tmp_path):
+    folder = tmp_path / "books"
+    folder.mkdir()
+    (folder / "b.yaml").write_text(BUSINESS_DAYS)
+    out = plan(tmp_path, deal_closed_event(close_date="2026-11-20"), "--playbooks", str(folder))  # a Friday
+    assert "2026-11-23 Mon 09:00 UTC  task      owner-1      +1bd" in out
+    assert "2026-11-27 Fri 09:00 UTC  task      owner-1      +5bd" in out
+    assert "2026-11-19 Thu 09:00 UTC  task      owner-1      -1bd" in out
+    assert "2026-11-22 Sun 09:00 UTC  task      owner-1      +2d kept" in out  # weekends: keep
+
+
+def test_due_times_are_nine_in_the_account_zone_stored_in_utc(tmp_path):
+    out = plan(tmp_path, deal_closed_event(), env={"OFFBOARD_TIMEZONE": "America/New_York"})
+    assert "2026-12-01 Tue 14:00 UTC  task      owner-1      Confirm the end date with Acme Corp" in out
+
+
+def test_json_format_for_tools(tmp_path):
+    data = json.loads(plan(tmp_path, deal_closed_event(), "--format", "json"))
+    assert data["playbook"]["id"] == "completed-project"
+    first = data["timeline"][0]
+    assert set(first) >= {"step", "kind", "due_at", "owner", "title"}
+    confirm = next(s for s in data["timeline"] if s["step"] == "confirm-end-date")
+    assert (confirm["due_at"], confirm["owner"]) == ("2026-12-01T09:00:00+00:00", "owner-1")
+    assert {c["step"] for c in data["conditional"]} == {"detractor-call", "referral-ask", "future-work"}
+
+
+def test_no_match_is_said_plainly(tmp_path):
+    folder = tmp_path / "books"
+    folder.mkdir()
+    (folder / "won.yaml").write_text(
+        "id: won\nname: Won\nversion: 1\nmatch: {outcome: [won]}\nsteps:\n  - id: a\n    task: {title: x}\n"
+    )
+    out = plan(tmp_path, deal_closed_event(outcome="lost"), "--playbooks", str(folder))
+    assert "No playbook matches this deal (deal closed)." in out
+    assert "won: outcome: 'lost' is not one of ['won']" in out
+
+
+def test_plan_needs_a_deal(tmp_path):
+    result = CliRunner().invoke(main, ["plan"])
+    assert result.exit_code == 2
+    assert "give either EVENT_FILE or both --crm and --deal" in result.output
+
+
+def test_a_malformed_deal_file_names_the_field(tmp_path):
+    event = deal_closed_event(outcome="maybe")
+    path = tmp_path / "deal.json"
+    path.write_text(json.dumps(event))
+    result = CliRunner().invoke(main, ["plan", str(path)])
+    assert result.exit_code == 1
+    assert "deal.outcome" in result.output
+
+
+def test_plan_fetches_the_deal_from_a_crm(tmp_path, monkeypatch, sqlite_url):
+    from adapters.sandbox import SandboxAdapter
+    from connector.generic import GenericEvent
+    from connector.store import Store
+    from connector.store.migrate import upgrade
+
+    store = Store.from_url(sqlite_url)
+    upgrade(store.engine)
+    deal = GenericEvent.model_validate(deal_closed_event("S-1")).to_deal("sandbox")
+    SandboxAdapter(store).put_deal(deal)
+    monkeypatch.setenv("OFFBOARD_DATABASE_URL", sqlite_url)
+    monkeypatch.setenv("OFFBOARD_PLAYBOOKS", str(BUNDLED_PLAYBOOKS))
+    result = CliRunner().invoke(main, ["plan", "--crm", "sandbox", "--deal", "S-1", "--now", "2026-11-20"])
+    assert result.exit_code == 0, result.output
+    assert "Deal S-1 'Acme website'" in result.output
+    assert "Playbook: completed-project v1" in result.output
+    missing = CliRunner().invoke(main, ["plan", "--crm", "sandbox", "--deal", "nope"])
+    assert missing.exit_code == 1
+    assert "cannot fetch deal nope" in missing.output

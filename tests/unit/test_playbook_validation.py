@@ -1,0 +1,182 @@
+"""`offboard validate`: every problem is one line naming the file, the field path and the fix."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from connector.cli import main
+from tests.conftest import BUNDLED_PLAYBOOKS
+
+GOOD_STEP = """
+  - id: confirm
+    task: {title: "Confirm with {{ company.name }}", due: -30d}
+"""
+
+
+def playbook(
+    body: str, steps: str = GOOD_STEP, header: str = "id: broken\nname: Broken\nversion: 1\n"
+) -> str:
+    return header + textwrap.dedent(body) + "steps:" + steps
+
+
+BROKEN = [
+    # (name, file content, field path, words of the fix)
+    ("unknown-key", playbook("colour: blue\n"), "colour", "unknown key"),
+    (
+        "bad-offset",
+        playbook("", "\n  - id: a\n    task: {title: x, due: -3x}\n"),
+        "steps[0].task.due",
+        "business days (bd)",
+    ),
+    (
+        "bad-owner",
+        playbook("", "\n  - id: a\n    task: {title: x, owner: bob}\n"),
+        "steps[0].task.owner",
+        "deal_owner, role:<name> or user:<crm user id>",
+    ),
+    (
+        "unknown-template-name",
+        playbook("", "\n  - id: a\n    task: {title: '{{ client.name }}'}\n"),
+        "steps[0].task.title",
+        "'client' is undefined",
+    ),
+    (
+        "sandbox-escape",
+        playbook("", "\n  - id: a\n    task: {title: \"{{ ''.__class__.__mro__ }}\"}\n"),
+        "steps[0].task.title",
+        "unsafe",
+    ),
+    (
+        "two-kinds",
+        playbook("", "\n  - id: a\n    task: {title: x}\n    note: {body: y}\n"),
+        "steps[0]",
+        "exactly one of task, note, survey, referral, property",
+    ),
+    (
+        "after-nowhere",
+        playbook("", "\n  - id: a\n    task: {title: x, after: exit-survey}\n"),
+        "steps[0].task.after",
+        "no step has id 'exit-survey'",
+    ),
+    (
+        "after-cycle",
+        playbook(
+            "", "\n  - id: a\n    task: {title: x, after: b}\n  - id: b\n    task: {title: y, after: a}\n"
+        ),
+        "steps[0].task.after",
+        "cycle",
+    ),
+    ("duplicate-step-id", playbook("", GOOD_STEP + GOOD_STEP), "steps[1].id", "must be unique"),
+    (
+        "when-without-after",
+        playbook("", "\n  - id: a\n    task: {title: x, when: {score: {gte: 9}}}\n"),
+        "steps[0].task",
+        "`when` needs `after",
+    ),
+    (
+        "score-on-a-task",
+        playbook(
+            "", GOOD_STEP + "  - id: b\n    task: {title: y, after: confirm, when: {score: {gte: 9}}}\n"
+        ),
+        "steps[1].task.after",
+        "needs `after` to name a survey step",
+    ),
+    ("bad-outcome", playbook("match: {outcome: [maybe]}\n"), "match.outcome[0]", "'won' or 'lost'"),
+    ("empty-range", playbook("match: {amount: {}}\n"), "match.amount", "at least one of gte, gt, lte, lt"),
+    (
+        "bad-anchor",
+        playbook("anchor: contract_start\n"),
+        "anchor",
+        "'close_date', 'contract_end' or 'run_start'",
+    ),
+    (
+        "version-zero",
+        playbook("", header="id: broken\nname: Broken\nversion: 0\n"),
+        "version",
+        "greater than or equal to 1",
+    ),
+    ("no-steps", "id: broken\nname: Broken\nversion: 1\nsteps: []\n", "steps", "at least 1 item"),
+    ("bad-id", playbook("", header="id: Broken Playbook\nname: B\nversion: 1\n"), "id", "lowercase letters"),
+    ("missing-name", "id: broken\nversion: 1\nsteps:" + GOOD_STEP, "name", "required"),
+    (
+        "survey-kind",
+        playbook("", "\n  - id: a\n    survey: {kind: nsp}\n"),
+        "steps[0].survey.kind",
+        "'nps', 'csat' or 'ces'",
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "content", "field", "fix"), BROKEN, ids=[b[0] for b in BROKEN])
+def test_each_broken_playbook_names_file_field_and_fix(tmp_path: Path, name, content, field, fix):
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(content)
+    result = CliRunner().invoke(main, ["validate", str(path)])
+    assert result.exit_code == 1, result.output
+    lines = result.output.strip().splitlines()
+    expected = f"{path}: {field}: "
+    matching = [line for line in lines if line.startswith(expected)]
+    assert matching, f"no line starts with {expected!r}:\n{result.output}"
+    assert any(fix in line for line in matching), result.output
+
+
+def test_not_yaml_names_the_line(tmp_path: Path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("id: x\nsteps: [\n")
+    result = CliRunner().invoke(main, ["validate", str(path)])
+    assert result.exit_code == 1
+    assert f"{path}: not valid YAML:" in result.output and "line" in result.output
+
+
+def test_problems_between_files(tmp_path: Path):
+    one = playbook("match: {outcome: [won]}\npriority: 5\n")
+    (tmp_path / "a.yaml").write_text(one)
+    (tmp_path / "b.yaml").write_text(one)
+    result = CliRunner().invoke(main, ["validate", str(tmp_path)])
+    assert result.exit_code == 1
+    assert f"{tmp_path / 'b.yaml'}: id: 'broken' is also the id of {tmp_path / 'a.yaml'}" in result.output
+    assert (
+        f"{tmp_path / 'b.yaml'}: match: matches exactly the same deals as {tmp_path / 'a.yaml'}"
+        in result.output
+    )
+
+
+def test_every_problem_in_a_file_is_reported_at_once(tmp_path: Path):
+    path = tmp_path / "many.yaml"
+    path.write_text(playbook("colour: blue\n", "\n  - id: a\n    task: {title: x, due: soon, owner: bob}\n"))
+    result = CliRunner().invoke(main, ["validate", str(path)])
+    fields = {line.split(": ")[1] for line in result.output.strip().splitlines()}
+    assert {"colour", "steps[0].task.due", "steps[0].task.owner"} <= fields
+
+
+def test_the_bundled_playbooks_are_valid():
+    result = CliRunner().invoke(main, ["validate", str(BUNDLED_PLAYBOOKS)])
+    assert result.exit_code == 0, result.output
+    assert result.output.count("ok  ") == len(list(BUNDLED_PLAYBOOKS.glob("*.yaml")))
+
+
+def test_the_design_example_loads_and_means_what_it_says(tmp_path: Path):
+    from connector.playbooks.loader import load_file
+
+    docs = (BUNDLED_PLAYBOOKS.parent / "docs" / "playbooks.md").read_text()
+    example = docs.split("```yaml\n", 1)[1].split("```", 1)[0]
+    path = tmp_path / "example.yaml"
+    path.write_text(example)
+    book = load_file(path).playbook
+    assert (book.id, book.version, book.tone, book.anchor, book.priority) == (
+        "terminated-retainer",
+        3,
+        "formal",
+        "contract_end",
+        10,
+    )
+    assert book.match.outcome == ["lost"] and book.match.amount and book.match.amount.gte == 1000
+    nps, referral, call = book.steps[1], book.steps[2], book.steps[3]
+    assert nps.survey and nps.survey.kind == "nps" and str(nps.survey.send) == "+3d"
+    assert referral.referral and referral.referral.after == "exit-nps"
+    assert referral.referral.when and referral.referral.when.score and referral.referral.when.score.gte == 9
+    assert call.task and str(call.task.due) == "+1bd" and call.task.when.score.lte == 6
