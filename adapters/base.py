@@ -19,6 +19,7 @@ from connector.errors import CrmError, CrmPermanent, CrmRateLimited, CrmTransien
 from connector.models import Deal, DealChange, Invite, NoteSpec, PropertyUpdate, TaskSpec
 
 __all__ = [
+    "BudgetAware",
     "CrmAdapter",
     "CrmError",
     "CrmPermanent",
@@ -74,4 +75,13 @@ class InboundAdapter(Protocol):
         Called by the worker, never by the web layer, so it may call the CRM
         (to fetch the deal, or to learn whether a stage id is closed).
         """
+        ...
+
+
+@runtime_checkable
+class BudgetAware(Protocol):
+    """An adapter whose CRM account has a budget shared with other integrations."""
+
+    def deferral_reason(self) -> str | None:
+        """Why non-urgent writes should wait now (a sentence for operators), or None to go ahead."""
         ...

@@ -71,6 +71,7 @@ class Settings(BaseSettings):
     inline_retry_wait_seconds: float = _env("OFFBOARD_INLINE_RETRY_WAIT_SECONDS", 0.5, ge=0)
 
     sweep_interval_seconds: int = _env("OFFBOARD_SWEEP_INTERVAL_SECONDS", 3600, ge=0)
+    defer_seconds: int = _env("OFFBOARD_DEFER_SECONDS", 900, ge=1)
 
     # The sandbox CRM: the embedded default, the demo, and the core's test fake.
     sandbox_enabled: bool = _env("OFFBOARD_SANDBOX", True)

@@ -24,7 +24,7 @@ from sqlalchemy import CursorResult, and_, or_, select, update
 from sqlalchemy.orm import Session
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
-from adapters.base import CrmAdapter, InboundAdapter
+from adapters.base import BudgetAware, CrmAdapter, InboundAdapter
 from connector import links
 from connector.clock import Clock, utcnow
 from connector.errors import CrmError, CrmPermanent, CrmRateLimited, CrmTransient, PayloadInvalid
@@ -41,6 +41,10 @@ from connector.sweep import SweepReport, sweep
 log = logging.getLogger("offboard.worker")
 
 Playbooks = Callable[[], list[LoadedPlaybook]]
+
+# The checklist itself is written even when a CRM's budget runs low; surveys, asks,
+# notes and property updates can wait for it to recover.
+URGENT_KINDS = frozenset({"tasks"})
 
 
 @dataclass(frozen=True)
@@ -248,6 +252,8 @@ class Worker:
             crm = run.crm
         try:
             adapter = self._adapter(crm)
+            if self._deferred(adapter, action):
+                return
             result = self._with_inline_retries(lambda: self._perform(adapter, action))
         except CrmPermanent as exc:
             self._park(action, crm, exc)
@@ -267,6 +273,29 @@ class Worker:
                 self._reschedule(action, exc, count_attempt=True)
         else:
             self._complete(action, crm, result)
+
+    def _deferred(self, adapter: CrmAdapter, action: Action) -> bool:
+        """Hold back non-urgent work while the CRM account's shared budget runs low."""
+        if action.kind in URGENT_KINDS or not isinstance(adapter, BudgetAware):
+            return False
+        reason = adapter.deferral_reason()
+        if reason is None:
+            return False
+        log.warning("action %s (%s) deferred: %s", action.id, action.kind, reason)
+        with self.store.session() as session:
+            _rows(
+                session,
+                update(Action)
+                .where(Action.id == action.id, Action.claimed_by == self.worker_id, Action.state == "running")
+                .values(
+                    state="pending",
+                    attempts=max(action.attempts - 1, 0),
+                    due_at=self.clock() + timedelta(seconds=self.settings.defer_seconds),
+                    lease_until=None,
+                    last_error=f"deferred: {reason}",
+                ),
+            )
+        return True
 
     def _with_inline_retries(self, call: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         """A few quick retries for blips, before the action goes back in the queue."""

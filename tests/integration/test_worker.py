@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from click.testing import CliRunner
 from sqlalchemy import select
 
+from adapters.sandbox import SandboxAdapter
 from connector.store import Action, AuditEntry, Event, Run
 from tests.conftest import deal_closed_event, signed
 
@@ -183,3 +184,36 @@ def test_a_reopened_deal_cancels_pending_actions(client, services, store):
         assert run.state == "cancelled"
     states = {a.kind: a.state for a in actions(store)}
     assert states == {"tasks": "done", "property": "done", "survey": "cancelled"}
+
+
+class Budgeted(SandboxAdapter):
+    """The sandbox CRM with a daily budget an operator can watch run low."""
+
+    reason: str | None = None
+
+    def deferral_reason(self) -> str | None:
+        return self.reason
+
+
+def test_non_urgent_actions_wait_while_the_budget_is_low(client, services, store, clock, monkeypatch):
+    budgeted = Budgeted(store)
+    budgeted.reason = "daily API usage 85% is past the 80% budget"
+    services.adapters["sandbox"] = budgeted
+    deliver(client, deal_closed_event())
+    worker = services.worker()
+    worker.run_until_idle()
+    states = {a.kind: (a.state, a.last_error) for a in actions(store)}
+    assert states["tasks"] == ("done", None)  # the checklist is urgent
+    assert states["property"] == ("pending", "deferred: daily API usage 85% is past the 80% budget")
+    from connector.cli import main
+
+    monkeypatch.setenv("OFFBOARD_DATABASE_URL", services.settings.database_url)
+    monkeypatch.setenv("OFFBOARD_PLAYBOOKS", str(services.settings.playbooks))
+    shown = CliRunner().invoke(main, ["runs"]).output
+    assert "offboarding-status pending: deferred: daily API usage 85% is past the 80% budget" in shown
+
+    budgeted.reason = None
+    clock.advance(seconds=services.settings.defer_seconds + 1)
+    worker.run_until_idle()
+    prop = next(a for a in actions(store) if a.kind == "property")
+    assert (prop.state, prop.attempts) == ("done", 1)
