@@ -16,7 +16,16 @@ from datetime import date
 from typing import Any, Protocol, runtime_checkable
 
 from connector.errors import CrmError, CrmPermanent, CrmRateLimited, CrmTransient
-from connector.models import Deal, DealChange, Invite, NoteSpec, PropertyUpdate, TaskSpec
+from connector.models import (
+    AnswerSpec,
+    Deal,
+    DealChange,
+    Invite,
+    NoteSpec,
+    PropertyUpdate,
+    ReferralSpec,
+    TaskSpec,
+)
 
 __all__ = [
     "BudgetAware",
@@ -62,6 +71,17 @@ class CrmAdapter(Protocol):
 
     def deals_ending(self, start: date, end: date) -> Iterable[Deal]:
         """Deals whose contract ends between ``start`` and ``end`` inclusive."""
+        ...
+
+    def record_answer(self, answer: AnswerSpec, key: str) -> str:
+        """Put a survey answer where the CSM sees it (contact fields/properties and a note); return an id."""
+        ...
+
+    def create_referral(self, referral: ReferralSpec, key: str) -> str:
+        """Create the referred person (contact or lead) attributed to the referrer and deal; return its id.
+
+        The same email twice is the same person: return the existing id.
+        """
         ...
 
 

@@ -125,3 +125,41 @@ class Invite(_Model):
     contact_id: str
     email: str | None = None
     link: str
+
+
+Category = Literal["promoter", "passive", "detractor"]
+
+
+def category(kind: str, score: int) -> Category:
+    """NPS buckets; CSAT (1-5) and CES (1-7) bucketed the same way at their top and bottom."""
+    high, low = {"nps": (9, 6), "csat": (5, 3), "ces": (6, 4)}[kind]
+    if score >= high:
+        return "promoter"
+    return "detractor" if score <= low else "passive"
+
+
+class AnswerSpec(_Model):
+    """A survey answer to write back to the CRM: on the contact, and as a note on the deal."""
+
+    step_id: str
+    kind: SurveyKind
+    score: int
+    category: Category
+    comment: str = ""
+    deal_id: str
+    contact_id: str
+    answered_at: datetime
+
+
+class ReferralSpec(_Model):
+    """Someone a happy client introduced: a new contact (HubSpot) or lead (Salesforce)."""
+
+    step_id: str
+    deal_id: str
+    referrer_contact_id: str
+    referrer_company: str | None = None
+    first_name: str
+    last_name: str = ""
+    email: str
+    company: str = ""
+    note: str = ""

@@ -198,6 +198,13 @@ def plan(deal: Deal, playbook: Playbook, ctx: PlanContext) -> Plan:
     return Plan(playbook, anchor, kind, note, steps)
 
 
+def plan_follow_ups(deal: Deal, playbook: Playbook, ctx: PlanContext, steps: list[Step]) -> list[PlannedStep]:
+    """Steps whose condition just came true, laid out from today (the answer, or the deadline)."""
+    anchor = ctx.today
+    context = templates.deal_context(deal, playbook.model_dump(mode="json"), anchor, ctx.today)
+    return [_plan_step(step, deal, playbook, anchor, context, ctx, follow_up=True) for step in steps]
+
+
 def _plan_step(
     step: Step,
     deal: Deal,
@@ -205,8 +212,10 @@ def _plan_step(
     anchor: date,
     context: dict[str, Any],
     ctx: PlanContext,
+    *,
+    follow_up: bool = False,
 ) -> PlannedStep:
-    condition = _condition(step)
+    condition = None if follow_up else _condition(step)
     when = _offset_of(step)
     if condition:
         due_at = None
@@ -236,8 +245,17 @@ def _plan_step(
         return PlannedStep(step.id, "note", due_at, None, _first_line(text), text, detail, condition)
     if step.survey is not None:
         kind = step.survey.kind
-        detail |= {"survey": kind, "contact_id": contact.id if contact else None}
-        title = f"Send the {kind.upper()} survey to {context['contact']['name']}"
+        # A reminder's link answers the survey it follows.
+        answers = step.survey.after or step.id
+        detail |= {"survey": kind, "answers": answers, "contact_id": contact.id if contact else None}
+        if not follow_up and due_at is not None:
+            detail["deadline_at"] = _deadline(step, due_at, playbook, ctx).isoformat()
+        name = context["contact"]["name"]
+        title = (
+            f"Remind {name} about the {kind.upper()} survey"
+            if step.survey.after
+            else f"Send the {kind.upper()} survey to {name}"
+        )
         return PlannedStep(step.id, "survey", due_at, None, title, "", detail, condition)
     if step.referral is not None:
         detail |= {"ask": list(step.referral.ask), "contact_id": contact.id if contact else None}
@@ -248,6 +266,14 @@ def _plan_step(
     detail |= {"object": step.property.object, "set": values}
     title = f"Set {', '.join(f'{k}={v}' for k, v in values.items())} on the {step.property.object}"
     return PlannedStep(step.id, "property", due_at, None, title, "", detail, condition)
+
+
+def _deadline(step: Step, sent_at: datetime, playbook: Playbook, ctx: PlanContext) -> datetime:
+    assert step.survey is not None
+    day = step.survey.deadline.apply(sent_at.astimezone(ctx.zone).date())
+    if playbook.weekends == "next_weekday":
+        day = add_business_days(day, 0)
+    return max(at_workday_start(day, ctx.zone), sent_at)
 
 
 def _offset_of(step: Step) -> Offset | None:
@@ -264,9 +290,11 @@ def _condition(step: Step) -> str | None:
     body = step.body
     if body.after is None:
         return None
+    if body.when and body.when.answered is False:
+        return f"after {body.after}, {body.when.describe()}"
     text = f"after {body.after} is answered"
-    if body.when and body.when.score:
-        text += f", when score {_range(body.when.score)}"
+    if body.when:
+        text += f", {body.when.describe()}"
     return text
 
 

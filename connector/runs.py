@@ -124,7 +124,37 @@ def actions_for(run: Run, deal: Deal, plan: Plan, now: datetime) -> list[Action]
             continue
         due = max(step.due_at or now, now)
         actions.append(_action(run, step.step_id, step.kind, step_payload(step, deal), due, now))
+        if "deadline_at" in step.detail:
+            actions.append(deadline_action(run, step, now))
     return actions
+
+
+def deadline_action(run: Run, survey: PlannedStep, now: datetime) -> Action:
+    """An internal action, due when the survey's answer window closes: it runs the no-answer steps."""
+    due = datetime.fromisoformat(survey.detail["deadline_at"])
+    payload = {"survey_step": survey.step_id}
+    return _action(run, f"{survey.step_id}:deadline", "deadline", payload, max(due, now), now)
+
+
+def follow_up_actions(run: Run, deal: Deal, steps: list[PlannedStep], now: datetime) -> list[Action]:
+    """Actions for conditional steps whose condition came true: each step its own action."""
+    actions = []
+    for step in steps:
+        due = max(step.due_at or now, now)
+        if step.kind == "task":
+            payload = {"tasks": [task_spec(step, deal).model_dump(mode="json")]}
+            actions.append(_action(run, step.step_id, "tasks", payload, now, now))
+        else:
+            actions.append(_action(run, step.step_id, step.kind, step_payload(step, deal), due, now))
+    return actions
+
+
+def skipped_action(run: Run, step_id: str, kind: str, reason: str, now: datetime) -> Action:
+    """The record of a conditional step that will not run, and why."""
+    action = _action(run, step_id, kind, {}, now, now)
+    action.state = "skipped"
+    action.last_error = reason
+    return action
 
 
 def _action(

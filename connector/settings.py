@@ -72,6 +72,8 @@ class Settings(BaseSettings):
 
     sweep_interval_seconds: int = _env("OFFBOARD_SWEEP_INTERVAL_SECONDS", 3600, ge=0)
     defer_seconds: int = _env("OFFBOARD_DEFER_SECONDS", 900, ge=1)
+    link_max_age_days: int = _env("OFFBOARD_LINK_MAX_AGE_DAYS", 30, ge=1, le=365)
+    survey_fatigue_days: int = _env("OFFBOARD_SURVEY_FATIGUE_DAYS", 90, ge=0, le=3650)
 
     # The sandbox CRM: the embedded default, the demo, and the core's test fake.
     sandbox_enabled: bool = _env("OFFBOARD_SANDBOX", True)

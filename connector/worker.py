@@ -25,16 +25,26 @@ from sqlalchemy.orm import Session
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from adapters.base import BudgetAware, CrmAdapter, InboundAdapter
-from connector import links
+from connector import feedback, links
 from connector.clock import Clock, utcnow
 from connector.errors import CrmError, CrmPermanent, CrmRateLimited, CrmTransient, PayloadInvalid
 from connector.generic import GenericEvent
-from connector.models import Deal, DealChange, Invite, InviteKind, NoteSpec, PropertyUpdate, TaskSpec
+from connector.models import (
+    AnswerSpec,
+    Deal,
+    DealChange,
+    Invite,
+    InviteKind,
+    NoteSpec,
+    PropertyUpdate,
+    ReferralSpec,
+    TaskSpec,
+)
 from connector.planner import PlanContext, choose, plan
 from connector.playbooks.loader import LoadedPlaybook
 from connector.runs import start_run
 from connector.settings import Settings
-from connector.store import Action, AuditEntry, Event, Run, Schedule, Store
+from connector.store import Action, AuditEntry, ContactTouch, Event, Run, Schedule, Store
 from connector.store.db import insert
 from connector.sweep import SweepReport, sweep
 
@@ -250,11 +260,17 @@ class Worker:
         with self.store.session() as session:
             run = session.get_one(Run, action.run_id)
             crm = run.crm
+        if action.kind == "deadline":
+            self._deadline(action, crm)
+            return
         try:
             adapter = self._adapter(crm)
             if self._deferred(adapter, action):
                 return
+            self._check_fatigue(crm, action)
             result = self._with_inline_retries(lambda: self._perform(adapter, action))
+        except Skip as exc:
+            self._finish(action, crm, "skipped", {"reason": exc.reason}, error=f"skipped: {exc.reason}")
         except CrmPermanent as exc:
             self._park(action, crm, exc)
         except CrmRateLimited as exc:
@@ -321,7 +337,45 @@ class Worker:
             return {"properties": payload["properties"]}
         if action.kind in ("survey", "referral"):
             return {"invite_id": adapter.send_invite(self._invite(action), key)}
+        if action.kind == "answer":
+            return {"answer_id": adapter.record_answer(AnswerSpec.model_validate(payload), key)}
+        if action.kind == "referral_contact":
+            return {"contact_id": adapter.create_referral(ReferralSpec.model_validate(payload), key)}
         raise CrmPermanent(f"unknown action kind {action.kind!r}")
+
+    def _check_fatigue(self, crm: str, action: Action) -> None:
+        """No second survey of a kind to a contact within the fatigue window, across runs."""
+        days = self.settings.survey_fatigue_days
+        if action.kind != "survey" or not days or action.payload.get("answers") != action.step_id:
+            return  # reminders belong to their own survey
+        since = self.clock() - timedelta(days=days)
+        with self.store.session() as session:
+            run = session.get_one(Run, action.run_id)
+            earlier = session.scalars(
+                select(ContactTouch)
+                .where(
+                    ContactTouch.crm == crm,
+                    ContactTouch.account == run.account,
+                    ContactTouch.contact_id == action.payload.get("contact_id"),
+                    ContactTouch.kind == action.payload.get("survey"),
+                    ContactTouch.run_id != action.run_id,
+                    ContactTouch.sent_at >= since,
+                )
+                .order_by(ContactTouch.sent_at.desc())
+            ).first()
+        if earlier is not None:
+            raise Skip(
+                f"the contact got a {earlier.kind.upper()} survey on {earlier.sent_at:%Y-%m-%d} "
+                f"(run {earlier.run_id}); no second one within {days} days"
+            )
+
+    def _deadline(self, action: Action, crm: str) -> None:
+        """A survey's answer window closed: queue its no-answer steps, in one transaction."""
+        now = self.clock()
+        with self.store.session() as session:
+            run = session.get_one(Run, action.run_id)
+            result = feedback.deadline_passed(session, self.settings, run, action.payload["survey_step"], now)
+            self._mark(session, action, crm, "done", result, None, now)
 
     def _invite(self, action: Action) -> Invite:
         payload = action.payload
@@ -331,7 +385,7 @@ class Worker:
         kind: InviteKind = payload["survey"] if purpose == "survey" else "referral"
         claims = {
             "run": action.run_id,
-            "step": action.step_id,
+            "step": payload.get("answers", action.step_id),  # a reminder answers the survey it follows
             "contact": payload["contact_id"],
             "kind": kind,
         }
@@ -348,33 +402,59 @@ class Worker:
         )
 
     def _complete(self, action: Action, crm: str, result: dict[str, Any]) -> None:
-        now = self.clock()
-        with self.store.session() as session:
-            claimed = _rows(
-                session,
-                update(Action)
-                .where(
-                    Action.id == action.id,
-                    Action.claimed_by == self.worker_id,
-                    Action.state == "running",
-                )
-                .values(state="done", result=result, done_at=now, lease_until=None, last_error=None),
-            )
-            if not claimed:
-                return  # our lease ran out and another worker took it over; it records the outcome
-            session.add(
-                AuditEntry(
-                    actor=self.worker_id,
-                    verb=f"{action.kind}.written",
-                    run_id=action.run_id,
-                    action_id=action.id,
-                    crm=crm,
-                    detail=result,
-                    at=now,
-                )
-            )
-            _close_run_if_finished(session, action.run_id)
+        self._finish(action, crm, "done", result, error=None)
         log.info("action %s (%s) done: %s", action.id, action.kind, result)
+
+    def _finish(
+        self, action: Action, crm: str, state: str, result: dict[str, Any], *, error: str | None
+    ) -> None:
+        with self.store.session() as session:
+            self._mark(session, action, crm, state, result, error, self.clock())
+
+    def _mark(
+        self,
+        session: Session,
+        action: Action,
+        crm: str,
+        state: str,
+        result: dict[str, Any],
+        error: str | None,
+        now: datetime,
+    ) -> None:
+        """Record an outcome, if this worker still holds the action; audit it; close the run when done."""
+        claimed = _rows(
+            session,
+            update(Action)
+            .where(Action.id == action.id, Action.claimed_by == self.worker_id, Action.state == "running")
+            .values(state=state, result=result, done_at=now, lease_until=None, last_error=error),
+        )
+        if not claimed:
+            return  # our lease ran out and another worker took it over; it records the outcome
+        if action.kind == "survey" and state == "done":
+            run = session.get_one(Run, action.run_id)
+            session.add(
+                ContactTouch(
+                    crm=crm,
+                    account=run.account,
+                    contact_id=action.payload["contact_id"],
+                    kind=action.payload["survey"],
+                    run_id=run.id,
+                    sent_at=now,
+                )
+            )
+        verb = f"{action.kind}.written" if state == "done" else f"action.{state}"
+        session.add(
+            AuditEntry(
+                actor=self.worker_id,
+                verb=verb,
+                run_id=action.run_id,
+                action_id=action.id,
+                crm=crm,
+                detail=result,
+                at=now,
+            )
+        )
+        _close_run_if_finished(session, action.run_id)
 
     def _reschedule(self, action: Action, exc: Exception, *, count_attempt: bool) -> None:
         delay = self._backoff(action.attempts, exc)
@@ -495,6 +575,14 @@ def cancel_run(session: Session, run: Run, *, reason: str, actor: str, now: date
         )
     )
     return int(cancelled or 0)
+
+
+class Skip(Exception):
+    """This action will not run, for a reason the operator should see (not a failure)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 def _close_run_if_finished(session: Session, run_id: int) -> None:

@@ -20,6 +20,7 @@ from sqlalchemy import select
 
 from adapters.base import CrmPermanent, CrmRateLimited, CrmTransient
 from adapters.sandbox.tables import (
+    SandboxContact,
     SandboxDeal,
     SandboxFault,
     SandboxInvite,
@@ -27,7 +28,7 @@ from adapters.sandbox.tables import (
     SandboxProperty,
     SandboxTask,
 )
-from connector.models import Deal, Invite, NoteSpec, PropertyUpdate, TaskSpec
+from connector.models import AnswerSpec, Deal, Invite, NoteSpec, PropertyUpdate, ReferralSpec, TaskSpec
 from connector.store import Store
 
 ACCOUNT = "sandbox"
@@ -115,21 +116,7 @@ class SandboxAdapter:
 
     def update_properties(self, update: PropertyUpdate, key: str) -> None:
         fault = self._fault("update_properties")
-        with self.store.session() as session:
-            for name, value in update.properties.items():
-                row = session.scalar(
-                    select(SandboxProperty).filter_by(
-                        object=update.object, object_id=update.object_id, name=name
-                    )
-                )
-                if row is None:
-                    session.add(
-                        SandboxProperty(
-                            object=update.object, object_id=update.object_id, name=name, value=value
-                        )
-                    )
-                else:
-                    row.value = value
+        self._set_properties(update)
         self._after(fault)
 
     def send_invite(self, invite: Invite, key: str) -> str:
@@ -145,6 +132,50 @@ class SandboxAdapter:
         self._after(fault)
         return send_id
 
+    def record_answer(self, answer: AnswerSpec, key: str) -> str:
+        fault = self._fault("record_answer")
+        self._set_properties(
+            PropertyUpdate(
+                step_id=answer.step_id,
+                object="contact",
+                object_id=answer.contact_id,
+                properties={
+                    "offboard_last_survey_kind": answer.kind,
+                    "offboard_last_exit_score": str(answer.score),
+                    "offboard_exit_category": answer.category,
+                },
+            )
+        )
+        body = f"{answer.kind.upper()} answer: {answer.score} ({answer.category})"
+        if answer.comment:
+            body += f"\n\n{answer.comment}"
+        note_id = self._insert_once(
+            SandboxNote, key, deal_id=answer.deal_id, body=body, company_id=None, contact_id=answer.contact_id
+        )
+        self._after(fault)
+        return note_id
+
+    def create_referral(self, referral: ReferralSpec, key: str) -> str:
+        fault = self._fault("create_referral")
+        email = referral.email.strip().lower()
+        with self.store.session() as session:
+            row = session.scalar(select(SandboxContact).where(SandboxContact.email == email))
+            if row is None:
+                row = SandboxContact(
+                    email=email,
+                    first_name=referral.first_name,
+                    last_name=referral.last_name,
+                    company=referral.company,
+                    note=referral.note,
+                    referred_by=referral.referrer_contact_id,
+                    referred_on_deal=referral.deal_id,
+                )
+                session.add(row)
+                session.flush()
+            contact_id = f"ref-{row.id}"
+        self._after(fault)
+        return contact_id
+
     # --- sandbox-only: seeding and inspection -----------------------------
 
     def put_deal(self, deal: Deal) -> None:
@@ -157,6 +188,27 @@ class SandboxAdapter:
                 session.add(SandboxDeal(id=deal.id, data=data, contract_end=end))
             else:
                 row.data, row.contract_end = data, end
+
+    def contacts(self) -> list[SandboxContact]:
+        with self.store.session() as session:
+            return list(session.scalars(select(SandboxContact).order_by(SandboxContact.id)))
+
+    def properties(self, object_name: str, object_id: str) -> dict[str, str]:
+        with self.store.session() as session:
+            rows = session.scalars(select(SandboxProperty).filter_by(object=object_name, object_id=object_id))
+            return {row.name: row.value for row in rows}
+
+    def notes(self, deal_id: str) -> list[SandboxNote]:
+        with self.store.session() as session:
+            query = select(SandboxNote).where(SandboxNote.deal_id == deal_id).order_by(SandboxNote.id)
+            return list(session.scalars(query))
+
+    def invites(self, deal_id: str | None = None) -> list[SandboxInvite]:
+        with self.store.session() as session:
+            query = select(SandboxInvite).order_by(SandboxInvite.id)
+            if deal_id is not None:
+                query = query.where(SandboxInvite.deal_id == deal_id)
+            return list(session.scalars(query))
 
     def tasks(self, deal_id: str | None = None) -> list[SandboxTask]:
         with self.store.session() as session:
@@ -172,6 +224,23 @@ class SandboxAdapter:
             session.add(SandboxFault(operation=operation, kind=kind, remaining=times, message=message))
 
     # --- internals -------------------------------------------------------
+
+    def _set_properties(self, update: PropertyUpdate) -> None:
+        with self.store.session() as session:
+            for name, value in update.properties.items():
+                row = session.scalar(
+                    select(SandboxProperty).filter_by(
+                        object=update.object, object_id=update.object_id, name=name
+                    )
+                )
+                if row is None:
+                    session.add(
+                        SandboxProperty(
+                            object=update.object, object_id=update.object_id, name=name, value=value
+                        )
+                    )
+                else:
+                    row.value = value
 
     def _insert_once(self, table: Any, key: str, **values: Any) -> str:
         with self.store.session() as session:

@@ -88,3 +88,19 @@ class SandboxFault(Base):
     kind: Mapped[str] = mapped_column(String(16))  # transient | rate_limited | permanent
     remaining: Mapped[int] = mapped_column(Integer)
     message: Mapped[str] = mapped_column(Text, default="")
+
+
+class SandboxContact(Base):
+    """Contacts the sandbox CRM created (referrals); a deal's own contacts live in its record."""
+
+    __tablename__ = "sandbox_contacts"
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=True)
+    email: Mapped[str] = mapped_column(String(255), unique=True)
+    first_name: Mapped[str] = mapped_column(String(100))
+    last_name: Mapped[str] = mapped_column(String(100), default="")
+    company: Mapped[str] = mapped_column(String(255), default="")
+    note: Mapped[str] = mapped_column(Text, default="")
+    referred_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    referred_on_deal: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)

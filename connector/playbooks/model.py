@@ -80,6 +80,11 @@ class Range(_Strict):
             raise ValueError("give at least one of gte, gt, lte, lt")
         return self
 
+    def describe(self) -> str:
+        symbols = {"gte": ">=", "gt": ">", "lte": "<=", "lt": "<"}
+        bounds = self.model_dump(exclude_none=True).items()
+        return " and ".join(f"{symbols[k]} {v}" for k, v in bounds)
+
     def holds(self, value: Decimal | float | int | None) -> bool:
         if value is None:
             return False
@@ -110,10 +115,37 @@ class Match(_Strict):
 
 
 class When(_Strict):
-    """A structured condition on the answer to the step named in ``after``."""
+    """A structured condition on the answer to the survey named in ``after``.
+
+    ``score`` holds when the answer's score is in range; ``answered: false`` holds
+    when the survey's deadline passed without an answer.
+    """
 
     score: Range | None = None
     answered: bool | None = None
+
+    @model_validator(mode="after")
+    def _one_condition(self) -> When:
+        if self.score is not None and self.answered is False:
+            raise ValueError("`score` and `answered: false` cannot both hold; use one")
+        if self.score is None and self.answered is None:
+            raise ValueError("give `score: {gte|gt|lte|lt: …}` or `answered: false`")
+        return self
+
+    def describe(self) -> str:
+        if self.answered is False:
+            return "when no answer came by the deadline"
+        assert self.score is not None
+        return f"when score {self.score.describe()}"
+
+    def holds_for(self, score: int) -> tuple[bool, str]:
+        """Whether an answer with ``score`` satisfies this; and if not, why (for the record)."""
+        if self.answered is False:
+            return False, "the survey was answered"
+        assert self.score is not None
+        if self.score.holds(score):
+            return True, ""
+        return False, f"score {score} is not {self.score.describe()}"
 
 
 class ToneText(_Strict):
@@ -181,9 +213,20 @@ class NoteStep(_Conditional):
 
 
 class SurveyStep(_Conditional):
+    """A survey send. With ``after: <survey>`` and ``when: {answered: false}`` it is a reminder:
+    its link answers the survey it follows."""
+
     kind: SurveyKind
     to: Literal["primary_contact"] = "primary_contact"
     send: OffsetField = Offset(0, "d")
+    # How long after the send an answer is waited for before `when: {answered: false}` steps run.
+    deadline: OffsetField = Offset(7, "d")
+
+    @model_validator(mode="after")
+    def _reminders_wait_for_no_answer(self) -> SurveyStep:
+        if self.after is not None and (self.when is None or self.when.answered is not False):
+            raise ValueError("a survey with `after` is a reminder: give it `when: {answered: false}`")
+        return self
 
 
 AskKind = Literal["referral", "testimonial", "case_study"]

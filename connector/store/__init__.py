@@ -1,6 +1,26 @@
 """SQLAlchemy over SQLite (default) or Postgres: the inbox, runs, outbox and audit."""
 
 from connector.store.db import Base, Store
-from connector.store.tables import Action, AuditEntry, Event, Run, Schedule
+from connector.store.tables import (
+    Action,
+    Answer,
+    AuditEntry,
+    ContactTouch,
+    Event,
+    Referral,
+    Run,
+    Schedule,
+)
 
-__all__ = ["Action", "AuditEntry", "Base", "Event", "Run", "Schedule", "Store"]
+__all__ = [
+    "Action",
+    "Answer",
+    "AuditEntry",
+    "Base",
+    "ContactTouch",
+    "Event",
+    "Referral",
+    "Run",
+    "Schedule",
+    "Store",
+]

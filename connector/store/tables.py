@@ -127,3 +127,53 @@ class Schedule(Base):
 
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     next_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class Answer(Base):
+    """A survey answer. One per run and survey step: a link can be answered once."""
+
+    __tablename__ = "answers"
+    __table_args__ = (UniqueConstraint("run_id", "step_id", name="uq_answers_run_step"),)
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), index=True)
+    step_id: Mapped[str] = mapped_column(String(100))
+    contact_id: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16))
+    score: Mapped[int] = mapped_column(Integer)
+    comment: Mapped[str] = mapped_column(Text, default="")
+    answered_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class Referral(Base):
+    """Someone a client introduced, or their consent to a testimonial. One per run and email."""
+
+    __tablename__ = "referrals"
+    __table_args__ = (UniqueConstraint("run_id", "email", name="uq_referrals_run_email"),)
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), index=True)
+    step_id: Mapped[str] = mapped_column(String(100))
+    referrer_contact_id: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(200), default="")
+    email: Mapped[str] = mapped_column(String(255), default="")
+    company: Mapped[str] = mapped_column(String(255), default="")
+    note: Mapped[str] = mapped_column(Text, default="")
+    testimonial: Mapped[bool] = mapped_column(default=False)
+    case_study: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class ContactTouch(Base):
+    """A survey sent to a contact, across runs: the fatigue guard reads these."""
+
+    __tablename__ = "contact_touches"
+    __table_args__ = (Index("ix_contact_touches_contact", "crm", "account", "contact_id", "kind"),)
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=True)
+    crm: Mapped[str] = mapped_column(String(32))
+    account: Mapped[str] = mapped_column(String(64))
+    contact_id: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16))
+    run_id: Mapped[int] = mapped_column(IdType)
+    sent_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)

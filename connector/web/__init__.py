@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, current_app
+from flask import Flask, Response, current_app
 from werkzeug.exceptions import HTTPException
 
 from connector.errors import WebhookRejected
@@ -23,12 +23,29 @@ def create_app(services: Services) -> Flask:
     )
     app.extensions["offboard"] = services
 
-    from connector.web import health, hubspot, salesforce, webhooks
+    from connector.web import health, hubspot, pages, salesforce, webhooks
 
-    for blueprint in (health.bp, webhooks.bp, hubspot.bp, salesforce.bp):
+    for blueprint in (health.bp, webhooks.bp, hubspot.bp, salesforce.bp, pages.bp):
         app.register_blueprint(blueprint)
     _register_errors(app)
+    app.after_request(_security_headers)
     return app
+
+
+def _security_headers(response: Response) -> Response:
+    """Pages cannot be framed or leak their personal link; nothing is sniffed or cached."""
+    headers = response.headers
+    headers.setdefault("X-Content-Type-Options", "nosniff")
+    headers.setdefault("Referrer-Policy", "no-referrer")
+    headers.setdefault("X-Frame-Options", "DENY")
+    headers.setdefault(
+        "Content-Security-Policy",
+        "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'",
+    )
+    if response.mimetype == "text/html":
+        headers.setdefault("Cache-Control", "no-store")
+    return response
 
 
 def services() -> Services:

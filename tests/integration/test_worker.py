@@ -49,7 +49,14 @@ def test_steps_due_later_wait_for_their_time(client, services, clock, store):
     assert survey.due_at == datetime(2027, 1, 1, 9, 0, tzinfo=UTC)  # exit-nps: +1d from the end
     clock.now = datetime(2027, 1, 1, 9, 0, tzinfo=UTC)
     worker.run_until_idle()
-    assert actions(store)[-1].state == "done"
+    survey = next(a for a in actions(store) if a.kind == "survey")
+    assert survey.state == "done"
+    deadline = next(a for a in actions(store) if a.kind == "deadline")
+    assert (deadline.state, deadline.due_at) == ("pending", datetime(2027, 1, 8, 9, 0, tzinfo=UTC))  # +7d
+    with store.session() as session:
+        assert session.scalars(select(Run)).one().state == "active"  # still waiting for an answer
+    clock.now = deadline.due_at
+    worker.run_until_idle()
     with store.session() as session:
         assert session.scalars(select(Run)).one().state == "done"
 
@@ -183,7 +190,7 @@ def test_a_reopened_deal_cancels_pending_actions(client, services, store):
         run = session.scalars(select(Run)).one()
         assert run.state == "cancelled"
     states = {a.kind: a.state for a in actions(store)}
-    assert states == {"tasks": "done", "property": "done", "survey": "cancelled"}
+    assert states == {"tasks": "done", "property": "done", "survey": "cancelled", "deadline": "cancelled"}
 
 
 class Budgeted(SandboxAdapter):

@@ -53,7 +53,8 @@ def test_the_thank_you_is_the_last_client_facing_step(playbook_id):
 
 
 def _survey_kinds(book: Playbook) -> dict[str, str]:
-    return {s.id: s.survey.kind for s in book.steps if s.survey}
+    """The surveys that ask (reminders, with `after`, only repeat them)."""
+    return {s.id: s.survey.kind for s in book.steps if s.survey and s.survey.after is None}
 
 
 @pytest.mark.parametrize("playbook_id", sorted(LOADED))

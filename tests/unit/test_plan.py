@@ -111,7 +111,12 @@ def test_json_format_for_tools(tmp_path):
     assert set(first) >= {"step", "kind", "due_at", "owner", "title"}
     confirm = next(s for s in data["timeline"] if s["step"] == "confirm-end-date")
     assert (confirm["due_at"], confirm["owner"]) == ("2026-12-01T09:00:00+00:00", "owner-1")
-    assert {c["step"] for c in data["conditional"]} == {"detractor-call", "referral-ask", "future-work"}
+    assert {c["step"] for c in data["conditional"]} == {
+        "nps-reminder",
+        "detractor-call",
+        "referral-ask",
+        "future-work",
+    }
 
 
 def test_no_match_is_said_plainly(tmp_path):

@@ -1,0 +1,411 @@
+"""The feedback loop: survey answers and referrals that come back through personal links.
+
+Everything a client submits is stored and turned into outbox actions in one
+transaction: the answer written back to the CRM, the steps its score unlocks,
+and a record of the steps it rules out. The CRM calls happen later, in the worker.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from email_validator import EmailNotValidError, validate_email
+from itsdangerous import BadSignature, SignatureExpired
+from pydantic import BaseModel, ValidationError
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from connector import links
+from connector.errors import ConnectorError
+from connector.models import AnswerSpec, Deal, ReferralSpec, TaskSpec, category
+from connector.planner import PlanContext, at_workday_start, plan_follow_ups, resolve_owner
+from connector.playbooks.model import Playbook, Step
+from connector.playbooks.offsets import add_business_days
+from connector.runs import follow_up_actions, idempotency_key, skipped_action
+from connector.settings import Settings
+from connector.store import Action, Answer, AuditEntry, Referral, Run, Store
+from connector.store.db import insert
+
+SCALES = {"nps": (0, 10), "csat": (1, 5), "ces": (1, 7)}
+Problem = Literal["expired", "forged", "used", "closed"]
+
+
+class LinkProblem(ConnectorError):
+    """A link that cannot be used: expired, forged (or mangled), already used, or its run closed."""
+
+    def __init__(self, problem: Problem) -> None:
+        super().__init__(problem)
+        self.problem = problem
+
+
+class FormProblem(ConnectorError):
+    """A submission to correct and send again; ``errors`` maps field names to messages."""
+
+    def __init__(self, errors: dict[str, str]) -> None:
+        super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
+        self.errors = errors
+
+
+class Claims(BaseModel):
+    run: int
+    step: str
+    contact: str
+    kind: Literal["nps", "csat", "ces", "referral"]
+
+
+def read_link(settings: Settings, purpose: str, token: str) -> Claims:
+    """The claims a link carries, or LinkProblem: expired after the configured age, forged if tampered."""
+    serializer = links.serializer(settings.secret_key.get_secret_value(), purpose)
+    try:
+        data = serializer.loads(token, max_age=settings.link_max_age_days * 86400)
+    except SignatureExpired:
+        raise LinkProblem("expired") from None
+    except BadSignature:
+        raise LinkProblem("forged") from None
+    try:
+        claims = Claims.model_validate(data)
+    except ValidationError:
+        raise LinkProblem("forged") from None
+    if (purpose == "referral") != (claims.kind == "referral"):
+        raise LinkProblem("forged")
+    return claims
+
+
+@dataclass(frozen=True)
+class LinkPage:
+    """What a survey or referral page shows."""
+
+    claims: Claims
+    company: str
+    first_name: str
+    tone: str
+    ask: tuple[str, ...] = ()
+
+
+def open_link(store: Store, claims: Claims) -> LinkPage:
+    with store.session() as session:
+        run = session.get(Run, claims.run)
+        if run is None:
+            raise LinkProblem("forged")
+        if claims.kind != "referral" and _answered(session, run.id, claims.step):
+            raise LinkProblem("used")
+        return _page(run, claims)
+
+
+def _page(run: Run, claims: Claims) -> LinkPage:
+    deal = Deal.model_validate(run.deal)
+    playbook = Playbook.model_validate(run.playbook)
+    step = _step(playbook, claims.step)
+    contact = next((c for c in deal.contacts if c.id == claims.contact), deal.primary_contact)
+    company = deal.company.name if deal.company else deal.name
+    ask = tuple(step.referral.ask) if step and step.referral else ()
+    first_name = (contact.first_name or contact.full_name) if contact else ""
+    return LinkPage(claims, company, first_name, playbook.tone, ask)
+
+
+def _step(playbook: Playbook, step_id: str) -> Step | None:
+    return next((s for s in playbook.steps if s.id == step_id), None)
+
+
+def _answered(session: Session, run_id: int, step_id: str) -> bool:
+    return session.scalar(select(Answer.id).filter_by(run_id=run_id, step_id=step_id)) is not None
+
+
+# --- survey answers -----------------------------------------------------------
+
+
+def parse_score(kind: str, raw: str | None) -> int:
+    low, high = SCALES[kind]
+    try:
+        score = int(str(raw))
+    except ValueError:
+        raise FormProblem({"score": f"choose a score from {low} to {high}"}) from None
+    if not low <= score <= high:
+        raise FormProblem({"score": f"choose a score from {low} to {high}"})
+    return score
+
+
+def record_answer(
+    store: Store, settings: Settings, claims: Claims, score: int, comment: str, now: datetime
+) -> Answer:
+    """Store the answer once, and queue its write-back and the steps it unlocks."""
+    with store.session() as session:
+        run = session.get(Run, claims.run)
+        if run is None:
+            raise LinkProblem("forged")
+        answer_id = session.execute(
+            insert(session, Answer)
+            .values(
+                run_id=run.id,
+                step_id=claims.step,
+                contact_id=claims.contact,
+                kind=claims.kind,
+                score=score,
+                comment=comment[:5000],
+                answered_at=now,
+            )
+            .on_conflict_do_nothing()
+            .returning(Answer.id)
+        ).scalar()
+        if answer_id is None:
+            raise LinkProblem("used")
+        answer = session.get_one(Answer, answer_id)
+        deal = Deal.model_validate(run.deal)
+        session.add(_write_back(run, deal, answer, now))
+        session.add(
+            AuditEntry(
+                actor="survey",
+                verb="survey.answered",
+                run_id=run.id,
+                crm=run.crm,
+                at=now,
+                detail={"step": claims.step, "kind": claims.kind, "score": score},
+            )
+        )
+        if run.state != "cancelled":  # a late answer to a finished run still counts
+            unlock(session, settings, run, claims.step, score, now)
+        return answer
+
+
+def _write_back(run: Run, deal: Deal, answer: Answer, now: datetime) -> Action:
+    spec = AnswerSpec(
+        step_id=answer.step_id,
+        kind=answer.kind,  # type: ignore[arg-type]  # stored from a validated Claims.kind
+        score=answer.score,
+        category=category(answer.kind, answer.score),
+        comment=answer.comment,
+        deal_id=deal.id,
+        contact_id=answer.contact_id,
+        answered_at=answer.answered_at,
+    )
+    return _action(run, f"{answer.step_id}:answer", "answer", spec.model_dump(mode="json"), now)
+
+
+def unlock(
+    session: Session, settings: Settings, run: Run, survey_step: str, score: int | None, now: datetime
+) -> int:
+    """Queue the steps waiting on ``survey_step`` whose condition now holds; record the ones ruled out.
+
+    ``score`` is None when the survey's deadline passed without an answer. Steps
+    that already have an action (queued or skipped earlier) are left alone.
+    """
+    playbook = Playbook.model_validate(run.playbook)
+    deal = Deal.model_validate(run.deal)
+    taken = set(session.scalars(select(Action.step_id).where(Action.run_id == run.id)))
+    waiting = [s for s in playbook.steps if s.body.after == survey_step and s.id not in taken]
+    due, skipped = [], []
+    for step in waiting:
+        when = step.body.when
+        if score is None:
+            if when is not None and when.answered is False:
+                due.append(step)
+            continue  # steps on the score wait: a late answer may still come
+        if when is None:
+            due.append(step)
+            continue
+        holds, why = when.holds_for(score)
+        if holds:
+            due.append(step)
+        else:
+            skipped.append((step, why))
+    ctx = PlanContext.from_settings(settings, now)
+    session.add_all(follow_up_actions(run, deal, plan_follow_ups(deal, playbook, ctx, due), now))
+    if due and run.state == "done":
+        run.state = "active"  # it owes the CRM these new actions
+    session.add_all(skipped_action(run, step.id, step.kind, f"skipped: {why}", now) for step, why in skipped)
+    return len(due)
+
+
+def deadline_passed(
+    session: Session, settings: Settings, run: Run, survey_step: str, now: datetime
+) -> dict[str, Any]:
+    """The answer window of ``survey_step`` closed: run its no-answer steps unless it was answered."""
+    if _answered(session, run.id, survey_step):
+        return {"answered": True}
+    sent = session.scalar(select(Action.state).filter_by(run_id=run.id, step_id=survey_step))
+    if sent != "done":
+        return {"answered": False, "queued": 0, "note": f"the survey was not sent ({sent})"}
+    if run.state == "cancelled":
+        return {"answered": False, "queued": 0, "note": "run is cancelled"}
+    return {"answered": False, "queued": unlock(session, settings, run, survey_step, None, now)}
+
+
+# --- referrals ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReferralForm:
+    name: str
+    email: str
+    company: str
+    note: str
+    testimonial: bool
+    case_study: bool
+
+    @classmethod
+    def parse(cls, form: dict[str, str]) -> ReferralForm:
+        def text(field: str, limit: int) -> str:
+            return str(form.get(field, "")).strip()[:limit]
+
+        parsed = cls(
+            text("name", 200),
+            text("email", 255),
+            text("company", 255),
+            text("note", 2000),
+            form.get("testimonial") == "yes",
+            form.get("case_study") == "yes",
+        )
+        errors: dict[str, str] = {}
+        if parsed.email or parsed.name:
+            if not parsed.name:
+                errors["name"] = "give the name of the person you are introducing"
+            try:
+                # Lower-cased whole: the same person typed twice is one contact.
+                email = validate_email(parsed.email, check_deliverability=False).normalized.lower()
+                parsed = cls(
+                    parsed.name, email, parsed.company, parsed.note, parsed.testimonial, parsed.case_study
+                )
+            except EmailNotValidError as exc:
+                errors["email"] = str(exc)
+        elif not (parsed.testimonial or parsed.case_study):
+            errors["name"] = "introduce someone, or tick a box below, or both"
+        if errors:
+            raise FormProblem(errors)
+        return parsed
+
+
+def record_referral(
+    store: Store, settings: Settings, claims: Claims, form: ReferralForm, now: datetime
+) -> bool:
+    """Store what the client offered and queue it for the CRM; False when it was all sent before."""
+    with store.session() as session:
+        run = session.get(Run, claims.run)
+        if run is None:
+            raise LinkProblem("forged")
+        deal = Deal.model_validate(run.deal)
+        ctx = PlanContext.from_settings(settings, now)
+        actions: list[Action] = []
+        if form.email:
+            actions += _introduction(session, run, deal, claims, form, ctx, now)
+        for consent in ("testimonial", "case_study"):
+            if getattr(form, consent):
+                actions += _consent(session, run, deal, claims, consent, ctx, now)
+        session.add_all(actions)
+        if actions:
+            session.add(
+                AuditEntry(
+                    actor="referral",
+                    verb="referral.received",
+                    run_id=run.id,
+                    crm=run.crm,
+                    at=now,
+                    detail={"step": claims.step, "actions": len(actions)},
+                )
+            )
+        return bool(actions)
+
+
+def _introduction(
+    session: Session,
+    run: Run,
+    deal: Deal,
+    claims: Claims,
+    form: ReferralForm,
+    ctx: PlanContext,
+    now: datetime,
+) -> list[Action]:
+    new_id = session.execute(
+        insert(session, Referral)
+        .values(
+            run_id=run.id,
+            step_id=claims.step,
+            referrer_contact_id=claims.contact,
+            name=form.name,
+            email=form.email,
+            company=form.company,
+            note=form.note,
+            created_at=now,
+        )
+        .on_conflict_do_nothing()
+        .returning(Referral.id)
+    ).scalar()
+    if new_id is None:
+        return []  # the same person again: one contact, one follow-up
+    first, _, last = form.name.partition(" ")
+    spec = ReferralSpec(
+        step_id=claims.step,
+        deal_id=deal.id,
+        referrer_contact_id=claims.contact,
+        referrer_company=deal.company.name if deal.company else None,
+        first_name=first,
+        last_name=last,
+        email=form.email,
+        company=form.company,
+        note=form.note,
+    )
+    step_id = f"{claims.step}:referral:{new_id}"
+    title = (
+        f"Follow up with {form.name}"
+        + (f" ({form.company})" if form.company else "")
+        + f", introduced by {_referrer(deal, claims)}"
+    )
+    task = _task(deal, ctx, f"{step_id}:follow-up", title, form.note, resolve_owner("deal_owner", deal, ctx))
+    return [
+        _action(run, step_id, "referral_contact", spec.model_dump(mode="json"), now),
+        _action(run, f"{step_id}:follow-up", "tasks", {"tasks": [task]}, now),
+    ]
+
+
+def _consent(
+    session: Session, run: Run, deal: Deal, claims: Claims, consent: str, ctx: PlanContext, now: datetime
+) -> list[Action]:
+    step_id = f"{claims.step}:{consent}"
+    if session.scalar(select(Action.id).filter_by(run_id=run.id, step_id=step_id)) is not None:
+        return []
+    what = "a testimonial" if consent == "testimonial" else "a case study"
+    title = f"{_referrer(deal, claims)} agreed to {what}"
+    company = deal.company.name if deal.company else deal.name
+    body = f"{_referrer(deal, claims)} ({company}) said yes on the referral page."
+    task = _task(deal, ctx, step_id, title, body, resolve_owner("role:marketing", deal, ctx))
+    return [_action(run, step_id, "tasks", {"tasks": [task]}, now)]
+
+
+def _referrer(deal: Deal, claims: Claims) -> str:
+    contact = next((c for c in deal.contacts if c.id == claims.contact), None)
+    return (contact.full_name if contact else "") or "the client"
+
+
+def _task(
+    deal: Deal, ctx: PlanContext, step_id: str, title: str, body: str, owner: str | None
+) -> dict[str, Any]:
+    contact = deal.primary_contact
+    due = at_workday_start(add_business_days(ctx.today, 1), ctx.zone)
+    return TaskSpec(
+        step_id=step_id,
+        title=title[:255],
+        body=body,
+        due_at=due,
+        owner_id=owner,
+        priority="high",
+        type="todo",
+        deal_id=deal.id,
+        company_id=deal.company.id if deal.company else None,
+        contact_id=contact.id if contact else None,
+    ).model_dump(mode="json")
+
+
+def _action(run: Run, step_id: str, kind: str, payload: dict[str, Any], now: datetime) -> Action:
+    return Action(
+        run_id=run.id,
+        step_id=step_id,
+        kind=kind,
+        payload=payload,
+        due_at=now,
+        state="pending",
+        attempts=0,
+        idempotency_key=idempotency_key(run, step_id),
+        created_at=now,
+        updated_at=now,
+    )
