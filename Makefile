@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 # the box. Deployments set their own OFFBOARD_WEBHOOK_SECRET.
 export OFFBOARD_WEBHOOK_SECRET ?= whsec_b2ZmYm9hcmQtZGV2LW9ubHktd2ViaG9vay1zZWNyZXQ=
 
-.PHONY: run test demo lint typecheck bench clean
+.PHONY: run test demo lint typecheck bench screenshots clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,9 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
+
+screenshots: $(STAMP)
+	$(BIN)/python -m tests.e2e.screenshots docs/screenshots
 
 bench: $(STAMP)
 	$(BIN)/python -m tests.bench

@@ -218,7 +218,7 @@ class SurveyStep(_Conditional):
 
     kind: SurveyKind
     to: Literal["primary_contact"] = "primary_contact"
-    send: OffsetField = Offset(0, "d")
+    send: OffsetField | None = None  # None: as soon as the run starts (or the answer arrives)
     # How long after the send an answer is waited for before `when: {answered: false}` steps run.
     deadline: OffsetField = Offset(7, "d")
 
@@ -238,7 +238,7 @@ def _default_ask() -> list[AskKind]:
 
 class ReferralStep(_Conditional):
     to: Literal["primary_contact"] = "primary_contact"
-    send: OffsetField = Offset(0, "d")
+    send: OffsetField | None = None  # None: as soon as the run starts (or the answer arrives)
     ask: list[AskKind] = Field(default_factory=_default_ask)
 
 
