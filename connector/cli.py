@@ -46,6 +46,8 @@ def _services(settings: Settings, *, migrate: bool = True) -> Any:
         return build(settings)
     except PlaybookError as exc:
         raise click.ClickException(f"the playbooks do not load:\n{exc}") from None
+    except SettingsInvalid as exc:  # an adapter found its settings incomplete
+        raise click.ClickException(str(exc)) from None
 
 
 @click.group()
@@ -146,6 +148,57 @@ def _run_line(report: dict[str, Any]) -> str:
         f"run {report['id']}  {report['crm']}:{report['deal_id']}  "
         f"{report['playbook_id']}@v{report['playbook_version']}  {report['state']}  ({summary})"
     )
+
+
+@main.command()
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+def failed(fmt: str) -> None:
+    """Actions parked as failed, with their errors: fix the cause, then `offboard retry`."""
+    from connector.operator import failed_actions
+
+    rows = failed_actions(_services(_settings()).store)
+    if fmt == "json":
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("no failed actions")
+    for row in rows:
+        click.echo(
+            f"action {row['id']}  run {row['run_id']}  {row['crm']}:{row['deal_id']}  {row['playbook_id']}/"
+            f"{row['step_id']} ({row['kind']}, {row['attempts']} attempt(s))\n    {row['last_error']}"
+        )
+
+
+@main.command()
+@click.argument("ids", nargs=-1, type=int)
+@click.option("--all", "every", is_flag=True, help="retry every failed action")
+def retry(ids: tuple[int, ...], every: bool) -> None:
+    """Put failed actions back in the queue (IDS from `offboard failed`, or --all)."""
+    from connector.operator import retry as retry_actions
+
+    if bool(ids) == every:
+        raise click.UsageError("give action IDS or --all")
+    store = _services(_settings()).store
+    done = retry_actions(store, None if every else list(ids), actor="cli", now=utcnow())
+    missing = sorted(set(ids) - set(done))
+    click.echo(
+        f"{len(done)} action(s) back in the queue" + (f": {', '.join(map(str, done))}" if done else "")
+    )
+    if missing:
+        raise click.ClickException(f"not failed (or no such action): {', '.join(map(str, missing))}")
+
+
+@main.command()
+@click.argument("run_id", type=int)
+@click.option("--reason", default="cancelled by an operator", show_default=True)
+def cancel(run_id: int, reason: str) -> None:
+    """Cancel a run: its pending actions will not be written."""
+    from connector.operator import cancel as cancel_run
+
+    cancelled = cancel_run(_services(_settings()).store, run_id, actor="cli", now=utcnow(), reason=reason)
+    if cancelled is None:
+        raise click.ClickException(f"no run {run_id}")
+    click.echo(f"run {run_id} cancelled; {cancelled} pending action(s) will not be written")
 
 
 @main.command()
@@ -394,6 +447,15 @@ def sandbox_fail(operation: str, kind: str, times: int) -> None:
     services = _services(_settings())
     services.adapters["sandbox"].inject(operation, kind, times)
     click.echo(f"the next {times} {operation} call(s) will fail ({kind})")
+
+
+def _register_crm_commands() -> None:
+    from connector.cli_hubspot import hubspot
+
+    main.add_command(hubspot)
+
+
+_register_crm_commands()
 
 
 def _describe_db(settings: Settings) -> str:

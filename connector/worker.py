@@ -227,12 +227,16 @@ class Worker:
 
     def _event_retry(self, event: Event, exc: Exception) -> None:
         delay = self._backoff(event.attempts, exc)
-        state = "failed" if event.attempts >= self.settings.max_attempts else "pending"
+        # A rate limit is the CRM's window, not the event's fault: it never uses up attempts.
+        limited = isinstance(exc, CrmRateLimited)
+        attempts = max(event.attempts - 1, 0) if limited else event.attempts
+        state = "failed" if not limited and attempts >= self.settings.max_attempts else "pending"
         with self.store.session() as session:
             session.execute(
                 update(Event)
                 .where(Event.id == event.id)
                 .values(
+                    attempts=attempts,
                     state=state,
                     lease_until=None,
                     available_at=self.clock() + delay,

@@ -50,8 +50,12 @@ def main(out: Path) -> None:
         folder.mkdir()
         (folder / "screens.yaml").write_text(PLAYBOOK)
         url = f"sqlite:///{tmp}/screens.db"
-        env = {"OFFBOARD_DATABASE_URL": url, "OFFBOARD_PLAYBOOKS": str(folder),
-               "OFFBOARD_WEBHOOK_SECRET": WEBHOOK_SECRET, "OFFBOARD_WORKER_POLL_SECONDS": "0.2"}
+        env = {
+            "OFFBOARD_DATABASE_URL": url,
+            "OFFBOARD_PLAYBOOKS": str(folder),
+            "OFFBOARD_WEBHOOK_SECRET": WEBHOOK_SECRET,
+            "OFFBOARD_WORKER_POLL_SECONDS": "0.2",
+        }
         server = ServerProcess(env, log=Path(tmp, "server.log")).start()
         try:
             shoot(server, SandboxAdapter(Store.from_url(url)), chromium, out)
@@ -104,8 +108,12 @@ def referral_link(sandbox: SandboxAdapter, deal_id: str) -> str | None:
 def expired_link(public_url: str) -> str:
     long_ago = time.time() - 40 * 86400
     with mock.patch("itsdangerous.timed.time.time", return_value=long_ago):
-        return links.make_link(public_url, DEV_SECRET_KEY, "survey",
-                               {"run": 1, "step": "exit-nps", "contact": "contact-1", "kind": "nps"})
+        return links.make_link(
+            public_url,
+            DEV_SECRET_KEY,
+            "survey",
+            {"run": 1, "step": "exit-nps", "contact": "contact-1", "kind": "nps"},
+        )
 
 
 if __name__ == "__main__":

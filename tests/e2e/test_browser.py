@@ -98,7 +98,8 @@ def test_a_detractor_on_a_phone_gets_a_call_and_no_ask(chromium, live):
     assert [c.subject for c in calls] == ["Call Pat about their score"]
     with store.session() as session:
         skipped = session.scalars(
-            select(Action).join(Run).where(Run.deal_id == "B-3", Action.step_id == "referral-ask")).one()
+            select(Action).join(Run).where(Run.deal_id == "B-3", Action.step_id == "referral-ask")
+        ).one()
     assert (skipped.state, skipped.last_error) == ("skipped", "skipped: score 3 is not >= 9")
     assert [i.kind for i in sandbox.invites("B-3")] == ["nps"]
     assert json.loads(server.cli("runs", "--format", "json").stdout)

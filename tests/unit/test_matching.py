@@ -24,13 +24,18 @@ def book(tmp_path: Path, name: str, text: str):
 
 
 def ctx(**roles) -> PlanContext:
-    return PlanContext(zone=ZoneInfo("UTC"), roles=roles, fallback_owner=None,
-                       now=datetime(2026, 11, 20, 12, tzinfo=UTC))
+    return PlanContext(
+        zone=ZoneInfo("UTC"), roles=roles, fallback_owner=None, now=datetime(2026, 11, 20, 12, tzinfo=UTC)
+    )
 
 
 def test_amount_fields_and_crm_all_must_hold(tmp_path):
-    big = book(tmp_path, "big-emea", "match: {amount: {gte: 10000, lt: 50000}, crm: [sandbox],"
-               " fields: {region: [emea], seats: {gte: 50}}}\npriority: 5")
+    big = book(
+        tmp_path,
+        "big-emea",
+        "match: {amount: {gte: 10000, lt: 50000}, crm: [sandbox],"
+        " fields: {region: [emea], seats: {gte: 50}}}\npriority: 5",
+    )
     fallback = book(tmp_path, "fallback", "match: {}")
     hit = deal(amount=24000, properties={"region": "EMEA", "seats": "120"})
     assert choose(hit, [big, fallback])[0] is big
@@ -38,8 +43,7 @@ def test_amount_fields_and_crm_all_must_hold(tmp_path):
     chosen, verdicts = choose(small, [big, fallback])
     assert chosen is fallback
     reasons = next(v.reasons for v in verdicts if v.playbook is big)
-    assert reasons == ["amount: 500 does not satisfy >= 10000 and < 50000",
-                       "fields.seats: 10 is not >= 50"]
+    assert reasons == ["amount: 500 does not satisfy >= 10000 and < 50000", "fields.seats: 10 is not >= 50"]
 
 
 def test_ties_go_to_the_more_specific_match(tmp_path):

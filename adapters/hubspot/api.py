@@ -1,0 +1,267 @@
+"""The few HubSpot endpoints Offboard calls, through ``hubspot-api-client``.
+
+Every call goes through ``_send``: it waits for the process's rate limits, sets a timeout,
+reads the X-HubSpot-RateLimit-* headers, waits out a 429 a few times (one interval each;
+HubSpot sends no Retry-After), and translates every failure into the port's error tree.
+The SDK's own urllib3 retries are off so that the limiter sees every request.
+
+Records come back as the SDK's models (``.id``, ``.properties``, ``.associations``…).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from hubspot import HubSpot
+from urllib3.util.retry import Retry
+
+from adapters.hubspot.errors import translate
+from adapters.hubspot.ratelimit import Limits
+from connector.errors import CrmPermanent, CrmRateLimited
+
+if TYPE_CHECKING:
+    from connector.settings import Settings
+
+TIMEOUT = (5.0, 30.0)  # connect, read (seconds)
+RATE_LIMIT_WAITS = 3  # 429s waited out in-process before the caller gets CrmRateLimited
+LONGEST_WAIT = 60.0  # a longer hold (the daily limit) goes back to the queue instead
+BATCH_LIMIT = 100  # inputs per batch call
+SEARCH_PAGE = 100  # results per search page (HubSpot allows 200)
+
+_MODELS = {
+    "deals": "hubspot.crm.deals",
+    "contacts": "hubspot.crm.contacts",
+    "companies": "hubspot.crm.companies",
+    "tasks": "hubspot.crm.objects.tasks",
+    "notes": "hubspot.crm.objects.notes",
+}
+
+
+class HubSpotApi:
+    def __init__(self, client: HubSpot, limits: Limits) -> None:
+        self._client = client
+        self.limits = limits
+        self._apis: dict[tuple[str, str], Any] = {}
+
+    @classmethod
+    def from_settings(cls, settings: Settings, limits: Limits) -> HubSpotApi:
+        if settings.hubspot_access_token is None:
+            raise CrmPermanent("HUBSPOT_ACCESS_TOKEN is not set: HubSpot is off")
+        client = HubSpot(
+            access_token=settings.hubspot_access_token.get_secret_value(),
+            host=settings.hubspot_api_base_url,
+            retry=Retry(total=0),
+        )
+        return cls(client, limits)
+
+    # --- reads -------------------------------------------------------------
+
+    def account_details(self) -> dict[str, Any]:
+        """GET /account-info/v3/details (the SDK has no wrapper: its generic call path is used)."""
+        client = self._owners.api_client
+        data: dict[str, Any] = self._send(
+            "read the account details",
+            client.call_api,
+            "/account-info/v3/details",
+            "GET",
+            header_params={"Accept": "application/json"},
+            response_types_map={200: "object"},
+            auth_settings=["oauth2"],
+            _return_http_data_only=False,
+        )
+        return data
+
+    def deal_pipelines(self) -> list[Any]:
+        pipelines = self._client.crm.pipelines.pipelines_api
+        found = self._send("read the deal pipelines", pipelines.get_all_with_http_info, "deals")
+        return list(found.results)
+
+    def get(
+        self,
+        object_type: str,
+        object_id: str,
+        properties: Sequence[str],
+        *,
+        associations: Sequence[str] = (),
+        history: Sequence[str] = (),
+    ) -> Any:
+        """One record; CrmPermanent (404) when it does not exist."""
+        return self._send(
+            f"read {object_type} {object_id}",
+            self._api(object_type, "basic_api").get_by_id_with_http_info,
+            object_id,
+            properties=list(properties),
+            associations=list(associations) or None,
+            properties_with_history=list(history) or None,
+        )
+
+    def read_batch(self, object_type: str, ids: Sequence[str], properties: Sequence[str]) -> list[Any]:
+        models = _models(object_type)
+        results: list[Any] = []
+        for chunk in chunks(list(ids), BATCH_LIMIT):
+            request = models.BatchReadInputSimplePublicObjectId(
+                inputs=[models.SimplePublicObjectId(id=i) for i in chunk],
+                properties=list(properties),
+                properties_with_history=[],
+            )
+            api = self._api(object_type, "batch_api")
+            found = self._send(f"read {object_type}", api.read_with_http_info, request)
+            results.extend(found.results)
+        return results
+
+    def owner(self, owner_id: str) -> Any:
+        return self._send(
+            f"read owner {owner_id}",
+            self._owners.get_by_id_with_http_info,
+            owner_id,
+            id_property="id",
+        )
+
+    def search(
+        self, object_type: str, filters: Sequence[Mapping[str, str]], properties: Sequence[str]
+    ) -> Iterator[Any]:
+        """Every record matching all ``filters``, page by page (each page one search request)."""
+        models = _models(object_type)
+        after: str | None = None
+        while True:
+            request = models.PublicObjectSearchRequest(
+                filter_groups=[models.FilterGroup(filters=[models.Filter(**f) for f in filters])],
+                properties=list(properties),
+                limit=SEARCH_PAGE,
+                after=after,
+            )
+            api = self._api(object_type, "search_api")
+            page = self._send(f"search {object_type}", api.do_search_with_http_info, request, search=True)
+            yield from page.results
+            after = page.paging.next.after if page.paging and page.paging.next else None
+            if not after:
+                return
+
+    # --- writes ------------------------------------------------------------
+
+    def create_batch(self, object_type: str, inputs: Sequence[Mapping[str, Any]]) -> list[Any]:
+        """One batch/create call for up to 100 inputs ({"properties", "associations"} each)."""
+        if len(inputs) > BATCH_LIMIT:
+            raise ValueError(f"at most {BATCH_LIMIT} inputs per batch call")
+        models = _models(object_type)
+        batch = models.BatchInputSimplePublicObjectBatchInputForCreate(
+            inputs=[_create_input(models, models.SimplePublicObjectBatchInputForCreate, i) for i in inputs]
+        )
+        api = self._api(object_type, "batch_api")
+        created = self._send(f"create {object_type}", api.create_with_http_info, batch)
+        return list(created.results)
+
+    def create(self, object_type: str, data: Mapping[str, Any]) -> Any:
+        models = _models(object_type)
+        body = _create_input(models, models.SimplePublicObjectInputForCreate, data)
+        api = self._api(object_type, "basic_api")
+        return self._send(f"create a {object_type[:-1]}", api.create_with_http_info, body)
+
+    def update(self, object_type: str, object_id: str, properties: Mapping[str, str]) -> None:
+        body = _models(object_type).SimplePublicObjectInput(properties=dict(properties))
+        api = self._api(object_type, "basic_api")
+        self._send(f"update {object_type} {object_id}", api.update_with_http_info, object_id, body)
+
+    # --- properties (offboard hubspot setup) -----------------------------
+
+    def get_property(self, object_type: str, name: str) -> Any | None:
+        try:
+            return self._send(
+                f"read the {object_type} property {name}",
+                self._properties.get_by_name_with_http_info,
+                object_type,
+                name,
+            )
+        except CrmPermanent as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def create_property(self, object_type: str, definition: Mapping[str, Any]) -> Any:
+        models = importlib.import_module("hubspot.crm.properties")
+        options = [models.OptionInput(hidden=False, **option) for option in definition.get("options", [])]
+        body = models.PropertyCreate(**{**definition, "options": options or None})
+        return self._send(
+            f"create the {object_type} property {definition['name']}",
+            self._properties.create_with_http_info,
+            object_type,
+            body,
+        )
+
+    # --- the one door every call goes through ------------------------------
+
+    def _send(
+        self, what: str, call: Callable[..., Any], *args: Any, search: bool = False, **kwargs: Any
+    ) -> Any:
+        for attempt in range(RATE_LIMIT_WAITS + 1):
+            self.limits.acquire(search=search)
+            try:
+                data, _status, headers = call(*args, _request_timeout=TIMEOUT, **kwargs)
+            except Exception as exc:
+                error = translate(exc, what)
+                wait = _wait_here(error, attempt)
+                if wait is None:
+                    raise error from exc
+                self.limits.hold(wait)
+                continue
+            self.limits.observe(headers)
+            return data
+        raise AssertionError("unreachable: the last attempt raises")
+
+    def _api(self, object_type: str, kind: str) -> Any:
+        # Each SDK API object owns a connection pool: make each once, not per call.
+        key = (object_type, kind)
+        if key not in self._apis:
+            self._apis[key] = getattr(self._discovery(object_type), kind)
+        return self._apis[key]
+
+    def _discovery(self, object_type: str) -> Any:
+        crm = self._client.crm
+        if object_type in ("tasks", "notes"):
+            return getattr(crm.objects, object_type)
+        return getattr(crm, object_type)
+
+    @cached_property
+    def _owners(self) -> Any:
+        return self._client.crm.owners.owners_api
+
+    @cached_property
+    def _properties(self) -> Any:
+        return self._client.crm.properties.core_api
+
+
+def _wait_here(error: Exception, attempt: int) -> float | None:
+    """Seconds to wait a 429 out here, or None to hand the error to the caller (the worker's queue)."""
+    if not isinstance(error, CrmRateLimited) or error.retry_after is None:
+        return None
+    if error.retry_after > LONGEST_WAIT or attempt >= RATE_LIMIT_WAITS:
+        return None
+    return error.retry_after
+
+
+def _models(object_type: str) -> Any:
+    return importlib.import_module(_MODELS[object_type])
+
+
+def _create_input(models: Any, kind: Any, data: Mapping[str, Any]) -> Any:
+    associations = [
+        models.PublicAssociationsForObject(
+            to=models.PublicObjectId(id=link["to"]["id"]),
+            types=[
+                models.AssociationSpec(
+                    association_category=t["associationCategory"], association_type_id=t["associationTypeId"]
+                )
+                for t in link["types"]
+            ],
+        )
+        for link in data.get("associations", [])
+    ]
+    return kind(properties=dict(data["properties"]), associations=associations or None)
+
+
+def chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

@@ -1,0 +1,105 @@
+"""HubSpot webhook bodies: a JSON array of up to 100 events, each kept as HubSpot sent it.
+
+The web layer stores every event (keyed by portal and ``eventId``) and answers at once; the
+worker later asks ``stage_change`` whether an event is a deal moving stage. Other events are
+stored and then ignored: HubSpot retries anything that is not a 2xx.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from connector.errors import PayloadInvalid
+
+MAX_EVENTS = 100
+DEAL_OBJECT_TYPE = "0-3"  # objectTypeId of deals in the generic object.* subscriptions
+
+
+@dataclass(frozen=True)
+class WebhookEvent:
+    account: str  # the portal id
+    event_key: str  # HubSpot's eventId
+    kind: str  # subscriptionType (or eventType)
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class StageChange:
+    portal_id: str
+    deal_id: str
+    stage_id: str
+    occurred_at: datetime | None
+
+
+def parse(body: bytes) -> list[WebhookEvent]:
+    """The batch's events, or PayloadInvalid (400) naming every problem."""
+    try:
+        data = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PayloadInvalid(f"body is not valid JSON: {exc}") from None
+    if isinstance(data, dict):
+        data = [data]  # a workflow webhook action sends one event, not a list
+    if not isinstance(data, list):
+        raise PayloadInvalid("body must be a JSON array of HubSpot webhook events")
+    if len(data) > MAX_EVENTS:
+        raise PayloadInvalid(f"a batch holds at most {MAX_EVENTS} events, this one {len(data)}")
+    problems = [problem for index, item in enumerate(data) for problem in _problems(index, item)]
+    if problems:
+        raise PayloadInvalid("body does not follow HubSpot's webhook event schema", details=problems)
+    return [_event(item) for item in data]
+
+
+def _problems(index: int, item: Any) -> list[dict[str, str]]:
+    if not isinstance(item, dict):
+        return [{"field": f"[{index}]", "problem": "must be an object"}]
+    problems = []
+    for name in ("eventId", "portalId"):
+        if not _is_id(item.get(name)):
+            problems.append(
+                {"field": f"[{index}].{name}", "problem": "must be a number or a non-empty string"}
+            )
+    kind = _kind(item)
+    if not isinstance(kind, str) or not 0 < len(kind) <= 64:
+        problems.append({"field": f"[{index}].subscriptionType", "problem": "must be a string (1-64 chars)"})
+    return problems
+
+
+def _is_id(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) or (isinstance(value, str) and 0 < len(value) <= 64)
+
+
+def _kind(item: dict[str, Any]) -> Any:
+    # The docs name it subscriptionType; some pages and workflow payloads say eventType.
+    return item.get("subscriptionType", item.get("eventType"))
+
+
+def _event(item: dict[str, Any]) -> WebhookEvent:
+    return WebhookEvent(str(item["portalId"]), str(item["eventId"]), str(_kind(item)), item)
+
+
+def stage_change(kind: str, payload: dict[str, Any]) -> StageChange | None:
+    """The deal and its new stage id when the event is a deal's ``dealstage`` changing, else None."""
+    if payload.get("propertyName") != "dealstage" or not payload.get("propertyValue"):
+        return None
+    is_deal = kind == "deal.propertyChange" or (
+        kind == "object.propertyChange" and payload.get("objectTypeId") == DEAL_OBJECT_TYPE
+    )
+    if not is_deal or payload.get("objectId") is None:
+        return None
+    return StageChange(
+        portal_id=str(payload.get("portalId")),
+        deal_id=str(payload["objectId"]),
+        stage_id=str(payload["propertyValue"]),
+        occurred_at=_millis(payload.get("occurredAt")),
+    )
+
+
+def _millis(value: Any) -> datetime | None:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return datetime.fromtimestamp(value / 1000, tz=UTC)
+    return None

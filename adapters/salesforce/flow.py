@@ -1,0 +1,73 @@
+"""Flow HTTP callouts: a documented JSON body and a shared-secret header.
+
+For orgs that use a Flow's HTTP Callout action instead of an outbound message.
+The Flow sends ``POST /webhooks/salesforce/flow`` with the header
+``X-Offboard-Secret: <SALESFORCE_WEBHOOK_SECRET>`` (an External Credential's
+custom header) and the body::
+
+    {"recordId": "006…",                       required: the Opportunity's id
+     "fields": {"StageName": "Closed Won",      the fields the Flow has at hand;
+                "IsClosed": true, "IsWon": true},  IsClosed false is ignored at once
+     "eventId": "…"}                            optional: a delivery id for deduplication
+
+Without ``eventId`` a delivery is recognised by a hash of its content.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from connector.errors import PayloadInvalid, SignatureInvalid
+
+SECRET_HEADER = "X-Offboard-Secret"
+Scalar = str | int | float | bool | None
+
+
+class FlowCallout(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    recordId: str = Field(pattern=r"^[a-zA-Z0-9]{15}(?:[a-zA-Z0-9]{3})?$")
+    fields: dict[str, Scalar] = Field(default_factory=dict, max_length=500)
+    eventId: str | None = Field(default=None, min_length=1, max_length=200)
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        """Stored like an outbound notification's fields, so one ``interpret`` reads both."""
+        return {**self.fields, "Id": self.recordId}
+
+    @property
+    def event_key(self) -> str:
+        if self.eventId:
+            return f"flow:{self.eventId}"
+        canonical = json.dumps(self.payload, sort_keys=True, separators=(",", ":"))
+        return "flow:" + hashlib.sha256(canonical.encode()).hexdigest()[:40]
+
+
+def verify(secret: str, given: str | None) -> None:
+    """SignatureInvalid unless the header holds the shared secret (compared in constant time)."""
+    if not given:
+        raise SignatureInvalid(f"missing {SECRET_HEADER} header")
+    if not hmac.compare_digest(given.encode(), secret.encode()):
+        raise SignatureInvalid(f"{SECRET_HEADER} does not match SALESFORCE_WEBHOOK_SECRET")
+
+
+def parse(body: bytes) -> FlowCallout:
+    try:
+        data = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PayloadInvalid(f"body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise PayloadInvalid('body must be a JSON object: {"recordId": "006…", "fields": {…}}')
+    try:
+        return FlowCallout.model_validate(data)
+    except ValidationError as exc:
+        details = [
+            {"field": ".".join(str(p) for p in error["loc"]) or "(body)", "problem": error["msg"]}
+            for error in exc.errors(include_url=False, include_input=False)
+        ]
+        raise PayloadInvalid("body does not follow the Flow callout schema", details=details) from None

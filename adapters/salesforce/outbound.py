@@ -1,0 +1,148 @@
+"""Outbound messages: Salesforce's SOAP notifications, parsed safely and checked against our org.
+
+The body is untrusted XML: ``defusedxml`` parses it with DTDs forbidden, so an
+XML bomb or an external entity is refused before anything expands. Only the
+configured org is accepted (``OrganizationId``; the 15-character prefix is
+compared when either side is 15 long). The ``SessionId`` Salesforce may send is
+never stored or logged.
+
+The listener must answer exactly ``ACK`` (HTTP 200) once the notifications are
+stored; anything else and Salesforce retries for 24 hours. Refusals answer a
+SOAP fault with a 4xx status, so the sender sees why.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+from xml.etree.ElementTree import Element, ParseError
+from xml.sax.saxutils import escape
+
+from defusedxml import DefusedXmlException
+from defusedxml.ElementTree import fromstring
+
+from adapters.salesforce import ids
+from connector.errors import EndpointDisabled, PayloadInvalid, SenderUnknown
+
+SOAP = "http://schemas.xmlsoap.org/soap/envelope/"
+OUTBOUND = "http://soap.sforce.com/2005/09/outbound"
+SOBJECT = "urn:sobject.enterprise.soap.sforce.com"
+XSI = "http://www.w3.org/2001/XMLSchema-instance"
+MAX_NOTIFICATIONS = 100
+
+ACK = (
+    b'<?xml version="1.0" encoding="UTF-8"?>\n'
+    b'<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/">'
+    b"<soapenv:Body>"
+    b'<notificationsResponse xmlns="http://soap.sforce.com/2005/09/outbound"><Ack>true</Ack></notificationsResponse>'
+    b"</soapenv:Body>"
+    b"</soapenv:Envelope>"
+)
+
+
+@dataclass(frozen=True)
+class Notification:
+    id: str
+    sobject_type: str
+    fields: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def kind(self) -> str:
+        return self.sobject_type.lower()
+
+
+@dataclass(frozen=True)
+class OutboundMessage:
+    organization_id: str
+    action_id: str | None
+    notifications: list[Notification]
+
+    @property
+    def account(self) -> str:
+        return ids.short(self.organization_id)
+
+
+def fault(reason: str, *, client: bool = True) -> bytes:
+    """A SOAP 1.1 fault carrying ``reason``: what a refused outbound message gets back."""
+    code = "soapenv:Client" if client else "soapenv:Server"
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        f'<soapenv:Envelope xmlns:soapenv="{SOAP}"><soapenv:Body><soapenv:Fault>'
+        f"<faultcode>{code}</faultcode><faultstring>{escape(reason)}</faultstring>"
+        "</soapenv:Fault></soapenv:Body></soapenv:Envelope>"
+    ).encode()
+
+
+def parse(body: bytes, org_id: str | None) -> OutboundMessage:
+    """The notifications in ``body``, if it is a well-formed message from ``org_id``.
+
+    Raises EndpointDisabled (no org configured), PayloadInvalid (not XML, an XML
+    bomb, not an outbound message) or SenderUnknown (another org).
+    """
+    if not org_id:
+        raise EndpointDisabled("SALESFORCE_ORG_ID is not set; outbound messages are refused")
+    notifications = _notifications_element(_xml(body))
+    organization_id = _text(notifications, "OrganizationId")
+    if not organization_id or not ids.is_id(organization_id):
+        raise PayloadInvalid("the outbound message has no valid OrganizationId")
+    if not ids.same(organization_id, org_id):
+        raise SenderUnknown(
+            f"outbound message from org {organization_id}, not the configured SALESFORCE_ORG_ID"
+        )
+    items = notifications.findall(f"{{{OUTBOUND}}}Notification")
+    if not 1 <= len(items) <= MAX_NOTIFICATIONS:
+        raise PayloadInvalid(
+            f"an outbound message holds 1 to {MAX_NOTIFICATIONS} notifications, not {len(items)}"
+        )
+    return OutboundMessage(
+        organization_id=organization_id,
+        action_id=_text(notifications, "ActionId"),
+        notifications=[_notification(item) for item in items],
+    )
+
+
+def _xml(body: bytes) -> Element:
+    try:
+        # SOAP forbids DTDs; refusing them outright stops entity expansion and external references.
+        root: Element = fromstring(body, forbid_dtd=True, forbid_entities=True, forbid_external=True)
+    except DefusedXmlException as exc:
+        raise PayloadInvalid(f"unsafe XML refused ({type(exc).__name__})") from None
+    except ParseError as exc:
+        raise PayloadInvalid(f"body is not well-formed XML: {exc}") from None
+    return root
+
+
+def _notifications_element(root: Element) -> Element:
+    found = root.find(f"{{{SOAP}}}Body/{{{OUTBOUND}}}notifications")
+    if root.tag != f"{{{SOAP}}}Envelope" or found is None:
+        raise PayloadInvalid("not an outbound message: expected a SOAP envelope holding <notifications>")
+    return found
+
+
+def _notification(item: Element) -> Notification:
+    notification_id = _text(item, "Id")
+    sobject = item.find(f"{{{OUTBOUND}}}sObject")
+    if not notification_id or sobject is None:
+        raise PayloadInvalid("every Notification needs an Id and an sObject")
+    sobject_type = (sobject.get(f"{{{XSI}}}type") or "").rpartition(":")[2]
+    fields = {_local(child.tag): _value(child) for child in sobject if child.tag.startswith(f"{{{SOBJECT}}}")}
+    if not sobject_type or not ids.is_id(fields.get("Id")):
+        raise PayloadInvalid(f"notification {notification_id}: the sObject needs an xsi:type and an Id")
+    return Notification(id=notification_id, sobject_type=sobject_type, fields=fields)
+
+
+def _text(parent: Element, name: str) -> str | None:
+    child = parent.find(f"{{{OUTBOUND}}}{name}")
+    if child is None or child.get(f"{{{XSI}}}nil") == "true":
+        return None
+    return (child.text or "").strip() or None
+
+
+def _value(element: Element) -> str | None:
+    if element.get(f"{{{XSI}}}nil") == "true":
+        return None
+    return element.text or ""
+
+
+def _local(tag: str) -> str:
+    return tag.rpartition("}")[2]

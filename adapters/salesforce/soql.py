@@ -1,0 +1,122 @@
+"""Every SOQL query the adapter sends, built with ``format_soql`` — never string formatting.
+
+Values are quoted by ``format_soql``. Field names cannot be quoted in SOQL, so
+the configurable ones (contract type and end, the Task marker field) are
+checked against a strict identifier pattern before they are spliced in as
+``:literal``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from datetime import date
+
+from simple_salesforce import format_soql
+
+from connector.errors import SettingsInvalid
+
+_FIELD_PATH = re.compile(r"^[A-Za-z][A-Za-z0-9_]*(?:\.[A-Za-z][A-Za-z0-9_]*){0,4}$")
+
+OPPORTUNITY_FIELDS = (
+    "Id",
+    "Name",
+    "StageName",
+    "IsClosed",
+    "IsWon",
+    "Amount",
+    "CloseDate",
+    "AccountId",
+    "OwnerId",
+    "ContractId",
+    "Account.Name",
+    "Account.Website",
+    "Owner.Name",
+    "Owner.Email",
+)
+# The primary contact and the other contact roles, in the same query.
+CONTACT_ROLES = (
+    "SELECT ContactId, IsPrimary, Contact.FirstName, Contact.LastName, Contact.Email "
+    "FROM OpportunityContactRoles"
+)
+
+
+def field_path(value: str, variable: str) -> str:
+    """``value`` if it is a field name or relationship path (``Contract.EndDate``), else SettingsInvalid."""
+    if not _FIELD_PATH.match(value):
+        raise SettingsInvalid(f"{variable}: {value!r} is not a Salesforce field name or path")
+    return value
+
+
+def _fields(extra: Sequence[str]) -> str:
+    return ", ".join(dict.fromkeys([*OPPORTUNITY_FIELDS, *extra]))
+
+
+def opportunity(opportunity_id: str, extra: Sequence[str]) -> str:
+    """One Opportunity with its Account, Owner, contract fields and contact roles."""
+    return format_soql(
+        "SELECT {fields:literal}, ({roles:literal}) FROM Opportunity WHERE Id = {id}",
+        fields=_fields(extra),
+        roles=CONTACT_ROLES,
+        id=opportunity_id,
+    )
+
+
+def contracts_ending(end_field: str, start: date, end: date, extra: Sequence[str]) -> str:
+    """Won Opportunities whose contract ends between ``start`` and ``end`` inclusive.
+
+    Only won ones: an open renewal Opportunity can point at the same Contract,
+    and it is the won deal whose offboarding is due.
+    """
+    return format_soql(
+        "SELECT {fields:literal}, ({roles:literal}) FROM Opportunity "
+        "WHERE {end_field:literal} >= {start} AND {end_field:literal} <= {end} AND IsWon = true "
+        "ORDER BY {end_field:literal}, Id",
+        fields=_fields(extra),
+        roles=CONTACT_ROLES,
+        end_field=end_field,
+        start=start,
+        end=end,
+    )
+
+
+def tasks_on(what_id: str) -> str:
+    """The Tasks on a record, with the Description that may carry our marker.
+
+    Description is a long text area, which SOQL cannot filter on: the markers
+    are found in Python among the record's Tasks (a handful per Opportunity).
+    """
+    return format_soql("SELECT Id, Description FROM Task WHERE WhatId = {what_id}", what_id=what_id)
+
+
+def tasks_marked(marker_field: str, markers: Sequence[str]) -> str:
+    return format_soql(
+        "SELECT Id, {field:literal} FROM Task WHERE {field:literal} IN {markers}",
+        field=marker_field,
+        markers=list(markers),
+    )
+
+
+def notes_on(record_id: str) -> str:
+    return format_soql(
+        "SELECT ContentDocumentId, ContentDocument.Title FROM ContentDocumentLink "
+        "WHERE LinkedEntityId = {id}",
+        id=record_id,
+    )
+
+
+def survey_invitation(name: str) -> str:
+    return format_soql("SELECT Id FROM SurveyInvitation WHERE Name = {name}", name=name)
+
+
+def person_by_email(sobject: str, email: str) -> str:
+    """A Contact or Lead with this email, the oldest first (the one people already work with)."""
+    return format_soql(
+        "SELECT Id FROM {sobject:literal} WHERE Email = {email} ORDER BY CreatedDate LIMIT 1",
+        sobject=sobject,
+        email=email,
+    )
+
+
+def organization() -> str:
+    return format_soql("SELECT Id FROM Organization LIMIT 1")

@@ -1,0 +1,103 @@
+"""Task records for the sObject Collections API, and the markers that keep retries from duplicating.
+
+A retried write after an unknown outcome passes the same idempotency key. Each
+Task carries a marker derived from it: in an external-id field when the org has
+one (SALESFORCE_TASK_MARKER_FIELD: the write becomes an upsert, which cannot
+duplicate), otherwise as the last line of its Description, looked for among
+the Opportunity's Tasks before creating the missing ones (one SOQL query, then
+one collections call per 200 missing Tasks).
+
+The upsert re-applies Offboard's own values to Tasks that already exist; that
+only happens on a retry, seconds to minutes after the first write.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from adapters.salesforce.picklists import TaskPicklists
+from connector.models import TaskSpec
+
+SUBJECT_MAX = 255
+DESCRIPTION_MAX = 32000
+BATCH = 200  # sObject Collections' limit per call
+_MARKER_LINE = re.compile(r"Offboard ref ([0-9a-f]{32}:[a-z0-9]+)\s*$")
+
+
+def marker(key: str, suffix: int | str) -> str:
+    """Short enough for a 40-character external-id field, unique per action and position."""
+    return f"{key[:32]}:{suffix}"
+
+
+def marker_in(description: str | None) -> str | None:
+    found = _MARKER_LINE.search(description or "")
+    return found.group(1) if found else None
+
+
+def description(body: str, mark: str | None) -> str:
+    if mark is None:
+        return body[:DESCRIPTION_MAX]
+    line = f"Offboard ref {mark}"
+    room = DESCRIPTION_MAX - len(line) - 2
+    return f"{body[:room]}\n\n{line}" if body else line
+
+
+def record(
+    spec: TaskSpec,
+    picklists: TaskPicklists,
+    zone: ZoneInfo,
+    *,
+    mark: str,
+    marker_field: str | None,
+) -> dict[str, Any]:
+    """One Task on the Opportunity, for its primary contact and owner, due on the local date."""
+    fields: dict[str, Any] = {
+        "attributes": {"type": "Task"},
+        "Subject": spec.title[:SUBJECT_MAX],
+        "Description": description(spec.body, None if marker_field else mark),
+        "ActivityDate": spec.due_at.astimezone(zone).date().isoformat(),
+        "Status": picklists.default_status,
+        "Priority": picklists.priority(spec.priority),
+        "WhatId": spec.deal_id,
+        "WhoId": spec.contact_id,
+        "OwnerId": spec.owner_id,
+        "Type": picklists.task_type(spec.type),
+    }
+    if marker_field:
+        fields[marker_field] = mark
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+def logged(
+    *,
+    subject: str,
+    body: str,
+    on: date,
+    deal_id: str,
+    contact_id: str,
+    picklists: TaskPicklists,
+    mark: str,
+    marker_field: str | None,
+) -> dict[str, Any]:
+    """A completed Task on the contact: the activity history's record of something done."""
+    fields: dict[str, Any] = {
+        "attributes": {"type": "Task"},
+        "Subject": subject[:SUBJECT_MAX],
+        "Description": description(body, None if marker_field else mark),
+        "ActivityDate": on.isoformat(),
+        "Status": picklists.done_status,
+        "Priority": picklists.priority("normal"),
+        "WhatId": deal_id,
+        "WhoId": contact_id,
+        "Type": picklists.task_type("email"),
+    }
+    if marker_field:
+        fields[marker_field] = mark
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+def chunks(items: list[Any], size: int = BATCH) -> list[list[Any]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]

@@ -1,0 +1,931 @@
+"""A strict, in-memory HubSpot, served over HTTP so the real ``hubspot-api-client`` talks to it.
+
+``FakeHubSpot.handle(method, path, query, headers, body) -> (status, headers, body)`` is the
+whole API; ``serve(fake, httpserver)`` puts it behind pytest-httpserver and returns the base
+URL for HUBSPOT_API_BASE_URL. It is strict the way HubSpot is:
+
+- 401 (HubSpot's body) without ``Authorization: Bearer <token>`` or with a wrong token;
+  403 MISSING_SCOPES for routes listed in ``denied``
+- only defined properties may be written, enumerations take their options only (owners,
+  stages…), dates and datetimes must parse; tasks and notes require ``hs_timestamp``
+- inline associations: HUBSPOT_DEFINED, a valid type id for the pair, an existing target
+- batch calls take at most 100 inputs; a batch answer lists results in reverse input order
+  (HubSpot does not promise the input order)
+- contacts are unique by email: 409 "Contact already exists. Existing ID: N"
+- a rolling 10-second budget (``limit_per_10s``) and a search budget per second; past them,
+  429 with HubSpot's body; X-HubSpot-RateLimit-* headers on every answer
+- ``search_lag``: records younger than this do not show in search yet, as in HubSpot
+
+Switches: ``inject(status, times, route)`` answers the next matching calls with 429 or 5xx
+without doing anything; ``drop_reply(route, times)`` does the work and then drops the
+connection before answering. ``calls`` counts every call per route (e.g.
+"POST /crm/v3/objects/tasks/batch/create"); ``log`` keeps (time, route, status).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import socket
+import threading
+import uuid
+from collections import Counter, deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from werkzeug import Request, Response
+
+TOKEN = "pat-na1-test-token"
+PORTAL_ID = 62515
+DROP = -1  # handle()'s status for "applied, then the connection dropped before the answer"
+
+Reply = tuple[int, dict[str, str], Any]
+
+# (from, type id) → to; the HubSpot-defined association types Offboard may write.
+ASSOCIATION_TYPES = {
+    ("tasks", 204): "contacts",
+    ("tasks", 192): "companies",
+    ("tasks", 216): "deals",
+    ("notes", 202): "contacts",
+    ("notes", 190): "companies",
+    ("notes", 214): "deals",
+    ("contacts", 4): "deals",
+}
+# Names of the deal associations a v3 read reports, by type id.
+LINK_NAMES = {3: "deal_to_contact", 5: "deal_to_company", 341: "deal_to_company_unlabeled"}
+GROUPS = {
+    "deals": "dealinformation",
+    "contacts": "contactinformation",
+    "companies": "companyinformation",
+    "tasks": "taskinformation",
+    "notes": "engagement",
+}
+REQUIRED = {"tasks": ("hs_timestamp",), "notes": ("hs_timestamp",)}
+SEARCH_OPERATORS = {"EQ", "NEQ", "LT", "LTE", "GT", "GTE", "BETWEEN", "IN", "HAS_PROPERTY"}
+SEARCH_OPERATORS |= {"NOT_HAS_PROPERTY", "CONTAINS_TOKEN"}
+
+
+class HubSpotError(Exception):
+    def __init__(self, status: int, message: str, category: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.status, self.message, self.category, self.extra = status, message, category, extra
+
+
+@dataclass
+class Record:
+    id: str
+    properties: dict[str, str]
+    created_at: datetime
+    updated_at: datetime
+    history: dict[str, list[tuple[str, datetime]]] = field(default_factory=dict)  # oldest first
+    links: list[tuple[str, str, int]] = field(default_factory=list)  # (object type, id, type id)
+
+
+@dataclass
+class Fault:
+    status: int  # 429, 5xx, or DROP
+    times: int
+    route: str | None
+
+
+class FakeHubSpot:
+    def __init__(
+        self,
+        *,
+        token: str = TOKEN,
+        portal_id: int = PORTAL_ID,
+        limit_per_10s: int = 100,
+        search_per_s: int = 5,
+        search_lag: timedelta = timedelta(0),
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.token, self.portal_id, self.clock = token, portal_id, clock
+        self.limit_per_10s, self.search_per_s, self.search_lag = limit_per_10s, search_per_s, search_lag
+        self.objects: dict[str, dict[str, Record]] = {kind: {} for kind in GROUPS}
+        self.schema: dict[str, dict[str, dict[str, Any]]] = {kind: {} for kind in GROUPS}
+        self.owners: dict[str, dict[str, Any]] = {}
+        self.pipelines: list[dict[str, Any]] = []
+        self.denied: dict[str, str] = {}  # route → the scope it needs and the token lacks
+        self.faults: deque[Fault] = deque()
+        self.calls: Counter[str] = Counter()
+        self.log: list[tuple[datetime, str, int]] = []
+        self.natural_429s = 0
+        self._recent: deque[datetime] = deque()
+        self._recent_search: deque[datetime] = deque()
+        self._ids = itertools.count(1001)
+        self._lock = threading.RLock()
+        self._define_standard_properties()
+
+    # --- seeding -------------------------------------------------------------
+
+    def define_property(
+        self, object_type: str, name: str, kind: str = "string", options: Iterable[str] = (), **extra: Any
+    ) -> None:
+        self.schema[object_type][name] = {
+            "name": name,
+            "label": extra.get("label", name),
+            "type": kind,
+            "fieldType": extra.get("fieldType", "text"),
+            "groupName": extra.get("groupName", GROUPS[object_type]),
+            "description": extra.get("description", ""),
+            "options": [
+                {"label": o, "value": o, "displayOrder": n, "hidden": False} for n, o in enumerate(options)
+            ],
+            "hubspotDefined": extra.get("hubspotDefined", False),
+        }
+
+    def add_owner(self, owner_id: str, email: str, first: str, last: str) -> None:
+        self.owners[owner_id] = {"id": owner_id, "email": email, "firstName": first, "lastName": last}
+
+    def add_pipeline(self, pipeline_id: str, label: str, stages: list[tuple[str, str, bool, str]]) -> None:
+        """Stages as (id, label, closed, probability)."""
+        self.pipelines.append({"id": pipeline_id, "label": label, "stages": stages})
+
+    def add_record(
+        self, object_type: str, properties: dict[str, str], links: Iterable[tuple[str, str, int]] = ()
+    ) -> str:
+        with self._lock:
+            self._check_properties(object_type, properties)
+            record = self._new(object_type, properties)
+            record.links.extend(links)
+            return record.id
+
+    def set_property(self, object_type: str, object_id: str, name: str, value: str) -> None:
+        """As if a user changed it in HubSpot (kept in the property's history)."""
+        with self._lock:
+            self._set(self.objects[object_type][object_id], {name: value})
+
+    # --- switches and inspection -----------------------------------------------
+
+    def inject(self, status: int, times: int = 1, route: str | None = None) -> None:
+        self.faults.append(Fault(status, times, route))
+
+    def drop_reply(self, route: str, times: int = 1) -> None:
+        self.faults.append(Fault(DROP, times, route))
+
+    def records(self, object_type: str) -> list[Record]:
+        with self._lock:
+            return list(self.objects[object_type].values())
+
+    def linked(self, record: Record, object_type: str) -> dict[str, int]:
+        """The ids a record is associated to in ``object_type``, with the association type id."""
+        return {object_id: type_id for kind, object_id, type_id in record.links if kind == object_type}
+
+    def max_in_window(self, seconds: float = 10.0) -> int:
+        """The most calls HubSpot received in any rolling window of ``seconds``."""
+        times = sorted(at for at, _route, _status in self.log)
+        span, most, start = timedelta(seconds=seconds), 0, 0
+        for end, at in enumerate(times):
+            while times[start] <= at - span:
+                start += 1
+            most = max(most, end - start + 1)
+        return most
+
+    # --- the API ------------------------------------------------------------------
+
+    def handle(
+        self, method: str, path: str, query: dict[str, list[str]], headers: dict[str, str], body: bytes
+    ) -> Reply:
+        with self._lock:
+            now = self.clock()
+            found = self._route(method, path)
+            if found is None:
+                return self._error(HubSpotError(404, f"No route for {method} {path}", "OBJECT_NOT_FOUND"))
+            name, handler, params = found
+            try:
+                self._authorize(name, headers)
+            except HubSpotError as exc:
+                return self._error(exc)
+            self.calls[name] += 1
+            status, answer = self._answer(name, handler, params, query, body, now)
+            self.log.append((now, name, status))
+            return status, self._limit_headers(now), answer
+
+    def _answer(
+        self,
+        name: str,
+        handler: Any,
+        params: dict[str, str],
+        query: dict[str, list[str]],
+        body: bytes,
+        now: datetime,
+    ) -> tuple[int, Any]:
+        fault = None
+        try:
+            self._throttle(name, now)
+            fault = self._fault(name)
+            if fault is not None and fault != DROP:
+                raise _injected(fault)
+            status, answer = handler(params, query, json.loads(body) if body else None)
+        except HubSpotError as exc:
+            return exc.status, _error_body(exc)
+        return (DROP, None) if fault == DROP else (status, answer)
+
+    def _authorize(self, name: str, headers: dict[str, str]) -> None:
+        given = {k.lower(): v for k, v in headers.items()}.get("authorization", "")
+        if given != f"Bearer {self.token}":
+            raise HubSpotError(
+                401,
+                "Authentication credentials not found. This API supports OAuth 2.0 authentication and you "
+                "can find more details at https://developers.hubspot.com/docs/methods/auth/oauth-overview",
+                "INVALID_AUTHENTICATION",
+            )
+        if name in self.denied:
+            raise HubSpotError(
+                403,
+                "This app hasn't been granted all required scopes to make this call. Read more about "
+                "required scopes here: https://developers.hubspot.com/scopes.",
+                "MISSING_SCOPES",
+                errors=[
+                    {
+                        "message": "One or more of the following scopes are required.",
+                        "context": {"requiredGranularScopes": [self.denied[name]]},
+                    }
+                ],
+            )
+
+    def _fault(self, name: str) -> int | None:
+        for fault in self.faults:
+            if fault.route in (None, name):
+                fault.times -= 1
+                if fault.times <= 0:
+                    self.faults.remove(fault)
+                return fault.status
+        return None
+
+    def _throttle(self, name: str, now: datetime) -> None:
+        window = self._window(self._recent, now, timedelta(seconds=10))
+        search = name.endswith("/search")
+        search_window = self._window(self._recent_search, now, timedelta(seconds=1)) if search else 0
+        self._recent.append(now)
+        if search:
+            self._recent_search.append(now)
+        if window >= self.limit_per_10s:
+            self.natural_429s += 1
+            raise _rate_limited("TEN_SECONDLY_ROLLING")
+        if search and search_window >= self.search_per_s:
+            self.natural_429s += 1
+            raise _rate_limited("SECONDLY")
+
+    @staticmethod
+    def _window(sent: deque[datetime], now: datetime, span: timedelta) -> int:
+        while sent and sent[0] <= now - span:
+            sent.popleft()
+        return len(sent)
+
+    def _limit_headers(self, now: datetime) -> dict[str, str]:
+        used = self._window(self._recent, now, timedelta(seconds=10))
+        return {
+            "Content-Type": "application/json;charset=utf-8",
+            "X-HubSpot-RateLimit-Max": str(self.limit_per_10s),
+            "X-HubSpot-RateLimit-Remaining": str(max(self.limit_per_10s - used, 0)),
+            "X-HubSpot-RateLimit-Interval-Milliseconds": "10000",
+            "X-HubSpot-RateLimit-Daily": "250000",
+            "X-HubSpot-RateLimit-Daily-Remaining": str(250000 - len(self.log)),
+        }
+
+    def _error(self, exc: HubSpotError) -> Reply:
+        return exc.status, self._limit_headers(self.clock()), _error_body(exc)
+
+    # --- routing --------------------------------------------------------------
+
+    def _route(self, method: str, path: str) -> tuple[str, Any, dict[str, str]] | None:
+        for verb, pattern, template, handler in self._routes():
+            found = re.fullmatch(pattern, path)
+            if verb == method and found:
+                params = found.groupdict()
+                if "type" in params and params["type"] not in GROUPS:
+                    return None
+                return template.format(type=params.get("type", "")), handler, params
+        return None
+
+    def _routes(self) -> list[tuple[str, str, str, Any]]:
+        obj = r"/crm/v3/objects/(?P<type>\w+)"
+        return [
+            ("GET", r"/account-info/v3/details", "GET /account-info/v3/details", self._account),
+            ("GET", r"/crm/v3/pipelines/deals", "GET /crm/v3/pipelines/deals", self._pipelines),
+            ("GET", r"/crm/v3/owners/(?P<id>[^/]+)", "GET /crm/v3/owners/{{id}}", self._owner),
+            ("POST", obj + r"/batch/create", "POST /crm/v3/objects/{type}/batch/create", self._batch_create),
+            ("POST", obj + r"/batch/read", "POST /crm/v3/objects/{type}/batch/read", self._batch_read),
+            ("POST", obj + r"/search", "POST /crm/v3/objects/{type}/search", self._search),
+            ("GET", obj + r"/(?P<id>\d+)", "GET /crm/v3/objects/{type}/{{id}}", self._get),
+            ("PATCH", obj + r"/(?P<id>\d+)", "PATCH /crm/v3/objects/{type}/{{id}}", self._update),
+            ("POST", obj, "POST /crm/v3/objects/{type}", self._create),
+            (
+                "GET",
+                r"/crm/v3/properties/(?P<type>\w+)/(?P<name>\w+)",
+                "GET /crm/v3/properties/{type}/{{name}}",
+                self._get_property,
+            ),
+            (
+                "POST",
+                r"/crm/v3/properties/(?P<type>\w+)",
+                "POST /crm/v3/properties/{type}",
+                self._create_property,
+            ),
+        ]
+
+    # --- endpoints --------------------------------------------------------------
+
+    def _account(self, params: dict[str, str], query: Any, body: Any) -> tuple[int, Any]:
+        return 200, {
+            "portalId": self.portal_id,
+            "accountType": "STANDARD",
+            "timeZone": "US/Eastern",
+            "companyCurrency": "USD",
+            "additionalCurrencies": [],
+            "utcOffset": "-05:00",
+            "utcOffsetMilliseconds": -18000000,
+            "uiDomain": "app.hubspot.com",
+            "dataHostingLocation": "na1",
+        }
+
+    def _pipelines(self, params: dict[str, str], query: Any, body: Any) -> tuple[int, Any]:
+        return 200, {"results": [_pipeline(p, self.clock()) for p in self.pipelines]}
+
+    def _owner(self, params: dict[str, str], query: dict[str, list[str]], body: Any) -> tuple[int, Any]:
+        owner = self.owners.get(params["id"])
+        if owner is None:
+            raise HubSpotError(404, f"No owner with id {params['id']}", "OBJECT_NOT_FOUND")
+        stamp = _iso(self.clock())
+        extra = {"userId": int(params["id"]), "createdAt": stamp, "updatedAt": stamp, "archived": False}
+        return 200, {**owner, **extra, "type": "PERSON", "teams": []}
+
+    def _get(self, params: dict[str, str], query: dict[str, list[str]], body: Any) -> tuple[int, Any]:
+        record = self._find(params["type"], params["id"])
+        answer = self._json(params["type"], record, _listed(query, "properties"))
+        if _listed(query, "propertiesWithHistory"):
+            answer["propertiesWithHistory"] = {
+                name: [
+                    {"value": value, "timestamp": _iso(at), "sourceType": "CRM_UI"}
+                    for value, at in reversed(record.history.get(name, []))
+                ]
+                for name in _listed(query, "propertiesWithHistory")
+            }
+        associations = {}
+        for kind in _listed(query, "associations"):
+            links = [
+                {"id": object_id, "type": LINK_NAMES.get(type_id, f"{params['type'][:-1]}_to_{kind[:-1]}")}
+                for linked_kind, object_id, type_id in record.links
+                if linked_kind == kind
+            ]
+            if links:
+                associations[kind] = {"results": links}
+        if associations:
+            answer["associations"] = associations
+        return 200, answer
+
+    def _update(self, params: dict[str, str], query: Any, body: Any) -> tuple[int, Any]:
+        record = self._find(params["type"], params["id"])
+        properties = _object(_object(body, "(body)").get("properties"), "properties")
+        self._check_properties(params["type"], properties)
+        self._set(record, properties)
+        return 200, self._json(params["type"], record, list(properties))
+
+    def _create(self, params: dict[str, str], query: Any, body: Any) -> tuple[int, Any]:
+        data = _object(body, "(body)")
+        self._check_input(params["type"], data)
+        return 201, self._json(params["type"], self._new_from(params["type"], data), None)
+
+    def _batch_create(self, params: dict[str, str], query: Any, body: Any) -> tuple[int, Any]:
+        inputs = _batch(body)
+        for data in inputs:
+            self._check_input(params["type"], data)  # all or nothing, as HubSpot does
+        created = [self._new_from(params["type"], data) for data in inputs]
+        results = [self._json(params["type"], record, None) for record in reversed(created)]
+        return 201, self._batch_answer(results)
+
+    def _batch_read(self, params: dict[str, str], query: Any, body: Any) -> tuple[int, Any]:
+        inputs = _batch(body)
+        wanted = body.get("properties") or []
+        ids = [str(item.get("id")) for item in inputs]
+        found = [self.objects[params["type"]][i] for i in ids if i in self.objects[params["type"]]]
+        return 200, self._batch_answer([self._json(params["type"], record, wanted) for record in found])
+
+    def _batch_answer(self, results: list[dict[str, Any]]) -> dict[str, Any]:
+        stamp = _iso(self.clock())
+        return {"status": "COMPLETE", "results": results, "startedAt": stamp, "completedAt": stamp}
+
+    def _search(self, params: dict[str, str], query: Any, body: Any) -> tuple[int, Any]:
+        request = body if isinstance(body, dict) else {}
+        groups = request.get("filterGroups") or []
+        limit = int(request.get("limit") or 10)
+        if limit > 200 or len(groups) > 5 or any(len(g.get("filters") or []) > 6 for g in groups):
+            raise HubSpotError(400, "limit is at most 200, 5 filterGroups of 6 filters", "VALIDATION_ERROR")
+        visible_before = self.clock() - self.search_lag
+        matches = [
+            record
+            for record in sorted(self.objects[params["type"]].values(), key=lambda r: int(r.id))
+            if record.created_at <= visible_before and self._matches(params["type"], record, groups)
+        ]
+        start = int(request.get("after") or 0)
+        page = matches[start : start + limit]
+        answer: dict[str, Any] = {
+            "total": len(matches),
+            "results": [self._json(params["type"], r, request.get("properties") or []) for r in page],
+        }
+        if start + limit < len(matches):
+            answer["paging"] = {"next": {"after": str(start + limit)}}
+        return 200, answer
+
+    def _get_property(self, params: dict[str, str], query: Any, body: Any) -> tuple[int, Any]:
+        definition = self.schema[params["type"]].get(params["name"])
+        if definition is None:
+            raise HubSpotError(404, f"Unable to find property {params['name']}", "OBJECT_NOT_FOUND")
+        return 200, _property_json(definition, self.clock())
+
+    def _create_property(self, params: dict[str, str], query: Any, body: Any) -> tuple[int, Any]:
+        data = _object(body, "(body)")
+        missing = [key for key in ("name", "label", "type", "fieldType", "groupName") if not data.get(key)]
+        if missing:
+            raise HubSpotError(400, f"missing {', '.join(missing)}", "VALIDATION_ERROR")
+        if data["groupName"] != GROUPS[params["type"]]:
+            raise HubSpotError(400, f"no property group {data['groupName']}", "VALIDATION_ERROR")
+        if data["name"] in self.schema[params["type"]]:
+            raise HubSpotError(
+                409, f"A property named '{data['name']}' already exists.", "OBJECT_ALREADY_EXISTS"
+            )
+        if data["type"] == "enumeration" and not data.get("options"):
+            raise HubSpotError(400, "an enumeration needs options", "VALIDATION_ERROR")
+        options = [o["value"] for o in data.get("options") or []]
+        extra = {key: data[key] for key in ("label", "fieldType", "groupName", "description") if key in data}
+        self.define_property(params["type"], data["name"], data["type"], options, **extra)
+        return 201, _property_json(self.schema[params["type"]][data["name"]], self.clock())
+
+    # --- records ------------------------------------------------------------
+
+    def _find(self, object_type: str, object_id: str) -> Record:
+        record = self.objects[object_type].get(object_id)
+        if record is None:
+            raise HubSpotError(
+                404, f"Object not found.  objectId are usually numeric: {object_id}", "OBJECT_NOT_FOUND"
+            )
+        return record
+
+    def _check_input(self, object_type: str, data: Any) -> None:
+        properties = _object(data.get("properties") if isinstance(data, dict) else None, "properties")
+        missing = [name for name in REQUIRED.get(object_type, ()) if not properties.get(name)]
+        if missing:
+            raise HubSpotError(
+                400, f"Property values were not valid: {missing[0]} is required", "VALIDATION_ERROR"
+            )
+        self._check_properties(object_type, properties)
+        for link in data.get("associations") or []:
+            self._check_association(object_type, link)
+        email = str(properties.get("email", "")).lower()
+        for record in self.objects[object_type].values():
+            if email and record.properties.get("email", "").lower() == email:
+                raise HubSpotError(409, f"Contact already exists. Existing ID: {record.id}", "CONFLICT")
+
+    def _check_association(self, object_type: str, link: Any) -> None:
+        target = str((link.get("to") or {}).get("id", ""))
+        for spec in link.get("types") or [{}]:
+            to = ASSOCIATION_TYPES.get((object_type, spec.get("associationTypeId")))
+            if spec.get("associationCategory") != "HUBSPOT_DEFINED" or to is None:
+                raise HubSpotError(
+                    400, f"invalid association type {spec} from {object_type}", "VALIDATION_ERROR"
+                )
+            if target not in self.objects[to]:
+                raise HubSpotError(
+                    400, f"association target {to} {target} does not exist", "VALIDATION_ERROR"
+                )
+
+    def _check_properties(self, object_type: str, properties: dict[str, Any]) -> None:
+        problems = [
+            problem
+            for name, value in properties.items()
+            if (problem := self._problem(object_type, name, value)) is not None
+        ]
+        if problems:
+            raise HubSpotError(
+                400, f"Property values were not valid: {json.dumps(problems)}", "VALIDATION_ERROR"
+            )
+
+    def _problem(self, object_type: str, name: str, value: Any) -> dict[str, Any] | None:
+        definition = self.schema[object_type].get(name)
+        if definition is None:
+            return _invalid(name, f'Property "{name}" does not exist', "PROPERTY_DOESNT_EXIST")
+        text = "" if value is None else str(value)
+        if text == "":
+            return None
+        kind, options = definition["type"], self._options(object_type, name)
+        if kind == "enumeration" and text not in options:
+            return _invalid(name, f"{text} was not one of the allowed options: {options}", "INVALID_OPTION")
+        if kind in ("date", "datetime") and _millis(text) is None:
+            return _invalid(name, f"{text} is not a valid date", "INVALID_DATE")
+        if kind == "number" and not re.fullmatch(r"-?\d+(\.\d+)?", text):
+            return _invalid(name, f"{text} is not a number", "INVALID_FLOAT")
+        return None
+
+    def _new_from(self, object_type: str, data: dict[str, Any]) -> Record:
+        record = self._new(object_type, data["properties"])
+        for link in data.get("associations") or []:
+            for spec in link["types"]:
+                to = ASSOCIATION_TYPES[(object_type, spec["associationTypeId"])]
+                record.links.append((to, str(link["to"]["id"]), spec["associationTypeId"]))
+        return record
+
+    def _new(self, object_type: str, properties: dict[str, Any]) -> Record:
+        now = self.clock()
+        record = Record(id=str(next(self._ids)), properties={}, created_at=now, updated_at=now)
+        self._set(record, properties)
+        self.objects[object_type][record.id] = record
+        return record
+
+    def _set(self, record: Record, properties: dict[str, Any]) -> None:
+        now = self.clock()
+        for name, value in properties.items():
+            text = "" if value is None else str(value)
+            if record.properties.get(name) != text:
+                record.history.setdefault(name, []).append((text, now))
+            record.properties[name] = text
+        record.updated_at = now
+
+    def _json(self, object_type: str, record: Record, wanted: list[str] | None) -> dict[str, Any]:
+        names = list(record.properties) if wanted is None else wanted
+        properties: dict[str, str | None] = {
+            name: record.properties.get(name) or None for name in names if name in self.schema[object_type]
+        }
+        properties |= {
+            "hs_object_id": record.id,
+            "createdate": _iso(record.created_at),
+            "hs_lastmodifieddate": _iso(record.updated_at),
+        }
+        return {
+            "id": record.id,
+            "properties": properties,
+            "createdAt": _iso(record.created_at),
+            "updatedAt": _iso(record.updated_at),
+            "archived": False,
+        }
+
+    def _matches(self, object_type: str, record: Record, groups: list[dict[str, Any]]) -> bool:
+        if not groups:
+            return True
+        return any(all(self._holds(object_type, record, f) for f in g.get("filters") or []) for g in groups)
+
+    def _holds(self, object_type: str, record: Record, spec: dict[str, Any]) -> bool:
+        operator, name = spec.get("operator"), spec.get("propertyName", "")
+        if operator not in SEARCH_OPERATORS:
+            raise HubSpotError(400, f"unknown operator {operator}", "VALIDATION_ERROR")
+        value = record.id if name == "hs_object_id" else record.properties.get(name) or None
+        if operator in ("HAS_PROPERTY", "NOT_HAS_PROPERTY"):
+            return (value is not None) == (operator == "HAS_PROPERTY")
+        if value is None:
+            return False
+        if operator == "CONTAINS_TOKEN":
+            return str(spec.get("value", "")).lower() in re.split(r"[^0-9a-z]+", value.lower())
+        kind = self.schema[object_type].get(name, {}).get("type", "string")
+        key = _sort_key(kind)
+        if operator == "IN":
+            return value in (spec.get("values") or [])
+        if operator == "BETWEEN":
+            return key(spec.get("value")) <= key(value) <= key(spec.get("highValue"))
+        compare = {"EQ": "__eq__", "NEQ": "__ne__", "LT": "__lt__", "LTE": "__le__", "GT": "__gt__"}
+        return bool(getattr(key(value), compare.get(operator, "__ge__"))(key(spec.get("value"))))
+
+    def _define_standard_properties(self) -> None:
+        for name, kind in [
+            ("dealname", "string"),
+            ("amount", "number"),
+            ("deal_currency_code", "string"),
+            ("pipeline", "enumeration"),
+            ("dealstage", "enumeration"),
+            ("closedate", "datetime"),
+            ("hubspot_owner_id", "enumeration"),
+            ("hs_object_id", "string"),
+        ]:
+            self.define_property("deals", name, kind, hubspotDefined=True)
+        for name in ("email", "firstname", "lastname", "company", "hs_object_id"):
+            self.define_property("contacts", name, hubspotDefined=True)
+        for name in ("name", "domain", "hs_object_id"):
+            self.define_property("companies", name, hubspotDefined=True)
+        for object_type in ("tasks", "notes"):
+            self.define_property(object_type, "hs_timestamp", "datetime", hubspotDefined=True)
+            self.define_property(object_type, "hubspot_owner_id", "enumeration", hubspotDefined=True)
+            self.define_property(object_type, "hs_object_id", hubspotDefined=True)
+        self.define_property("tasks", "hs_task_subject")
+        self.define_property("tasks", "hs_task_body")
+        self.define_property(
+            "tasks", "hs_task_status", "enumeration", ["NOT_STARTED", "IN_PROGRESS", "WAITING"]
+        )
+        self.schema["tasks"]["hs_task_status"]["options"] += [
+            {"label": o, "value": o, "displayOrder": 9, "hidden": False} for o in ("COMPLETED", "DEFERRED")
+        ]
+        self.define_property("tasks", "hs_task_priority", "enumeration", ["NONE", "LOW", "MEDIUM", "HIGH"])
+        self.define_property("tasks", "hs_task_type", "enumeration", ["TODO", "CALL", "EMAIL", "LINKED_IN"])
+        self.define_property("notes", "hs_note_body")
+
+    def _options(self, object_type: str, name: str) -> list[str]:
+        # Owners, pipelines and stages are the options of the properties that name them.
+        if name == "hubspot_owner_id":
+            return list(self.owners)
+        if (object_type, name) == ("deals", "pipeline"):
+            return [p["id"] for p in self.pipelines]
+        if (object_type, name) == ("deals", "dealstage"):
+            return [stage[0] for p in self.pipelines for stage in p["stages"]]
+        return [o["value"] for o in self.schema[object_type][name]["options"]]
+
+
+# --- JSON shapes ---------------------------------------------------------------
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def _options(values: Iterable[str]) -> list[dict[str, Any]]:
+    return [{"label": v, "value": v, "displayOrder": n, "hidden": False} for n, v in enumerate(values)]
+
+
+def _pipeline(pipeline: dict[str, Any], now: datetime) -> dict[str, Any]:
+    stamp = _iso(now)
+    stages = [
+        {
+            "id": stage_id,
+            "label": label,
+            "displayOrder": n,
+            "metadata": {"isClosed": "true" if closed else "false", "probability": probability},
+            "createdAt": stamp,
+            "updatedAt": stamp,
+            "archived": False,
+            "writePermissions": "CRM_PERMISSIONS_ENFORCEMENT",
+        }
+        for n, (stage_id, label, closed, probability) in enumerate(pipeline["stages"])
+    ]
+    return {
+        "id": pipeline["id"],
+        "label": pipeline["label"],
+        "displayOrder": 0,
+        "stages": stages,
+        "createdAt": stamp,
+        "updatedAt": stamp,
+        "archived": False,
+    }
+
+
+def _property_json(definition: dict[str, Any], now: datetime) -> dict[str, Any]:
+    keep = ("name", "label", "type", "fieldType", "groupName", "description", "options", "hubspotDefined")
+    return {key: definition[key] for key in keep} | {
+        "createdAt": _iso(now),
+        "updatedAt": _iso(now),
+        "archived": False,
+        "displayOrder": -1,
+        "calculated": False,
+        "externalOptions": False,
+        "hasUniqueValue": False,
+        "hidden": False,
+        "formField": False,
+    }
+
+
+def _error_body(exc: HubSpotError) -> dict[str, Any]:
+    return {
+        "status": "error",
+        "message": exc.message,
+        "correlationId": str(uuid.uuid4()),
+        "category": exc.category,
+        **exc.extra,
+    }
+
+
+def _injected(status: int) -> HubSpotError:
+    if status == 429:
+        return _rate_limited("TEN_SECONDLY_ROLLING")
+    return HubSpotError(status, "An internal error occurred.", "INTERNAL_ERROR")
+
+
+def _rate_limited(policy: str) -> HubSpotError:
+    message = (
+        "You have reached your ten_secondly_rolling limit." if policy != "SECONDLY" else "secondly limit"
+    )
+    return HubSpotError(429, message, "RATE_LIMITS", errorType="RATE_LIMIT", policyName=policy)
+
+
+def _invalid(name: str, message: str, error: str) -> dict[str, Any]:
+    return {"isValid": False, "message": message, "error": error, "name": name}
+
+
+def _object(value: Any, what: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise HubSpotError(400, f"Invalid input JSON: {what} must be an object", "VALIDATION_ERROR")
+    return value
+
+
+def _batch(body: Any) -> list[dict[str, Any]]:
+    inputs = _object(body, "(body)").get("inputs")
+    if not isinstance(inputs, list):
+        raise HubSpotError(400, "Invalid input JSON: inputs must be a list", "VALIDATION_ERROR")
+    if len(inputs) > 100:
+        raise HubSpotError(400, f"Batch size is limited to 100 inputs, got {len(inputs)}", "VALIDATION_ERROR")
+    return inputs
+
+
+def _listed(query: dict[str, list[str]], name: str) -> list[str]:
+    """A list parameter, sent repeated (the SDK) or comma-separated (curl): HubSpot takes both."""
+    return [item for value in query.get(name, []) for item in value.split(",") if item]
+
+
+def _millis(text: str) -> int | None:
+    if text.isdigit():
+        return int(text)
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return int(parsed.timestamp() * 1000)
+
+
+def _sort_key(kind: str) -> Callable[[Any], Any]:
+    if kind in ("date", "datetime"):
+        return lambda v: _millis(str(v)) or 0
+    if kind == "number":
+        return lambda v: float(v)
+    return lambda v: str(v)
+
+
+# --- serving it --------------------------------------------------------------------
+
+
+def serve(fake: FakeHubSpot, httpserver: Any) -> str:
+    """Answer every request to ``httpserver`` (pytest-httpserver) from ``fake``; return its base URL."""
+    httpserver.expect_request(re.compile(r"/.*")).respond_with_handler(
+        lambda request: _respond(fake, request)
+    )
+    return str(httpserver.url_for("/")).rstrip("/")
+
+
+def _respond(fake: FakeHubSpot, request: Request) -> Response:
+    status, headers, body = fake.handle(
+        request.method,
+        request.path,
+        request.args.to_dict(flat=False),
+        dict(request.headers),
+        request.get_data(),
+    )
+    if status == DROP:
+        # Applied, then the connection goes away before an answer: the client cannot know.
+        request.environ["werkzeug.socket"].shutdown(socket.SHUT_RDWR)
+        return Response(status=200)
+    return Response(json.dumps(body) if body is not None else b"", status=status, headers=headers)
+
+
+# --- a portal to test against ----------------------------------------------------------
+
+OWNER, FINANCE = "101", "102"
+DEFAULT_STAGES = [
+    ("appointmentscheduled", "Appointment scheduled", False, "0.2"),
+    ("contractsent", "Contract sent", False, "0.8"),
+    ("closedwon", "Closed won", True, "1.0"),
+    ("closedlost", "Closed lost", True, "0.0"),
+]
+RENEWALS = "87654321"
+RENEWAL_STAGES = [
+    ("1001", "Renewal due", False, "0.5"),
+    ("1002", "Renewed", True, "1.0"),
+    ("1003", "Not renewed", True, "0.0"),
+]
+
+
+def standard_portal(fake: FakeHubSpot) -> FakeHubSpot:
+    """Two owners, the default pipeline and a custom one (numeric stage ids), the contract properties."""
+    fake.add_owner(OWNER, "sam@agency.example", "Sam", "Rivera")
+    fake.add_owner(FINANCE, "fin@agency.example", "Fin", "Ance")
+    fake.add_pipeline("default", "Sales Pipeline", DEFAULT_STAGES)
+    fake.add_pipeline(RENEWALS, "Renewals", RENEWAL_STAGES)
+    fake.define_property("deals", "contract_type")
+    fake.define_property("deals", "contract_end_date", "date")
+    return fake
+
+
+def offboard_properties(fake: FakeHubSpot) -> FakeHubSpot:
+    """The properties ``offboard hubspot setup`` creates, as if it had run."""
+    from adapters.hubspot.setup import PROPERTIES
+
+    for object_type, definition in PROPERTIES:
+        options = [o["value"] for o in definition.get("options", [])]
+        fake.define_property(object_type, definition["name"], definition["type"], options)
+    return fake
+
+
+def add_deal(
+    fake: FakeHubSpot,
+    *,
+    name: str = "Acme website",
+    stage: str = "closedwon",
+    pipeline: str = "default",
+    contract_type: str = "project",
+    contract_end: str = "2026-12-31",
+    company: str = "Acme Corp",
+    contact: tuple[str, str, str] = ("pat@acme.example", "Pat", "Lee"),
+    owner: str = OWNER,
+) -> dict[str, str]:
+    """A deal with its company and contact; returns the three ids."""
+    company_id = fake.add_record("companies", {"name": company, "domain": "acme.example"})
+    email, first, last = contact
+    existing = [r.id for r in fake.records("contacts") if r.properties.get("email") == email]
+    contact_id = (
+        existing[0]
+        if existing
+        else fake.add_record("contacts", {"email": email, "firstname": first, "lastname": last})
+    )
+    deal_id = fake.add_record(
+        "deals",
+        {
+            "dealname": name,
+            "amount": "24000",
+            "pipeline": pipeline,
+            "dealstage": stage,
+            "closedate": "2026-11-20T10:00:00.000Z",
+            "hubspot_owner_id": owner,
+            "contract_type": contract_type,
+            "contract_end_date": contract_end,
+        },
+        links=[("companies", company_id, 5), ("contacts", contact_id, 3)],
+    )
+    return {"deal": deal_id, "company": company_id, "contact": contact_id}
+
+
+def stage_event(
+    deal_id: str, stage: str, *, event_id: int = 1, portal_id: int = PORTAL_ID, at: datetime | None = None
+) -> dict[str, Any]:
+    """One webhook event, shaped as HubSpot documents it."""
+    return {
+        "eventId": event_id,
+        "subscriptionId": 2205,
+        "portalId": portal_id,
+        "appId": 1160452,
+        "occurredAt": int((at or datetime.now(UTC)).timestamp() * 1000),
+        "subscriptionType": "deal.propertyChange",
+        "attemptNumber": 0,
+        "objectId": int(deal_id),
+        "propertyName": "dealstage",
+        "propertyValue": stage,
+        "changeSource": "CRM",
+        "sourceId": "userId:1234",
+    }
+
+
+# --- wiring the adapter to it in tests -------------------------------------------------------
+
+CLIENT_SECRET = "hubspot-app-client-secret-for-tests"
+
+
+def settings_overrides(url: str, **extra: Any) -> dict[str, Any]:
+    """What make_settings needs to turn HubSpot on against the fake at ``url``."""
+    return {
+        "HUBSPOT_ACCESS_TOKEN": TOKEN,
+        "HUBSPOT_CLIENT_SECRET": CLIENT_SECRET,
+        "HUBSPOT_API_BASE_URL": url,
+        "OFFBOARD_ROLES": {"finance": FINANCE, "marketing": OWNER},
+        **extra,
+    }
+
+
+def fake_time_limits(clock: Any, per_10s: int = 100, search_per_s: int = 4) -> Any:
+    """Limits on the test's clock: waiting moves the clock instead of sleeping."""
+    from adapters.hubspot.ratelimit import Limits
+
+    return Limits(
+        per_10s, search_per_s, now=lambda: clock().timestamp(), sleep=lambda s: clock.advance(seconds=s)
+    )
+
+
+def fake_time_adapter(settings: Any, clock: Any) -> Any:
+    from adapters.hubspot.adapter import HubSpotAdapter
+    from adapters.hubspot.api import HubSpotApi
+
+    limits = fake_time_limits(
+        clock, settings.hubspot_rate_limit_per_10s, settings.hubspot_search_rate_limit_per_s
+    )
+    return HubSpotAdapter(settings, HubSpotApi.from_settings(settings, limits), clock=clock)
+
+
+def hubspot_services(settings: Any, store: Any, clock: Any) -> Any:
+    """The services a process builds, with the HubSpot adapter on the test's clock."""
+    from connector.services import build
+
+    services = build(settings, store=store, clock=clock)
+    services.adapters["hubspot"] = fake_time_adapter(settings, clock)
+    return services
+
+
+def signed(
+    events: Any, *, url: str, at: datetime, secret: str = CLIENT_SECRET, method: str = "POST"
+) -> tuple[bytes, dict[str, str]]:
+    """A webhook body and HubSpot's v3 headers for it, as HubSpot would send them to ``url``."""
+    from adapters.hubspot.signature import sign_v3
+
+    body = json.dumps(events).encode()
+    timestamp = int(at.timestamp() * 1000)
+    return body, {
+        "Content-Type": "application/json",
+        "X-HubSpot-Signature-v3": sign_v3(secret, method, url, body, timestamp),
+        "X-HubSpot-Request-Timestamp": str(timestamp),
+        "X-HubSpot-Signature-Version": "v3",
+    }

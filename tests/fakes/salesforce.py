@@ -1,0 +1,1674 @@
+"""A strict in-memory Salesforce org, for the adapter's tests.
+
+The core is ``FakeSalesforce.handle(method, url, headers, body) -> (status,
+headers, body)``: the REST API (SOQL, describe, sObject Collections, composite,
+single records, ``emailSimple``, limits) and the logins simple-salesforce
+performs (SOAP password login, OAuth token endpoint). It is strict like a real
+org: required fields, field lengths, restricted picklists checked against the
+describe, references that must exist, at most 200 records per collections call,
+error bodies as lists of ``{message, errorCode, fields}``, ``Sforce-Limit-Info``
+on every answer, 401 ``INVALID_SESSION_ID`` for a wrong token, and a SOQL parser
+that refuses what Salesforce refuses (an unescaped quote, a quoted date, a
+filter on a long text area).
+
+Two transports serve the same core: ``install(responses_mock)`` for unit and
+integration tests (simple-salesforce speaks requests), and ``TlsServer`` for the
+end-to-end tests (simple-salesforce always builds https:// URLs).
+
+Switches: ``set_usage``, ``fail`` (an error status before any work),
+``limit_exceeded``, ``drop_reply`` (do the work, then lose the answer — a timeout
+after Salesforce received the request), ``expire_sessions``.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+import re
+import secrets
+import ssl
+import tempfile
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+from xml.sax.saxutils import escape
+
+import requests
+
+API_VERSION = "59.0"
+INSTANCE = "acme.my.salesforce.com"
+USERNAME = "integration@acme.example"
+PASSWORD = "correct horse"
+SECURITY_TOKEN = "tok3n"
+CONSUMER_KEY = "3MVG9-fake-consumer-key"
+CONSUMER_SECRET = "fake-consumer-secret"
+
+Reply = tuple[int, dict[str, str], bytes]
+
+# What a listener must answer, written out from Salesforce's outbound-messaging docs (not from our code).
+EXPECTED_ACK = (
+    b'<?xml version="1.0" encoding="UTF-8"?>\n'
+    b'<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/"><soapenv:Body>'
+    b'<notificationsResponse xmlns="http://soap.sforce.com/2005/09/outbound"><Ack>true</Ack>'
+    b"</notificationsResponse></soapenv:Body></soapenv:Envelope>"
+)
+
+# --- ids ----------------------------------------------------------------------
+
+PREFIXES = {
+    "Organization": "00D",
+    "User": "005",
+    "Account": "001",
+    "Contact": "003",
+    "Contract": "800",
+    "Opportunity": "006",
+    "OpportunityContactRole": "00K",
+    "Task": "00T",
+    "ContentDocument": "069",
+    "ContentDocumentLink": "06A",
+    "Survey": "0Kd",
+    "Lead": "00Q",
+    "SurveyInvitation": "0Ki",
+}
+_ID = re.compile(r"^[a-zA-Z0-9]{15}(?:[a-zA-Z0-9]{3})?$")
+
+
+def _long(short: str) -> str:
+    suffix = ""
+    for start in range(0, 15, 5):
+        bits = sum(1 << i for i, c in enumerate(short[start : start + 5]) if c.isupper())
+        suffix += "ABCDEFGHIJKLMNOPQRSTUVWXYZ012345"[bits]
+    return short + suffix
+
+
+def _is_id(value: Any) -> bool:
+    return isinstance(value, str) and bool(_ID.match(value))
+
+
+ORG_ID = _long("00D5g00000Fake1")
+
+
+# --- schema -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class F:
+    """One field as the describe tells it."""
+
+    type: str  # id string textarea email url boolean date currency int picklist reference base64
+    length: int = 0
+    required: bool = False
+    createable: bool = True
+    updateable: bool = True
+    filterable: bool = True
+    default: Any = None
+    values: tuple[str, ...] = ()
+    restricted: bool = False
+    refs: tuple[str, ...] = ()
+    relationship: str | None = None
+    external_id: bool = False
+
+
+def _ref(*refs: str, relationship: str | None = None, required: bool = False, **kw: Any) -> F:
+    return F("reference", 18, required=required, refs=refs, relationship=relationship, **kw)
+
+
+def _pick(*values: str, default: str | None = None, restricted: bool = True, required: bool = False) -> F:
+    return F("picklist", 255, required=required, values=values, restricted=restricted, default=default)
+
+
+ID = F("id", 18, createable=False, updateable=False)
+OWNER = _ref("User", relationship="Owner", default="<current user>")
+READ_ONLY_FLAG = F("boolean", createable=False, updateable=False, default=False)
+CREATED = F("datetime", createable=False, updateable=False)
+
+# StageName carries IsClosed / IsWon, as OpportunityStage does in a real org.
+STAGES = {
+    "Prospecting": (False, False),
+    "Qualification": (False, False),
+    "Negotiation/Review": (False, False),
+    "Closed Won": (True, True),
+    "Closed Lost": (True, False),
+}
+
+
+def _schema() -> dict[str, dict[str, F]]:
+    return {
+        "Organization": {"Id": ID, "Name": F("string", 80)},
+        "User": {"Id": ID, "Name": F("string", 121), "Email": F("email", 128), "IsActive": READ_ONLY_FLAG},
+        "Account": {
+            "Id": ID,
+            "Name": F("string", 255, required=True),
+            "Website": F("url", 255),
+            "OwnerId": OWNER,
+        },
+        "Contact": {
+            "Id": ID,
+            "FirstName": F("string", 40),
+            "LastName": F("string", 80, required=True),
+            "Email": F("email", 80),
+            "AccountId": _ref("Account", relationship="Account"),
+            "OwnerId": OWNER,
+            "CreatedDate": CREATED,
+            # The fields Offboard writes survey answers to (manifest.json lists them).
+            "Offboard_Last_Survey_Kind__c": _pick("nps", "csat", "ces"),
+            "Offboard_Last_Exit_Score__c": F("int"),
+            "Offboard_Exit_Category__c": _pick("promoter", "passive", "detractor"),
+        },
+        "Lead": {
+            "Id": ID,
+            "FirstName": F("string", 40),
+            "LastName": F("string", 80, required=True),
+            "Email": F("email", 80),
+            "Company": F("string", 255, required=True),
+            "LeadSource": _pick(
+                "Web", "Phone Inquiry", "Partner Referral", "Purchased List", "Other", restricted=False
+            ),
+            "Description": F("textarea", 32000, filterable=False),
+            "OwnerId": OWNER,
+            "CreatedDate": CREATED,
+        },
+        "Contract": {
+            "Id": ID,
+            "AccountId": _ref("Account", relationship="Account", required=True),
+            "StartDate": F("date"),
+            "ContractTerm": F("int"),
+            "EndDate": F("date", createable=False, updateable=False),  # computed by Salesforce
+            "Status": _pick("Draft", "Activated", default="Draft"),
+        },
+        "Opportunity": {
+            "Id": ID,
+            "Name": F("string", 120, required=True),
+            "StageName": _pick(*STAGES, required=True),
+            "CloseDate": F("date", required=True),
+            "Amount": F("currency"),
+            "Type": _pick("New Customer", "Existing Customer - Upgrade", restricted=False),
+            "IsClosed": READ_ONLY_FLAG,
+            "IsWon": READ_ONLY_FLAG,
+            "AccountId": _ref("Account", relationship="Account"),
+            "OwnerId": OWNER,
+            "ContractId": _ref("Contract", relationship="Contract"),
+            "Description": F("textarea", 32000, filterable=False),
+            "Offboarding_Status__c": F("string", 255),
+        },
+        "OpportunityContactRole": {
+            "Id": ID,
+            "OpportunityId": _ref("Opportunity", relationship="Opportunity", required=True),
+            "ContactId": _ref("Contact", relationship="Contact", required=True),
+            "IsPrimary": F("boolean", default=False),
+            "Role": _pick("Decision Maker", "Business User", restricted=False),
+        },
+        "Task": {
+            "Id": ID,
+            "Subject": F("string", 255),
+            "Description": F("textarea", 32000, filterable=False),
+            "ActivityDate": F("date"),
+            "Status": _pick(
+                "Not Started",
+                "In Progress",
+                "Completed",
+                "Waiting on someone else",
+                "Deferred",
+                default="Not Started",
+                required=True,
+            ),
+            "Priority": _pick("High", "Normal", "Low", default="Normal", required=True),
+            "Type": _pick("Call", "Email", "Meeting", "Other"),
+            "TaskSubtype": _pick("Task", "Email", "Call", default="Task", restricted=True),
+            "WhatId": _ref("Opportunity", "Account", "Contract"),
+            "WhoId": _ref("Contact"),
+            "OwnerId": OWNER,
+        },
+        "ContentNote": {
+            "Id": ID,
+            "Title": F("string", 255, required=True),
+            "Content": F("base64", required=True),
+        },
+        "ContentDocument": {"Id": ID, "Title": F("string", 255, createable=False)},
+        "ContentDocumentLink": {
+            "Id": ID,
+            "ContentDocumentId": _ref("ContentDocument", relationship="ContentDocument", required=True),
+            "LinkedEntityId": _ref("Opportunity", "Account", "Contact", "User", required=True),
+            "ShareType": _pick("V", "C", "I", required=True),
+            "Visibility": _pick("AllUsers", "InternalUsers", "SharedUsers", default="AllUsers"),
+        },
+        "Survey": {"Id": ID, "Name": F("string", 80, required=True)},
+        "SurveyInvitation": {
+            "Id": ID,
+            "Name": F("string", 80, required=True),
+            "SurveyId": _ref("Survey", relationship="Survey", required=True),
+            "ParticipantId": _ref("Contact", "User"),
+            "OptionsAllowGuestUserResponse": F("boolean", default=False),
+            "OptionsAllowParticipantAccessTheirResponse": F("boolean", default=False),
+            "OptionsCollectAnonymousResponse": F("boolean", default=False),
+            "InvitationLink": F("url", 1000, createable=False, updateable=False),
+        },
+    }
+
+
+CHILDREN = {"Opportunity": {"OpportunityContactRoles": ("OpportunityContactRole", "OpportunityId")}}
+
+
+@dataclass
+class SfError(Exception):
+    """A Salesforce error: request-level (``errorCode``) or record-level (``statusCode``)."""
+
+    code: str
+    message: str
+    fields: list[str] = field(default_factory=list)
+    status: int = 400
+
+    def as_request_error(self) -> dict[str, Any]:
+        return {"message": self.message, "errorCode": self.code, "fields": self.fields}
+
+    def as_record_error(self) -> dict[str, Any]:
+        return {"statusCode": self.code, "message": self.message, "fields": self.fields}
+
+
+def _malformed(message: str) -> SfError:
+    return SfError("MALFORMED_QUERY", message)
+
+
+# --- SOQL ---------------------------------------------------------------------
+
+_TOKEN = re.compile(
+    r"""(?P<ws>\s+)
+    |(?P<string>'(?:[^'\\]|\\.)*')
+    |(?P<datetime>\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:?\d{2}))
+    |(?P<date>\d{4}-\d{2}-\d{2})
+    |(?P<number>-?\d+(?:\.\d+)?)
+    |(?P<dateliteral>[A-Za-z_]+:\d+)
+    |(?P<name>[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)
+    |(?P<op>!=|<>|<=|>=|=|<|>)
+    |(?P<punct>[(),])""",
+    re.X,
+)
+_ESCAPES = {
+    "\\": "\\",
+    "'": "'",
+    '"': '"',
+    "n": "\n",
+    "r": "\r",
+    "t": "\t",
+    "b": "\b",
+    "f": "\f",
+    "%": "%",
+    "_": "_",
+}
+_KEYWORDS = {
+    "SELECT",
+    "FROM",
+    "WHERE",
+    "AND",
+    "OR",
+    "NOT",
+    "IN",
+    "LIKE",
+    "ORDER",
+    "BY",
+    "ASC",
+    "DESC",
+    "LIMIT",
+    "NULLS",
+    "FIRST",
+    "LAST",
+    "TRUE",
+    "FALSE",
+    "NULL",
+    "TODAY",
+    "YESTERDAY",
+    "TOMORROW",
+}
+
+
+@dataclass(frozen=True)
+class Tok:
+    kind: str
+    text: str
+    value: Any = None
+
+
+def tokenize(text: str) -> list[Tok]:
+    tokens, pos = [], 0
+    while pos < len(text):
+        found = _TOKEN.match(text, pos)
+        if not found:
+            raise _malformed(f"unexpected token: '{text[pos : pos + 20]}'")
+        pos = found.end()
+        kind = str(found.lastgroup)
+        if kind == "ws":
+            continue
+        raw = found.group()
+        if kind == "string":
+            tokens.append(Tok("string", raw, _unescape(raw[1:-1])))
+        elif kind == "name" and raw.upper() in _KEYWORDS:
+            tokens.append(Tok("kw", raw.upper()))
+        else:
+            tokens.append(Tok(kind, raw))
+    return tokens
+
+
+def _unescape(body: str) -> str:
+    out, chars = [], iter(body)
+    for char in chars:
+        if char == "\\":
+            nxt = next(chars, "")
+            if nxt not in _ESCAPES:
+                raise _malformed(f"Invalid string literal '{body}'. Illegal character sequence '\\{nxt}'")
+            out.append(_ESCAPES[nxt])
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+@dataclass
+class Query:
+    fields: list[str]
+    subqueries: list[Query]
+    sobject: str
+    where: Any = None
+    order: list[tuple[str, bool]] = field(default_factory=list)
+    limit: int | None = None
+
+
+class _Parser:
+    def __init__(self, tokens: list[Tok]) -> None:
+        self.tokens, self.pos = tokens, 0
+
+    def peek(self) -> Tok | None:
+        return self.tokens[self.pos] if self.pos < len(self.tokens) else None
+
+    def take(self) -> Tok:
+        tok = self.peek()
+        if tok is None:
+            raise _malformed("unexpected end of query")
+        self.pos += 1
+        return tok
+
+    def keyword(self, word: str) -> bool:
+        tok = self.peek()
+        if tok is not None and tok.kind == "kw" and tok.text == word:
+            self.pos += 1
+            return True
+        return False
+
+    def expect(self, kind: str, text: str | None = None) -> Tok:
+        tok = self.take()
+        if tok.kind != kind or (text is not None and tok.text != text):
+            raise _malformed(f"unexpected token: '{tok.text}'")
+        return tok
+
+    def query(self) -> Query:
+        self.expect("kw", "SELECT")
+        fields, subqueries = [], []
+        while True:
+            if self.peek() is not None and self.peek().text == "(":  # type: ignore[union-attr]
+                self.take()
+                subqueries.append(self.query())
+                self.expect("punct", ")")
+            else:
+                fields.append(self.expect("name").text)
+            if not (self.peek() is not None and self.peek().text == ","):  # type: ignore[union-attr]
+                break
+            self.take()
+        self.expect("kw", "FROM")
+        q = Query(fields, subqueries, self.expect("name").text)
+        if self.keyword("WHERE"):
+            q.where = self.condition()
+        if self.keyword("ORDER"):
+            self.expect("kw", "BY")
+            q.order = self.order()
+        if self.keyword("LIMIT"):
+            q.limit = int(self.expect("number").text)
+        return q
+
+    def order(self) -> list[tuple[str, bool]]:
+        items = []
+        while True:
+            name = self.expect("name").text
+            descending = self.keyword("DESC")
+            if not descending:
+                self.keyword("ASC")
+            if self.keyword("NULLS") and not (self.keyword("FIRST") or self.keyword("LAST")):
+                raise _malformed("expected FIRST or LAST after NULLS")
+            items.append((name, descending))
+            if not (self.peek() is not None and self.peek().text == ","):  # type: ignore[union-attr]
+                return items
+            self.take()
+
+    def condition(self) -> Any:
+        left = self.conjunction()
+        while self.keyword("OR"):
+            left = ("or", left, self.conjunction())
+        return left
+
+    def conjunction(self) -> Any:
+        left = self.negation()
+        while self.keyword("AND"):
+            left = ("and", left, self.negation())
+        return left
+
+    def negation(self) -> Any:
+        if self.keyword("NOT"):
+            return ("not", self.negation())
+        tok = self.peek()
+        if tok is not None and tok.text == "(":
+            self.take()
+            inner = self.condition()
+            self.expect("punct", ")")
+            return inner
+        return self.comparison()
+
+    def comparison(self) -> Any:
+        path = self.expect("name").text
+        negate = self.keyword("NOT")
+        if self.keyword("IN"):
+            self.expect("punct", "(")
+            values = [self.value()]
+            while self.peek() is not None and self.peek().text == ",":  # type: ignore[union-attr]
+                self.take()
+                values.append(self.value())
+            self.expect("punct", ")")
+            return ("in", path, values, negate)
+        if negate:
+            raise _malformed("expected IN after NOT")
+        if self.keyword("LIKE"):
+            return ("like", path, self.value())
+        op = self.expect("op").text
+        return ("cmp", path, "!=" if op == "<>" else op, self.value())
+
+    def value(self) -> tuple[str, Any]:
+        tok = self.take()
+        if tok.kind == "string":
+            return ("string", tok.value)
+        if tok.kind == "number":
+            return ("number", float(tok.text))
+        if tok.kind in ("date", "datetime"):
+            return (tok.kind, tok.text)
+        if tok.kind == "dateliteral":
+            return ("dateliteral", tok.text.upper())
+        if tok.kind == "kw" and tok.text in ("TRUE", "FALSE"):
+            return ("boolean", tok.text == "TRUE")
+        if tok.kind == "kw" and tok.text == "NULL":
+            return ("null", None)
+        if tok.kind == "kw" and tok.text in ("TODAY", "YESTERDAY", "TOMORROW"):
+            return ("dateliteral", tok.text)
+        raise _malformed(f"unexpected token: '{tok.text}'")
+
+
+def parse_soql(text: str) -> Query:
+    parser = _Parser(tokenize(text))
+    query = parser.query()
+    if parser.peek() is not None:
+        raise _malformed(f"unexpected token: '{parser.peek().text}'")  # type: ignore[union-attr]
+    return query
+
+
+# --- the org --------------------------------------------------------------------
+
+
+@dataclass
+class Fault:
+    kind: str  # error | drop
+    match: str
+    times: int
+    status: int = 503
+    code: str = "SERVER_UNAVAILABLE"
+    message: str = "Service temporarily unavailable (injected)"
+
+
+@dataclass(frozen=True)
+class Seeded:
+    """What ``add_opportunity`` created, by id."""
+
+    opportunity: str
+    account: str
+    owner: str
+    contacts: tuple[str, ...]
+    contract: str | None
+
+
+class FakeSalesforce:
+    def __init__(
+        self,
+        *,
+        instance: str = INSTANCE,
+        org_id: str = ORG_ID,
+        page_size: int = 2000,
+        task_marker_field: str | None = None,
+        api_max: int = 100_000,
+        today: date = date(2026, 11, 20),
+    ) -> None:
+        self.instance, self.org_id, self.page_size, self.today = instance, org_id, page_size, today
+        self.schema = _schema()
+        if task_marker_field:
+            self.schema["Task"][task_marker_field] = F("string", 40, external_id=True)
+        self.db: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in self.schema}
+        self.api_used, self.api_max = 0, api_max
+        self.calls: list[str] = []
+        self.queries: list[str] = []  # every SOQL text received, parsed or not
+        self.emails: list[dict[str, Any]] = []
+        self.logins = 0
+        self.faults: list[Fault] = []
+        self._cursors: dict[str, list[dict[str, Any]]] = {}
+        self._counter = itertools.count(1)
+        self._lock = threading.RLock()
+        self.db["Organization"][org_id] = {"Id": org_id, "Name": "Acme"}
+        self.api_user = self.add_user("Integration User", "integration@acme.example")
+        self.access_token = self._new_token()
+        self.jwt_public_key: bytes | None = None  # set it to accept JWT logins signed by its private key
+
+    # --- seeding (bypasses validation, as data loaded through the UI would) ---
+
+    def add_user(self, name: str, email: str | None = None) -> str:
+        return self._seed("User", Name=name, Email=email, IsActive=True)
+
+    def add_account(self, name: str, website: str | None = None) -> str:
+        return self._seed("Account", Name=name, Website=website, OwnerId=self.api_user)
+
+    def add_contact(
+        self, first: str | None, last: str, email: str | None, account_id: str | None = None
+    ) -> str:
+        return self._seed("Contact", FirstName=first, LastName=last, Email=email, AccountId=account_id)
+
+    def add_lead(self, first: str | None, last: str, email: str | None, company: str = "Somewhere") -> str:
+        return self._seed(
+            "Lead", FirstName=first, LastName=last, Email=email, Company=company, OwnerId=self.api_user
+        )
+
+    def add_survey(self, name: str = "Exit NPS") -> str:
+        return self._seed("Survey", Name=name)
+
+    def add_opportunity(
+        self,
+        name: str = "Acme website",
+        *,
+        account: str = "Acme Corp",
+        website: str | None = "https://www.acme.example",
+        owner: str = "Sam Rivera",
+        owner_email: str | None = "sam@ours.example",
+        contacts: tuple[tuple[str | None, str, str | None], ...] = (("Pat", "Lee", "pat@acme.example"),),
+        stage: str = "Closed Won",
+        amount: float | None = 24000,
+        close_date: str = "2026-11-20",
+        type: str | None = "project",
+        contract_end: str | None = "2026-12-31",
+        **fields: Any,
+    ) -> Seeded:
+        """An Opportunity with its Account, Owner, Contract and contact roles (the first is primary).
+
+        Defaults mirror tests.conftest.deal_closed_event, so the same deal exists in both CRMs.
+        Related records are found by name, or created.
+        """
+        account_id = self._named("Account", account) or self.add_account(account, website)
+        owner_id = self._named("User", owner) or self.add_user(owner, owner_email)
+        contract_id = None
+        if contract_end:
+            contract_id = self._seed(
+                "Contract", AccountId=account_id, EndDate=contract_end, Status="Activated"
+            )
+        closed, won = STAGES[stage]
+        opportunity = self._seed(
+            "Opportunity",
+            Name=name,
+            StageName=stage,
+            CloseDate=close_date,
+            Amount=amount,
+            Type=type,
+            IsClosed=closed,
+            IsWon=won,
+            AccountId=account_id,
+            OwnerId=owner_id,
+            ContractId=contract_id,
+            **fields,
+        )
+        contact_ids = []
+        for n, (first, last, email) in enumerate(contacts):
+            contact = self._named("Contact", " ".join(p for p in (first, last) if p)) or self.add_contact(
+                first, last, email, account_id
+            )
+            self._seed(
+                "OpportunityContactRole", OpportunityId=opportunity, ContactId=contact, IsPrimary=n == 0
+            )
+            contact_ids.append(contact)
+        return Seeded(opportunity, account_id, owner_id, tuple(contact_ids), contract_id)
+
+    def set_stage(self, opportunity_id: str, stage: str) -> None:
+        record = self.db["Opportunity"][opportunity_id]
+        record["StageName"] = stage
+        record["IsClosed"], record["IsWon"] = STAGES[stage]
+
+    def set_picklist(self, sobject: str, name: str, values: list[str], default: str | None = None) -> None:
+        old = self.schema[sobject][name]
+        self.schema[sobject][name] = F(
+            "picklist", 255, required=old.required, values=tuple(values), restricted=True, default=default
+        )
+
+    # --- inspection -----------------------------------------------------------
+
+    def records(self, sobject: str, **where: Any) -> list[dict[str, Any]]:
+        return [r for r in self.db[sobject].values() if all(r.get(k) == v for k, v in where.items())]
+
+    def count(self, method: str, path: str) -> int:
+        """How many calls were ``METHOD path`` (path after /services/data/vXX.X/, no query string)."""
+        return self.calls.count(f"{method} {path}")
+
+    # --- switches -------------------------------------------------------------
+
+    def set_usage(self, used: int, total: int | None = None) -> None:
+        self.api_used = used
+        if total is not None:
+            self.api_max = total
+
+    def fail(
+        self,
+        status: int = 503,
+        *,
+        match: str = "",
+        times: int = 1,
+        code: str = "SERVER_UNAVAILABLE",
+        message: str = "Service temporarily unavailable (injected)",
+    ) -> None:
+        self.faults.append(Fault("error", match, times, status, code, message))
+
+    def limit_exceeded(self, *, times: int = 1, match: str = "") -> None:
+        self.fail(
+            403,
+            match=match,
+            times=times,
+            code="REQUEST_LIMIT_EXCEEDED",
+            message="TotalRequests Limit exceeded.",
+        )
+
+    def drop_reply(self, *, match: str = "", times: int = 1) -> None:
+        """Do the work, then lose the answer (the client sees a read timeout)."""
+        self.faults.append(Fault("drop", match, times))
+
+    def expire_sessions(self) -> None:
+        """Every session ends, as when an admin revokes them or they time out."""
+        self.access_token = "expired-" + secrets.token_hex(4)
+
+    # --- the core ---------------------------------------------------------------
+
+    def transport(self, method: str, url: str, headers: dict[str, str], body: Any) -> Reply | None:
+        """``handle``, then the drop switch: None means the answer is lost after the work was done."""
+        with self._lock:
+            reply = self.handle(method, url, headers, body)
+            drop = self._take_fault("drop", f"{method} {_api_path(url)}")
+            return None if drop else reply
+
+    def handle(self, method: str, url: str, headers: dict[str, str], body: Any) -> Reply:
+        parts = urlsplit(url)
+        text = body.decode() if isinstance(body, bytes) else (body or "")
+        if parts.path == "/services/oauth2/token":
+            return self._oauth(text, headers)
+        if parts.path.startswith("/services/Soap/u/"):
+            return self._soap_login(text)
+        found = re.match(r"^/services/data/v(\d+\.\d)/(.*)$", parts.path)
+        if not found:
+            return self._json(
+                404, [SfError("NOT_FOUND", "The requested resource does not exist").as_request_error()]
+            )
+        path = found.group(2).rstrip("/")
+        with self._lock:
+            return self._api(method, path, parse_qs(parts.query), headers, text)
+
+    def _api(
+        self, method: str, path: str, params: dict[str, list[str]], headers: dict[str, str], text: str
+    ) -> Reply:
+        auth = {k.lower(): v for k, v in headers.items()}.get("authorization", "")
+        if auth != f"Bearer {self.access_token}":
+            error = SfError("INVALID_SESSION_ID", "Session expired or invalid", status=401)
+            return self._json(401, [error.as_request_error()])
+        self.calls.append(f"{method} {path}")
+        self.api_used += 1
+        fault = self._take_fault("error", f"{method} {path}")
+        if fault is not None:
+            return self._json(fault.status, [SfError(fault.code, fault.message).as_request_error()])
+        if self.api_used > self.api_max:
+            limit = SfError("REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded.")
+            return self._json(403, [limit.as_request_error()])
+        try:
+            status, answer = self._route(method, path, params, json.loads(text) if text else None)
+        except SfError as exc:
+            return self._json(exc.status, [exc.as_request_error()])
+        except json.JSONDecodeError as exc:
+            return self._json(400, [SfError("JSON_PARSER_ERROR", str(exc)).as_request_error()])
+        return self._json(status, answer)
+
+    def _route(self, method: str, path: str, params: dict[str, list[str]], body: Any) -> tuple[int, Any]:
+        segments = path.split("/")
+        if method == "GET" and segments[0] == "query":
+            return 200, self._query(params["q"][0]) if len(segments) == 1 else self._more(segments[1])
+        if method == "GET" and path == "limits":
+            return 200, {"DailyApiRequests": {"Max": self.api_max, "Remaining": self.api_max - self.api_used}}
+        if method == "GET" and len(segments) == 3 and segments[0] == "sobjects" and segments[2] == "describe":
+            return 200, self._describe(self._sobject(segments[1]))
+        if method == "POST" and len(segments) == 2 and segments[0] == "sobjects":
+            return 201, self._create_one(self._sobject(segments[1]), body)
+        if method == "PATCH" and len(segments) == 3 and segments[0] == "sobjects":
+            self._update(self._sobject(segments[1]), segments[2], body)
+            return 204, None
+        if method == "POST" and path == "composite/sobjects":
+            return 200, self._collections(body)
+        if method == "PATCH" and len(segments) == 4 and path.startswith("composite/sobjects/"):
+            return 200, self._upsert(self._sobject(segments[2]), segments[3], body)
+        if method == "POST" and path == "composite":
+            return 200, self._composite(body)
+        if method == "POST" and path == "actions/standard/emailSimple":
+            return self._email(body)
+        raise SfError("NOT_FOUND", f"The requested resource does not exist: {method} {path}", status=404)
+
+    # --- records ----------------------------------------------------------------
+
+    def _sobject(self, name: str) -> str:
+        if name not in self.schema:
+            raise SfError(
+                "NOT_FOUND", f"The requested resource does not exist: sObject type '{name}'", status=404
+            )
+        return name
+
+    def _check(self, sobject: str, values: dict[str, Any], *, creating: bool) -> dict[str, Any]:
+        """The record to store, or SfError as Salesforce would refuse it."""
+        fields = self.schema[sobject]
+        values = {k: v for k, v in values.items() if k != "attributes"}
+        for name, value in values.items():
+            if name not in fields:
+                raise SfError(
+                    "INVALID_FIELD", f"No such column '{name}' on sobject of type {sobject}", [name]
+                )
+            spec = fields[name]
+            if not (spec.createable if creating else spec.updateable):
+                raise SfError(
+                    "INVALID_FIELD_FOR_INSERT_UPDATE",
+                    f"Unable to create/update fields: {name}. Please check the security settings of this "
+                    "field and verify that it is read/write for your profile or permission set.",
+                    [name],
+                )
+            self._check_value(name, spec, value)
+        if creating:
+            missing = [
+                n
+                for n, f in fields.items()
+                if f.required and f.default is None and values.get(n) in (None, "")
+            ]
+            if missing:
+                raise SfError(
+                    "REQUIRED_FIELD_MISSING", f"Required fields are missing: [{', '.join(missing)}]", missing
+                )
+        return values
+
+    def _check_value(self, name: str, spec: F, value: Any) -> None:
+        if value is None:
+            if spec.required:
+                raise SfError("REQUIRED_FIELD_MISSING", f"Required fields are missing: [{name}]", [name])
+            return
+        if spec.type in ("string", "textarea", "email", "url", "picklist") and not isinstance(value, str):
+            raise SfError(
+                "INVALID_TYPE_ON_FIELD_IN_RECORD", f"{name}: value not of required type: {value}", [name]
+            )
+        if spec.length and isinstance(value, str) and len(value) > spec.length:
+            raise SfError(
+                "STRING_TOO_LONG",
+                f"{name}: data value too large: {value[:40]} (max length={spec.length})",
+                [name],
+            )
+        if spec.type == "picklist" and spec.restricted and value not in spec.values:
+            raise SfError(
+                "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST",
+                f"{name}: bad value for restricted picklist field: {value}",
+                [name],
+            )
+        if spec.type in ("int", "currency") and (
+            isinstance(value, bool) or not isinstance(value, int | float)
+        ):
+            raise SfError(
+                "INVALID_TYPE_ON_FIELD_IN_RECORD", f"{name}: value not of required type: {value}", [name]
+            )
+        if spec.type == "boolean" and not isinstance(value, bool):
+            raise SfError(
+                "INVALID_TYPE_ON_FIELD_IN_RECORD", f"{name}: value not of required type: {value}", [name]
+            )
+        if spec.type == "date" and not (isinstance(value, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", value)):
+            raise SfError(
+                "INVALID_TYPE_ON_FIELD_IN_RECORD", f"{name}: value not of required type: {value}", [name]
+            )
+        if spec.type == "reference":
+            self._check_reference(name, spec, value)
+
+    def _check_reference(self, name: str, spec: F, value: Any) -> None:
+        if not _is_id(value):
+            raise SfError("MALFORMED_ID", f"{name}: id value of incorrect type: {value}", [name])
+        if self._find(value, spec.refs) is None:
+            raise SfError("INVALID_CROSS_REFERENCE_KEY", f"invalid cross reference id: {value}", [name])
+
+    def _find(self, record_id: str, sobjects: tuple[str, ...]) -> tuple[str, dict[str, Any]] | None:
+        for sobject in sobjects:
+            for stored_id, record in self.db[sobject].items():
+                if stored_id[:15] == record_id[:15]:
+                    return sobject, record
+        return None
+
+    def _insert(self, sobject: str, values: dict[str, Any]) -> str:
+        record = {"Id": self._new_id(sobject)}
+        for name, spec in self.schema[sobject].items():
+            if name != "Id":
+                default = self.api_user if spec.default == "<current user>" else spec.default
+                record[name] = values.get(name, default)
+        if "CreatedDate" in self.schema[sobject]:
+            record["CreatedDate"] = _now()
+        self._derive(sobject, record)
+        self.db[sobject][record["Id"]] = record
+        return str(record["Id"])
+
+    def _derive(self, sobject: str, record: dict[str, Any]) -> None:
+        """What Salesforce computes on save."""
+        if sobject == "Opportunity":
+            record["IsClosed"], record["IsWon"] = STAGES[record["StageName"]]
+        if sobject == "ContentNote":
+            # A ContentNote is a ContentDocument: same id, queried through links.
+            self.db["ContentDocument"][record["Id"]] = {"Id": record["Id"], "Title": record["Title"]}
+        if sobject == "SurveyInvitation":
+            record["InvitationLink"] = (
+                f"https://{self.instance}/survey/runtimeApp.app?invitationId={record['Id']}"
+            )
+
+    def _seed(self, sobject: str, **values: Any) -> str:
+        record_id = self._new_id(sobject)
+        self.db[sobject][record_id] = {"Id": record_id, **{n: None for n in self.schema[sobject]}, **values}
+        self.db[sobject][record_id]["Id"] = record_id
+        if "CreatedDate" in self.schema[sobject]:
+            self.db[sobject][record_id]["CreatedDate"] = _now()
+        return record_id
+
+    def _named(self, sobject: str, name: str) -> str | None:
+        for record in self.db[sobject].values():
+            full = record.get("Name") or " ".join(
+                p for p in (record.get("FirstName"), record.get("LastName")) if p
+            )
+            if full == name:
+                return str(record["Id"])
+        return None
+
+    def _new_id(self, sobject: str) -> str:
+        prefix = PREFIXES["ContentDocument" if sobject == "ContentNote" else sobject]
+        return _long(f"{prefix}5g{next(self._counter):010d}")
+
+    def _create_one(self, sobject: str, body: Any) -> dict[str, Any]:
+        self._unique(sobject, [body or {}])
+        values = self._check(sobject, body or {}, creating=True)
+        return {"id": self._insert(sobject, values), "success": True, "errors": []}
+
+    def _update(self, sobject: str, record_id: str, body: Any) -> None:
+        if not _is_id(record_id):
+            raise SfError("MALFORMED_ID", f"{sobject} ID: id value of incorrect type: {record_id}")
+        found = self._find(record_id, (sobject,))
+        if found is None:
+            raise SfError("NOT_FOUND", "The requested resource does not exist", status=404)
+        values = self._check(sobject, body or {}, creating=False)
+        found[1].update(values)
+        self._derive(sobject, found[1])
+
+    def _unique(self, sobject: str, records: list[dict[str, Any]]) -> None:
+        for name, spec in self.schema[sobject].items():
+            if not spec.external_id:
+                continue
+            for record in records:
+                value = record.get(name)
+                clash = next((r for r in self.db[sobject].values() if value and r.get(name) == value), None)
+                if clash is not None:
+                    raise SfError(
+                        "DUPLICATE_VALUE",
+                        f"duplicate value found: {name} duplicates value on record with id: {clash['Id']}",
+                        [name],
+                    )
+
+    # --- collections and composite -------------------------------------------------
+
+    def _collection_records(self, body: Any) -> list[dict[str, Any]]:
+        if not isinstance(body, dict) or not isinstance(body.get("records"), list):
+            raise SfError("JSON_PARSER_ERROR", "expected {allOrNone, records: [...]}")
+        records = body["records"]
+        if len(records) > 200:
+            raise SfError(
+                "EXCEEDED_ID_LIMIT",
+                "record limit reached. cannot submit more than 200 records into this call",
+            )
+        for record in records:
+            if not (record.get("attributes") or {}).get("type"):
+                raise SfError("INVALID_TYPE", "Must send a concrete entity type.")
+        return list(records)
+
+    def _collections(self, body: Any) -> list[dict[str, Any]]:
+        records = self._collection_records(body)
+        outcomes: list[SfError | dict[str, Any]] = []
+        for record in records:
+            sobject = self._sobject(record["attributes"]["type"])
+            try:
+                self._unique(sobject, [record])
+                outcomes.append(self._check(sobject, record, creating=True))
+            except SfError as exc:
+                outcomes.append(exc)
+        if body.get("allOrNone") and any(isinstance(o, SfError) for o in outcomes):
+            return _rolled_back(outcomes)
+        return [
+            {"success": False, "errors": [o.as_record_error()]}
+            if isinstance(o, SfError)
+            else {"id": self._insert(r["attributes"]["type"], o), "success": True, "errors": []}
+            for r, o in zip(records, outcomes, strict=True)
+        ]
+
+    def _upsert(self, sobject: str, key_field: str, body: Any) -> list[dict[str, Any]]:
+        spec = self.schema[sobject].get(key_field)
+        if spec is None or not spec.external_id:
+            raise SfError(
+                "INVALID_FIELD", f"Field {key_field} is not an external ID field on {sobject}", [key_field]
+            )
+        records = self._collection_records(body)
+        saved = copy.deepcopy(self.db)
+        outcomes: list[SfError | dict[str, Any]] = []
+        for record in records:
+            try:
+                outcomes.append(self._upsert_one(sobject, key_field, record))
+            except SfError as exc:
+                outcomes.append(exc)
+        if any(isinstance(o, SfError) for o in outcomes) and body.get("allOrNone"):
+            self.db = saved
+            return _rolled_back(outcomes)
+        return [
+            {"success": False, "errors": [o.as_record_error()]} if isinstance(o, SfError) else o
+            for o in outcomes
+        ]
+
+    def _upsert_one(self, sobject: str, key_field: str, record: dict[str, Any]) -> dict[str, Any]:
+        value = record.get(key_field)
+        if not value:
+            raise SfError("MISSING_ARGUMENT", f"{key_field} not specified", [key_field])
+        existing = next((r for r in self.db[sobject].values() if r.get(key_field) == value), None)
+        if existing is None:
+            values = self._check(sobject, record, creating=True)
+            return {"id": self._insert(sobject, values), "success": True, "errors": [], "created": True}
+        existing.update(self._check(sobject, record, creating=False))
+        return {"id": existing["Id"], "success": True, "errors": [], "created": False}
+
+    def _composite(self, body: Any) -> dict[str, Any]:
+        requests_ = (body or {}).get("compositeRequest") or []
+        if len(requests_) > 25:
+            raise SfError("INVALID_BATCH_REQUEST", "composite requests are limited to 25 subrequests")
+        saved = copy.deepcopy(self.db)
+        refs: dict[str, str] = {}
+        answers, failed = [], False
+        for sub in requests_:
+            if failed:
+                halted = SfError(
+                    "PROCESSING_HALTED",
+                    "The transaction was rolled back since another operation in the same transaction failed.",
+                )
+                answers.append(_sub(sub, 400, [halted.as_request_error()]))
+                continue
+            try:
+                answers.append(_sub(sub, 201, self._subrequest(sub, refs)))
+            except SfError as exc:
+                failed = True
+                answers.append(_sub(sub, exc.status, [exc.as_request_error()]))
+        if failed and body.get("allOrNone"):
+            self.db = saved
+        return {"compositeResponse": answers}
+
+    def _subrequest(self, sub: dict[str, Any], refs: dict[str, str]) -> dict[str, Any]:
+        found = re.match(r"^/services/data/v\d+\.\d/sobjects/(\w+)$", sub.get("url", ""))
+        if sub.get("method") != "POST" or not found:
+            raise SfError("NOT_FOUND", "this fake serves only POST sobjects/<Type> in composite", status=404)
+        values = {k: _resolve_ref(v, refs) for k, v in (sub.get("body") or {}).items()}
+        answer = self._create_one(self._sobject(found.group(1)), values)
+        refs[sub["referenceId"]] = answer["id"]
+        return answer
+
+    def _email(self, body: Any) -> tuple[int, Any]:
+        inputs = (body or {}).get("inputs") or []
+        answers, ok = [], True
+        for item in inputs:
+            missing = [k for k in ("emailAddresses", "emailSubject", "emailBody") if not item.get(k)]
+            errors = [
+                SfError("REQUIRED_FIELD_MISSING", f"Missing required input parameter: {k}").as_record_error()
+                for k in missing
+            ]
+            ok = ok and not errors
+            answers.append(
+                {
+                    "actionName": "emailSimple",
+                    "errors": errors or None,
+                    "isSuccess": not errors,
+                    "outputValues": None,
+                }
+            )
+        if ok:
+            self.emails.extend(inputs)
+        return (200 if ok else 400), answers
+
+    # --- describe and SOQL ----------------------------------------------------------
+
+    def _describe(self, sobject: str) -> dict[str, Any]:
+        return {"name": sobject, "fields": [_describe_field(n, f) for n, f in self.schema[sobject].items()]}
+
+    def _query(self, text: str) -> dict[str, Any]:
+        self.queries.append(text)
+        query = parse_soql(text)
+        self._validate(query, None)
+        if query.sobject == "ContentDocumentLink" and not _filters_id(
+            query.where, ("LinkedEntityId", "ContentDocumentId")
+        ):
+            raise SfError(
+                "MALFORMED_QUERY",
+                "Implementation restriction: ContentDocumentLink requires a filter by a single Id on "
+                "ContentDocumentId or LinkedEntityId using the equals operator or multiple Id's using the IN "
+                "operator.",
+            )
+        rows = [self._shape(query, r) for r in self._select(query, list(self.db[query.sobject].values()))]
+        return self._page(rows, secrets.token_hex(6))
+
+    def _more(self, locator: str) -> dict[str, Any]:
+        cursor, _, offset = locator.rpartition("-")
+        rows = self._cursors.get(cursor)
+        if rows is None:
+            raise SfError("INVALID_QUERY_LOCATOR", "invalid query locator")
+        return self._page(rows, cursor, int(offset))
+
+    def _page(self, rows: list[dict[str, Any]], cursor: str, offset: int = 0) -> dict[str, Any]:
+        page, end = rows[offset : offset + self.page_size], offset + self.page_size
+        answer: dict[str, Any] = {"totalSize": len(rows), "done": end >= len(rows), "records": page}
+        if end < len(rows):
+            self._cursors[cursor] = rows
+            answer["nextRecordsUrl"] = f"/services/data/v{API_VERSION}/query/{cursor}-{end}"
+        return answer
+
+    def _validate(self, query: Query, parent: str | None) -> None:
+        if parent is not None:
+            child = CHILDREN.get(parent, {}).get(query.sobject)
+            if child is None:
+                raise SfError(
+                    "INVALID_TYPE",
+                    f"Didn't understand relationship '{query.sobject}' in FROM part of query call.",
+                )
+            sobject = child[0]
+        else:
+            if query.sobject not in self.schema:
+                raise SfError("INVALID_TYPE", f"sObject type '{query.sobject}' is not supported.")
+            sobject = query.sobject
+        for path in query.fields + [p for p, _ in query.order]:
+            self._field_at(sobject, path)
+        for path, literals in _where_literals(query.where):
+            spec = self._field_at(sobject, path)
+            if not spec.filterable:
+                raise SfError("INVALID_FIELD", f"field '{path}' can not be filtered in a query call")
+            for kind, value in literals:
+                if kind != "null":
+                    _literal_for(spec, path, kind, value, self.today)  # refuses a literal of the wrong type
+        for sub in query.subqueries:
+            self._validate(sub, sobject)
+
+    def _field_at(self, sobject: str, path: str) -> F:
+        *hops, last = path.split(".")
+        for hop in hops:
+            ref = next((f for f in self.schema[sobject].values() if f.relationship == hop), None)
+            if ref is None:
+                raise SfError("INVALID_FIELD", f"Didn't understand relationship '{hop}' in field path.")
+            sobject = ref.refs[0]
+        if last not in self.schema[sobject]:
+            raise SfError("INVALID_FIELD", f"No such column '{last}' on entity '{sobject}'.")
+        return self.schema[sobject][last]
+
+    def _select(self, query: Query, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        sobject = self._target(query)
+        chosen = [r for r in rows if query.where is None or self._holds(sobject, r, query.where)]
+        for path, descending in reversed(query.order):
+            chosen.sort(key=lambda r, p=path: _order_key(self._value_at(sobject, r, p)), reverse=descending)
+        return chosen[: query.limit] if query.limit is not None else chosen
+
+    def _target(self, query: Query) -> str:
+        for children in CHILDREN.values():
+            if query.sobject in children:
+                return children[query.sobject][0]
+        return query.sobject
+
+    def _value_at(self, sobject: str, record: dict[str, Any] | None, path: str) -> Any:
+        *hops, last = path.split(".")
+        for hop in hops:
+            if record is None:
+                return None
+            ref_name, ref = next((n, f) for n, f in self.schema[sobject].items() if f.relationship == hop)
+            target = record.get(ref_name)
+            found = self._find(target, ref.refs) if target else None
+            sobject, record = found if found else (ref.refs[0], None)
+        return None if record is None else record.get(last)
+
+    def _holds(self, sobject: str, record: dict[str, Any], cond: Any) -> bool:
+        op = cond[0]
+        if op == "and":
+            return self._holds(sobject, record, cond[1]) and self._holds(sobject, record, cond[2])
+        if op == "or":
+            return self._holds(sobject, record, cond[1]) or self._holds(sobject, record, cond[2])
+        if op == "not":
+            return not self._holds(sobject, record, cond[1])
+        spec = self._field_at(sobject, cond[1])
+        actual = self._value_at(sobject, record, cond[1])
+        if op == "in":
+            hit = any(_compare(spec, cond[1], actual, "=", v, self.today) for v in cond[2])
+            return hit != cond[3]
+        if op == "like":
+            return _like(actual, cond[2])
+        return _compare(spec, cond[1], actual, cond[2], cond[3], self.today)
+
+    def _shape(self, query: Query, record: dict[str, Any]) -> dict[str, Any]:
+        sobject = self._target(query)
+        out: dict[str, Any] = {"attributes": self._attributes(sobject, record["Id"])}
+        for path in query.fields:
+            self._put(out, sobject, record, path.split("."))
+        for sub in query.subqueries:
+            child, key = CHILDREN[sobject][sub.sobject]
+            rows = [r for r in self.db[child].values() if r.get(key) and r[key][:15] == record["Id"][:15]]
+            shaped = [self._shape(sub, r) for r in self._select(sub, rows)]
+            out[sub.sobject] = {"totalSize": len(shaped), "done": True, "records": shaped} if shaped else None
+        return out
+
+    def _put(self, out: dict[str, Any], sobject: str, record: dict[str, Any], path: list[str]) -> None:
+        if len(path) == 1:
+            out[path[0]] = record.get(path[0])
+            return
+        ref_name, ref = next((n, f) for n, f in self.schema[sobject].items() if f.relationship == path[0])
+        found = self._find(record[ref_name], ref.refs) if record.get(ref_name) else None
+        if found is None:
+            out[path[0]] = None
+            return
+        target, related = found
+        nested = out.get(path[0]) or {"attributes": self._attributes(target, related["Id"])}
+        self._put(nested, target, related, path[1:])
+        out[path[0]] = nested
+
+    def _attributes(self, sobject: str, record_id: str) -> dict[str, str]:
+        return {"type": sobject, "url": f"/services/data/v{API_VERSION}/sobjects/{sobject}/{record_id}"}
+
+    # --- logins -----------------------------------------------------------------------
+
+    def _new_token(self) -> str:
+        return f"{self.org_id[:15]}!{secrets.token_urlsafe(24)}"
+
+    def _login(self) -> str:
+        self.logins += 1
+        self.access_token = self._new_token()
+        return self.access_token
+
+    def _oauth(self, text: str, headers: dict[str, str]) -> Reply:
+        form = {k: v[0] for k, v in parse_qs(text).items()}
+        grant = form.get("grant_type")
+        ok = (
+            grant == "urn:ietf:params:oauth:grant-type:jwt-bearer" and self._jwt_ok(form.get("assertion", ""))
+        ) or (grant == "client_credentials" and self._basic_ok(headers))
+        if not ok:
+            return self._json(400, {"error": "invalid_grant", "error_description": "authentication failure"})
+        token = self._login()
+        return self._json(
+            200,
+            {
+                "access_token": token,
+                "instance_url": f"https://{self.instance}",
+                "token_type": "Bearer",
+                "id": f"https://login.salesforce.com/id/{self.org_id}/{self.api_user}",
+            },
+        )
+
+    def _jwt_ok(self, assertion: str) -> bool:
+        import jwt
+
+        if self.jwt_public_key is None:
+            return False
+        try:
+            claims = jwt.decode(
+                assertion,
+                self.jwt_public_key,
+                algorithms=["RS256"],
+                audience=None,
+                options={"verify_aud": False},
+            )
+        except jwt.PyJWTError:
+            return False
+        return bool(claims.get("iss") == CONSUMER_KEY and claims.get("sub") == USERNAME)
+
+    def _basic_ok(self, headers: dict[str, str]) -> bool:
+        import base64
+
+        given = {k.lower(): v for k, v in headers.items()}.get("authorization", "")
+        expected = base64.b64encode(f"{CONSUMER_KEY}:{CONSUMER_SECRET}".encode()).decode()
+        return given == f"Basic {expected}"
+
+    def _soap_login(self, text: str) -> Reply:
+        user = re.search(r"<n1:username>(.*?)</n1:username>", text)
+        password = re.search(r"<n1:password>(.*?)</n1:password>", text)
+        if not (
+            user
+            and password
+            and user.group(1) == escape(USERNAME)
+            and password.group(1) == escape(PASSWORD + SECURITY_TOKEN)
+        ):
+            why = "Invalid username, password, security token; or user locked out."
+            fault = (
+                '<?xml version="1.0" encoding="UTF-8"?>'
+                '<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" '
+                'xmlns:sf="urn:fault.partner.soap.sforce.com"><soapenv:Body><soapenv:Fault>'
+                f"<faultcode>INVALID_LOGIN</faultcode><faultstring>INVALID_LOGIN: {why}</faultstring>"
+                "<detail><sf:LoginFault><sf:exceptionCode>INVALID_LOGIN</sf:exceptionCode>"
+                f"<sf:exceptionMessage>{why}</sf:exceptionMessage></sf:LoginFault></detail>"
+                "</soapenv:Fault></soapenv:Body></soapenv:Envelope>"
+            )
+            return 500, {"Content-Type": "text/xml"}, fault.encode()
+        token = self._login()
+        answer = (
+            '<?xml version="1.0" encoding="UTF-8"?><soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/'
+            'envelope/" xmlns="urn:partner.soap.sforce.com"><soapenv:Body><loginResponse><result>'
+            f"<serverUrl>https://{self.instance}/services/Soap/u/{API_VERSION}/{self.org_id[:15]}</serverUrl>"
+            f"<sessionId>{token}</sessionId><userId>{self.api_user}</userId></result></loginResponse>"
+            "</soapenv:Body></soapenv:Envelope>"
+        )
+        return 200, {"Content-Type": "text/xml"}, answer.encode()
+
+    # --- plumbing ------------------------------------------------------------------------
+
+    def _json(self, status: int, answer: Any) -> Reply:
+        headers = {
+            "Content-Type": "application/json;charset=UTF-8",
+            "Sforce-Limit-Info": f"api-usage={self.api_used}/{self.api_max}",
+        }
+        return status, headers, b"" if answer is None else json.dumps(answer).encode()
+
+    def _take_fault(self, kind: str, call: str) -> Fault | None:
+        for fault in self.faults:
+            if fault.kind == kind and fault.times > 0 and fault.match in call:
+                fault.times -= 1
+                return fault
+        return None
+
+    # --- transports ----------------------------------------------------------------------
+
+    def install(self, mock: Any) -> None:
+        """Answer every https://…/services/… request made through ``mock`` (a responses.RequestsMock)."""
+        pattern = re.compile(r"^https://[^/]+/services/")
+        for method in ("GET", "POST", "PATCH", "PUT", "DELETE"):
+            mock.add_callback(method, pattern, callback=self._on_request)
+
+    def _on_request(self, request: Any) -> Reply | Exception:
+        reply = self.transport(request.method, request.url, dict(request.headers), request.body)
+        if reply is None:
+            return requests.ReadTimeout("the fake org did the work, then the reply was lost (injected)")
+        return reply
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "+0000"
+
+
+def _api_path(url: str) -> str:
+    path = urlsplit(url).path
+    found = re.match(r"^/services/data/v\d+\.\d/(.*)$", path)
+    return found.group(1).rstrip("/") if found else path
+
+
+def _rolled_back(outcomes: list[Any]) -> list[dict[str, Any]]:
+    rolled = SfError(
+        "ALL_OR_NONE_OPERATION_ROLLED_BACK",
+        "Record rolled back because not all records were valid and the request was using AllOrNone header",
+    )
+    return [
+        {"success": False, "errors": [(o if isinstance(o, SfError) else rolled).as_record_error()]}
+        for o in outcomes
+    ]
+
+
+def _sub(sub: dict[str, Any], status: int, body: Any) -> dict[str, Any]:
+    return {"body": body, "httpHeaders": {}, "httpStatusCode": status, "referenceId": sub.get("referenceId")}
+
+
+def _resolve_ref(value: Any, refs: dict[str, str]) -> Any:
+    found = re.fullmatch(r"@\{(\w+)\.id\}", value) if isinstance(value, str) else None
+    if found is None:
+        return value
+    if found.group(1) not in refs:
+        raise SfError(
+            "INVALID_REFERENCE", f"Invalid reference specified. No value for {found.group(1)}.id found"
+        )
+    return refs[found.group(1)]
+
+
+def _describe_field(name: str, spec: F) -> dict[str, Any]:
+    values = [
+        {"active": True, "defaultValue": v == spec.default, "label": v, "value": v, "validFor": None}
+        for v in spec.values
+    ]
+    return {
+        "name": name,
+        "type": spec.type,
+        "length": spec.length,
+        "nillable": not spec.required,
+        "createable": spec.createable,
+        "updateable": spec.updateable,
+        "filterable": spec.filterable,
+        "defaultedOnCreate": spec.default is not None,
+        "externalId": spec.external_id,
+        "unique": spec.external_id,
+        "restrictedPicklist": spec.restricted,
+        "picklistValues": values,
+        "referenceTo": list(spec.refs),
+        "relationshipName": spec.relationship,
+    }
+
+
+def _where_paths(cond: Any) -> Iterator[str]:
+    if cond is None:
+        return
+    if cond[0] in ("and", "or"):
+        yield from _where_paths(cond[1])
+        yield from _where_paths(cond[2])
+    elif cond[0] == "not":
+        yield from _where_paths(cond[1])
+    else:
+        yield cond[1]
+
+
+def _where_literals(cond: Any) -> Iterator[tuple[str, list[tuple[str, Any]]]]:
+    """Each compared field path with the literals it is compared to."""
+    if cond is None:
+        return
+    if cond[0] in ("and", "or"):
+        yield from _where_literals(cond[1])
+        yield from _where_literals(cond[2])
+    elif cond[0] == "not":
+        yield from _where_literals(cond[1])
+    elif cond[0] == "in":
+        yield cond[1], list(cond[2])
+    elif cond[0] == "like":
+        yield cond[1], [cond[2]]
+    else:
+        yield cond[1], [cond[3]]
+
+
+def _filters_id(cond: Any, names: tuple[str, ...]) -> bool:
+    return any(path in names for path in _where_paths(cond))
+
+
+def _order_key(value: Any) -> tuple[int, Any]:
+    return (0, "") if value is None else (1, value.lower() if isinstance(value, str) else value)
+
+
+def _date_range(literal: str, today: date) -> tuple[date, date]:
+    name, _, n = literal.partition(":")
+    days = int(n or 0)
+    ranges = {
+        "TODAY": (today, today),
+        "YESTERDAY": (today - timedelta(days=1),) * 2,
+        "TOMORROW": (today + timedelta(days=1),) * 2,
+        "NEXT_N_DAYS": (today + timedelta(days=1), today + timedelta(days=days)),
+        "LAST_N_DAYS": (today - timedelta(days=days), today),
+    }
+    if name not in ranges:
+        raise _malformed(f"unexpected token: '{literal}'")
+    return ranges[name]
+
+
+def _compare(spec: F, path: str, actual: Any, op: str, literal: tuple[str, Any], today: date) -> bool:
+    kind, value = literal
+    if kind == "null":
+        if op not in ("=", "!="):
+            raise SfError("INVALID_QUERY_FILTER_OPERATOR", f"invalid operator on null for field '{path}'")
+        return (actual is None) == (op == "=")
+    expected = _literal_for(spec, path, kind, value, today)
+    if isinstance(expected, tuple):  # a date range literal
+        low, high = (d.isoformat() for d in expected)
+        checks = {
+            "=": lambda a: low <= a <= high,
+            "!=": lambda a: not low <= a <= high,
+            "<": lambda a: a < low,
+            "<=": lambda a: a <= high,
+            ">": lambda a: a > high,
+            ">=": lambda a: a >= low,
+        }
+        return actual is not None and checks[op](actual)
+    if spec.type in ("id", "reference"):
+        actual, expected = (actual or "")[:15], expected[:15]
+    elif isinstance(actual, str) and isinstance(expected, str) and spec.type != "date":
+        actual, expected = actual.lower(), expected.lower()  # SOQL compares text without case
+    if actual is None:
+        return op == "!="
+    return {
+        "=": actual == expected,
+        "!=": actual != expected,
+        "<": actual < expected,
+        "<=": actual <= expected,
+        ">": actual > expected,
+        ">=": actual >= expected,
+    }[op]
+
+
+def _literal_for(spec: F, path: str, kind: str, value: Any, today: date) -> Any:
+    if spec.type == "date":
+        if kind == "date":
+            return value
+        if kind == "dateliteral":
+            return _date_range(value, today)
+        raise SfError(
+            "INVALID_QUERY_FILTER_OPERATOR",
+            f"value of filter criterion for field '{path}' must be of "
+            "type date and should not be enclosed in quotes",
+        )
+    if spec.type == "datetime":
+        if kind not in ("datetime", "dateliteral"):
+            raise SfError(
+                "INVALID_QUERY_FILTER_OPERATOR",
+                f"value of filter criterion for field '{path}' must be "
+                "of type dateTime and should not be enclosed in quotes",
+            )
+        return value if kind == "datetime" else _date_range(value, today)
+    if spec.type == "boolean":
+        if kind != "boolean":
+            raise SfError(
+                "INVALID_QUERY_FILTER_OPERATOR",
+                f"value of filter criterion for field '{path}' must be of "
+                "type boolean and should not be enclosed in quotes",
+            )
+        return value
+    if spec.type in ("currency", "int"):
+        if kind != "number":
+            raise SfError(
+                "INVALID_QUERY_FILTER_OPERATOR",
+                f"value of filter criterion for field '{path}' must be of "
+                "type double and should not be enclosed in quotes",
+            )
+        return value
+    if kind != "string":
+        raise SfError(
+            "INVALID_QUERY_FILTER_OPERATOR",
+            f"value of filter criterion for field '{path}' must be of "
+            "type string and should be enclosed in quotes",
+        )
+    if spec.type in ("id", "reference") and not _is_id(value):
+        raise SfError("INVALID_QUERY_FILTER_OPERATOR", f"invalid ID field: {value}")
+    return value
+
+
+def _like(actual: Any, literal: tuple[str, Any]) -> bool:
+    if literal[0] != "string" or actual is None:
+        return False
+    pattern = "".join(".*" if c == "%" else "." if c == "_" else re.escape(c) for c in literal[1])
+    return re.fullmatch(pattern, str(actual), re.I | re.S) is not None
+
+
+# --- local TLS, for the end-to-end tests -----------------------------------------------
+
+
+class TlsServer:
+    """The same fake over https://127.0.0.1:<port>, with a self-signed certificate in ``ca_file``."""
+
+    def __init__(self, org: FakeSalesforce, folder: Path | None = None) -> None:
+        self.org = org
+        self.folder = folder or Path(tempfile.mkdtemp(prefix="fake-salesforce-"))
+        self.ca_file, key_file = _self_signed(self.folder)
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(org))
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(self.ca_file, key_file)
+        self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
+        self.port = int(self.httpd.server_address[1])
+        self.url = f"https://127.0.0.1:{self.port}"
+        org.instance = f"127.0.0.1:{self.port}"
+        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> TlsServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def _handler(org: FakeSalesforce) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def _serve(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else b""
+            reply = org.transport(
+                self.command, f"https://{org.instance}{self.path}", dict(self.headers), body
+            )
+            if reply is None:  # the work is done; the answer is lost
+                self.close_connection = True
+                return
+            status, headers, payload = reply
+            self.send_response(status)
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = _serve
+
+        def log_message(self, format: str, *args: Any) -> None:
+            return None
+
+    return Handler
+
+
+def _self_signed(folder: Path) -> tuple[str, str]:
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fake salesforce")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = folder / "fake-salesforce.pem", folder / "fake-salesforce.key"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return str(cert_file), str(key_file)
+
+
+# --- what Salesforce sends ---------------------------------------------------------------
+
+
+def outbound_message(
+    notifications: list[tuple[str, dict[str, Any]]],
+    *,
+    org_id: str = ORG_ID,
+    action_id: str = "04k5g000000Fake1AAA",
+    sobject_type: str = "Opportunity",
+) -> bytes:
+    """An outbound message as Salesforce sends it: (notification id, sObject fields) per notification.
+
+    Field values are written as Salesforce writes them (booleans as true/false);
+    None becomes ``xsi:nil="true"``. SessionId is nil, as when the message is
+    configured not to send one.
+    """
+    items = "".join(
+        f"<Notification><Id>{notification_id}</Id>"
+        f'<sObject xsi:type="sf:{sobject_type}" xmlns:sf="urn:sobject.enterprise.soap.sforce.com">'
+        + "".join(_sf_field(name, value) for name, value in fields.items())
+        + "</sObject></Notification>"
+        for notification_id, fields in notifications
+    )
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        '<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" '
+        'xmlns:xsd="http://www.w3.org/2001/XMLSchema" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">'
+        "<soapenv:Body>"
+        '<notifications xmlns="http://soap.sforce.com/2005/09/outbound">'
+        f"<OrganizationId>{org_id}</OrganizationId>"
+        f"<ActionId>{action_id}</ActionId>"
+        '<SessionId xsi:nil="true"/>'
+        f"<EnterpriseUrl>https://{INSTANCE}/services/Soap/c/{API_VERSION}/{org_id[:15]}</EnterpriseUrl>"
+        f"<PartnerUrl>https://{INSTANCE}/services/Soap/u/{API_VERSION}/{org_id[:15]}</PartnerUrl>"
+        f"{items}"
+        "</notifications>"
+        "</soapenv:Body>"
+        "</soapenv:Envelope>"
+    ).encode()
+
+
+def opportunity_fields(org: FakeSalesforce, opportunity_id: str) -> dict[str, Any]:
+    """The fields an outbound message on Opportunity would carry for this record (manifest.json's list)."""
+    record = org.db["Opportunity"][opportunity_id]
+    names = (
+        "Id",
+        "StageName",
+        "IsClosed",
+        "IsWon",
+        "CloseDate",
+        "Type",
+        "Amount",
+        "AccountId",
+        "OwnerId",
+        "ContractId",
+    )
+    return {name: record.get(name) for name in names}
+
+
+def _sf_field(name: str, value: Any) -> str:
+    if value is None:
+        return f'<sf:{name} xsi:nil="true"/>'
+    text = ("true" if value else "false") if isinstance(value, bool) else str(value)
+    return f"<sf:{name}>{escape(text)}</sf:{name}>"
+
+
+def session_settings(org: FakeSalesforce) -> dict[str, str]:
+    """The SALESFORCE_* settings that point Offboard at this org with session auth."""
+    return {
+        "SALESFORCE_INSTANCE_URL": f"https://{org.instance}",
+        "SALESFORCE_ACCESS_TOKEN": org.access_token,
+        "SALESFORCE_ORG_ID": org.org_id,
+    }

@@ -1,0 +1,147 @@
+"""The fake org is strict where Salesforce is: tested through its pure ``handle`` core."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from tests.fakes.salesforce import API_VERSION, INSTANCE, FakeSalesforce
+
+
+@pytest.fixture
+def org() -> FakeSalesforce:
+    return FakeSalesforce()
+
+
+def call(
+    org: FakeSalesforce, method: str, path: str, body: Any = None, token: str | None = None
+) -> tuple[int, Any]:
+    url = f"https://{INSTANCE}/services/data/v{API_VERSION}/{path}"
+    headers = {"Authorization": f"Bearer {token or org.access_token}"}
+    status, answer_headers, answer = org.handle(
+        method, url, headers, json.dumps(body).encode() if body else None
+    )
+    assert answer_headers["Sforce-Limit-Info"].startswith("api-usage=")  # on every answer, refusals too
+    return status, json.loads(answer) if answer else None
+
+
+def soql(org: FakeSalesforce, text: str) -> tuple[int, Any]:
+    from urllib.parse import quote
+
+    return call(org, "GET", f"query?q={quote(text)}")
+
+
+def task(org: FakeSalesforce, **fields: Any) -> dict[str, Any]:
+    return {
+        "attributes": {"type": "Task"},
+        "Subject": "s",
+        "WhatId": org.add_opportunity().opportunity,
+        **fields,
+    }
+
+
+def test_a_wrong_token_is_401_invalid_session_id(org):
+    assert call(org, "GET", "limits", token="nope") == (
+        401,
+        [{"message": "Session expired or invalid", "errorCode": "INVALID_SESSION_ID", "fields": []}],
+    )
+
+
+def test_usage_counts_every_call_and_refuses_past_the_allocation(org):
+    org.set_usage(99_999, 100_000)
+    assert call(org, "GET", "limits")[0] == 200
+    status, errors = call(org, "GET", "limits")
+    assert (status, errors[0]["errorCode"]) == (403, "REQUEST_LIMIT_EXCEEDED")
+
+
+def test_collections_take_at_most_200_records(org):
+    status, errors = call(
+        org, "POST", "composite/sobjects", {"allOrNone": True, "records": [task(org)] * 201}
+    )
+    assert (status, errors[0]["errorCode"]) == (400, "EXCEEDED_ID_LIMIT")
+    assert org.records("Task") == []
+
+
+@pytest.mark.parametrize(
+    ("fields", "code", "field"),
+    [
+        ({"Status": "Done-ish"}, "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST", "Status"),
+        ({"Priority": None}, "REQUIRED_FIELD_MISSING", "Priority"),
+        ({"Subject": "x" * 256}, "STRING_TOO_LONG", "Subject"),
+        ({"ActivityDate": "01/12/2026"}, "INVALID_TYPE_ON_FIELD_IN_RECORD", "ActivityDate"),
+        ({"WhoId": "not-an-id"}, "MALFORMED_ID", "WhoId"),
+        ({"OwnerId": "0055g0000000999AAA"}, "INVALID_CROSS_REFERENCE_KEY", "OwnerId"),
+        ({"Colour__c": "red"}, "INVALID_FIELD", "Colour__c"),
+        ({"Id": "00T5g0000000999AAA"}, "INVALID_FIELD_FOR_INSERT_UPDATE", "Id"),
+    ],
+)
+def test_records_are_checked_like_a_real_org_and_all_or_none_rolls_back(org, fields, code, field):
+    status, results = call(
+        org, "POST", "composite/sobjects", {"allOrNone": True, "records": [task(org), task(org, **fields)]}
+    )
+    assert status == 200  # collections report per record
+    assert results[0]["errors"][0]["statusCode"] == "ALL_OR_NONE_OPERATION_ROLLED_BACK"
+    assert (results[1]["errors"][0]["statusCode"], results[1]["errors"][0]["fields"]) == (code, [field])
+    assert org.records("Task") == []
+
+
+def test_required_fields_are_required(org):
+    status, errors = call(org, "POST", "sobjects/Opportunity", {"Name": "No stage"})
+    assert (status, errors[0]["errorCode"], errors[0]["fields"]) == (
+        400,
+        "REQUIRED_FIELD_MISSING",
+        ["StageName", "CloseDate"],
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "code"),
+    [
+        ("SELECT Id FROM Lead WHERE LastName = 'O'Brien'", "MALFORMED_QUERY"),
+        ("SELECT Id FROM Lead WHERE LastName = 'x\\q'", "MALFORMED_QUERY"),
+        ("SELECT Id FROM Opportunity WHERE CloseDate = '2026-12-01'", "INVALID_QUERY_FILTER_OPERATOR"),
+        ("SELECT Id FROM Opportunity WHERE IsWon = 'true'", "INVALID_QUERY_FILTER_OPERATOR"),
+        ("SELECT Id FROM Opportunity WHERE Id = 'abc'", "INVALID_QUERY_FILTER_OPERATOR"),
+        ("SELECT Id FROM Task WHERE Description LIKE '%x%'", "INVALID_FIELD"),
+        ("SELECT Nope FROM Opportunity", "INVALID_FIELD"),
+        ("SELECT Id FROM Nope", "INVALID_TYPE"),
+        ("SELECT Id FROM ContentDocumentLink", "MALFORMED_QUERY"),
+        ("SELECT Id, (SELECT Id FROM Nope) FROM Opportunity", "INVALID_TYPE"),
+    ],
+)
+def test_soql_is_refused_where_salesforce_refuses_it(org, text, code):
+    status, errors = soql(org, text)
+    assert (status, errors[0]["errorCode"]) == (400, code)
+
+
+def test_soql_understands_the_adapters_queries(org):
+    seed = org.add_opportunity(contract_end="2026-12-10")
+    org.add_opportunity("Later", contract_end="2027-06-01")
+    status, answer = soql(
+        org,
+        "SELECT Id, Account.Name, Contract.EndDate, (SELECT ContactId, IsPrimary FROM "
+        "OpportunityContactRoles) FROM Opportunity WHERE Contract.EndDate = NEXT_N_DAYS:30 "
+        "AND IsWon = true ORDER BY Contract.EndDate DESC, Id",
+    )
+    assert status == 200
+    (record,) = answer["records"]
+    assert record["Id"] == seed.opportunity
+    assert record["Account"]["Name"] == "Acme Corp" and record["Contract"]["EndDate"] == "2026-12-10"
+    assert record["OpportunityContactRoles"]["records"][0]["ContactId"] == seed.contacts[0]
+
+
+def test_injected_server_errors_happen_before_any_work(org):
+    org.fail(503, match="POST composite/sobjects")
+    status, errors = call(org, "POST", "composite/sobjects", {"allOrNone": True, "records": [task(org)]})
+    assert (status, errors[0]["errorCode"]) == (503, "SERVER_UNAVAILABLE")
+    assert org.records("Task") == []
+
+
+def test_a_dropped_reply_still_does_the_work(org):
+    org.drop_reply(match="POST composite/sobjects")
+    url = f"https://{INSTANCE}/services/data/v{API_VERSION}/composite/sobjects"
+    body = json.dumps({"allOrNone": True, "records": [task(org)]}).encode()
+    assert org.transport("POST", url, {"Authorization": f"Bearer {org.access_token}"}, body) is None
+    assert len(org.records("Task")) == 1
