@@ -21,7 +21,7 @@ from decimal import Decimal
 from functools import lru_cache
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateError
+from jinja2 import StrictUndefined, Template, TemplateError
 from jinja2.sandbox import SandboxedEnvironment
 
 from connector.models import Deal
@@ -54,7 +54,13 @@ def environment() -> SandboxedEnvironment:
 
 
 def render(source: str, context: dict[str, Any]) -> str:
-    return environment().from_string(source).render(context).strip()
+    return _compiled(source).render(context).strip()
+
+
+@lru_cache(maxsize=4096)
+def _compiled(source: str) -> Template:
+    """Each playbook text is compiled once per process, not once per deal."""
+    return environment().from_string(source)
 
 
 def check(source: str) -> str | None:
