@@ -23,7 +23,7 @@ from connector.models import AnswerSpec, Deal, ReferralSpec, TaskSpec, category
 from connector.planner import PlanContext, at_workday_start, plan_follow_ups, resolve_owner
 from connector.playbooks.model import Playbook, Step
 from connector.playbooks.offsets import add_business_days
-from connector.runs import follow_up_actions, idempotency_key, skipped_action
+from connector.runs import follow_up_actions, new_action, skipped_action
 from connector.settings import Settings
 from connector.store import Action, Answer, AuditEntry, Referral, Run, Store
 from connector.store.db import insert
@@ -397,15 +397,4 @@ def _task(
 
 
 def _action(run: Run, step_id: str, kind: str, payload: dict[str, Any], now: datetime) -> Action:
-    return Action(
-        run_id=run.id,
-        step_id=step_id,
-        kind=kind,
-        payload=payload,
-        due_at=now,
-        state="pending",
-        attempts=0,
-        idempotency_key=idempotency_key(run, step_id),
-        created_at=now,
-        updated_at=now,
-    )
+    return new_action(run, step_id, kind, payload, now, now)

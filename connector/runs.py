@@ -118,12 +118,12 @@ def actions_for(run: Run, deal: Deal, plan: Plan, now: datetime) -> list[Action]
     actions = []
     if tasks:
         payload = {"tasks": [task_spec(s, deal).model_dump(mode="json") for s in tasks]}
-        actions.append(_action(run, TASK_BATCH, "tasks", payload, now, now))
+        actions.append(new_action(run, TASK_BATCH, "tasks", payload, now, now))
     for step in now_steps:
         if step.kind == "task":
             continue
         due = max(step.due_at or now, now)
-        actions.append(_action(run, step.step_id, step.kind, step_payload(step, deal), due, now))
+        actions.append(new_action(run, step.step_id, step.kind, step_payload(step, deal), due, now))
         if "deadline_at" in step.detail:
             actions.append(deadline_action(run, step, now))
     return actions
@@ -133,7 +133,7 @@ def deadline_action(run: Run, survey: PlannedStep, now: datetime) -> Action:
     """An internal action, due when the survey's answer window closes: it runs the no-answer steps."""
     due = datetime.fromisoformat(survey.detail["deadline_at"])
     payload = {"survey_step": survey.step_id}
-    return _action(run, f"{survey.step_id}:deadline", "deadline", payload, max(due, now), now)
+    return new_action(run, f"{survey.step_id}:deadline", "deadline", payload, max(due, now), now)
 
 
 def follow_up_actions(run: Run, deal: Deal, steps: list[PlannedStep], now: datetime) -> list[Action]:
@@ -143,23 +143,24 @@ def follow_up_actions(run: Run, deal: Deal, steps: list[PlannedStep], now: datet
         due = max(step.due_at or now, now)
         if step.kind == "task":
             payload = {"tasks": [task_spec(step, deal).model_dump(mode="json")]}
-            actions.append(_action(run, step.step_id, "tasks", payload, now, now))
+            actions.append(new_action(run, step.step_id, "tasks", payload, now, now))
         else:
-            actions.append(_action(run, step.step_id, step.kind, step_payload(step, deal), due, now))
+            actions.append(new_action(run, step.step_id, step.kind, step_payload(step, deal), due, now))
     return actions
 
 
 def skipped_action(run: Run, step_id: str, kind: str, reason: str, now: datetime) -> Action:
     """The record of a conditional step that will not run, and why."""
-    action = _action(run, step_id, kind, {}, now, now)
+    action = new_action(run, step_id, kind, {}, now, now)
     action.state = "skipped"
     action.last_error = reason
     return action
 
 
-def _action(
+def new_action(
     run: Run, step_id: str, kind: str, payload: dict[str, Any], due: datetime, now: datetime
 ) -> Action:
+    """A pending outbox row for ``run``, keyed so the same step never queues twice."""
     return Action(
         run_id=run.id,
         step_id=step_id,
