@@ -157,7 +157,9 @@ class ReferralSpec(_Model):
     step_id: str
     deal_id: str
     referrer_contact_id: str
+    referrer_name: str | None = None
     referrer_company: str | None = None
+    deal_name: str | None = None
     first_name: str
     last_name: str = ""
     email: str

@@ -316,21 +316,39 @@ class SalesforceAdapter:
             found = self.client.query(soql.person_by_email(sobject, email))
             if found:
                 return str(found[0]["Id"])
-        source = f"Referred by contact {referral.referrer_contact_id}"
-        if referral.referrer_company:
-            source += f" of {referral.referrer_company}"
         fields = {
             "FirstName": referral.first_name[:40],
             "LastName": (referral.last_name or NOT_PROVIDED)[:80],
             "Email": email,
             "Company": (referral.company or NOT_PROVIDED)[:255],
             "LeadSource": self._lead_source(),
-            "Description": f"{source}, on opportunity {referral.deal_id}.\n\n{referral.note}".strip(),
+            "Description": f"{self._referred_by(referral)}\n\n{referral.note}".strip(),
         }
         created = self.client.rest(
             "sobjects/Lead", method="POST", json={k: v for k, v in fields.items() if v}
         )
         return str(created["id"])
+
+    def _referred_by(self, referral: ReferralSpec) -> str:
+        """Who introduced the Lead, on which Opportunity: by name for people, with the ids for lookups.
+
+        A Lead has no standard field pointing at a Contact or an Opportunity, so
+        the attribution is the Lead's Description (and its Lead Source).
+        """
+        referrer, opportunity = referral.referrer_name, referral.deal_name
+        if referrer and opportunity:
+            return _attribution(referral, referrer, opportunity)
+        try:
+            deal = self.fetch_deal(referral.deal_id)
+        except CrmPermanent as exc:
+            if exc.status != 404:
+                raise
+            log.warning("salesforce: opportunity %s is gone; the referral names ids only", referral.deal_id)
+        else:
+            opportunity = deal.name
+            contact = next((c for c in deal.contacts if c.id == referral.referrer_contact_id), None)
+            referrer = contact.full_name if contact else None
+        return _attribution(referral, referrer, opportunity)
 
     def _lead_source(self) -> str | None:
         """The org's Lead Source value for referrals (e.g. Partner Referral), described once."""
@@ -468,3 +486,13 @@ def _flag(value: Any) -> bool | None:
     if isinstance(value, str) and value.lower() in ("true", "false"):
         return value.lower() == "true"
     return None
+
+
+def _attribution(referral: ReferralSpec, referrer: str | None, opportunity: str | None) -> str:
+    who = f"contact {referral.referrer_contact_id}"
+    if referrer:
+        who = f"{referrer} ({who})"
+    if referral.referrer_company:
+        who += f" of {referral.referrer_company}"
+    deal_text = f'"{opportunity}" ({referral.deal_id})' if opportunity else referral.deal_id
+    return f"Referred by {who}, on opportunity {deal_text}."
