@@ -21,6 +21,7 @@ from adapters.hubspot.setup import (
     EXIT_CATEGORY,
     LAST_EXIT_SCORE,
     LAST_SURVEY_KIND,
+    REFERRED_BY,
     SURVEY_KIND,
     SURVEY_LINK,
     SURVEY_REF,
@@ -254,25 +255,50 @@ class HubSpotAdapter:
         return self.once.create("notes", [note], key)[0]
 
     def create_referral(self, referral: ReferralSpec, key: str) -> str:
-        """The referred person as a contact on the deal, and a note saying who referred them.
+        """The referred person as a contact on the deal, attributed to the client who introduced them.
 
-        HubSpot keeps one contact per email and answers 409 naming the existing one, which
-        also makes a retried create (after a lost answer) find the contact it made.
+        The new contact is associated to the deal and names the referrer in
+        ``offboard_referred_by``; one note on the new contact, the referrer and the deal says
+        who introduced whom, with the client's words. HubSpot keeps one contact per email and
+        answers 409 naming the existing one: that also makes a retried create (after a lost
+        answer) find the contact it made. A contact that existed before is left as it is;
+        the note still records the introduction on it.
         """
-        contact_id = self._referred_contact(referral)
-        body = f"Referred by contact {referral.referrer_contact_id}"
-        body += f" ({referral.referrer_company})" if referral.referrer_company else ""
-        body += f" at the end of deal {referral.deal_id}." + (f"\n\n{referral.note}" if referral.note else "")
-        targets = {"contacts": contact_id, "deals": referral.deal_id}
+        referrer, referrer_id = self._referrer(referral)
+        contact_id = self._referred_contact(referral, referrer)
+        deal = self.api.get("deals", referral.deal_id, ("dealname",))
+        deal_name = (deal.properties or {}).get("dealname") or f"deal {referral.deal_id}"
+        name = " ".join(p for p in (referral.first_name, referral.last_name) if p)
+        body = f"{name}{f' ({referral.company})' if referral.company else ''} was referred by {referrer}"
+        body += f" of {referral.referrer_company}" if referral.referrer_company else ""
+        body += f', at the end of the deal "{deal_name}", on Offboard\'s referral page.'
+        if referral.note:
+            body += f"\n\n{referral.note}"
+        targets: dict[str, records.Target] = {
+            "contacts": (contact_id, referrer_id) if referrer_id else contact_id,
+            "deals": referral.deal_id,
+        }
         self.once.create("notes", [records.note_input(body, key, self.clock(), targets)], key)
         return contact_id
 
-    def _referred_contact(self, referral: ReferralSpec) -> str:
+    def _referrer(self, referral: ReferralSpec) -> tuple[str, str | None]:
+        """Who referred, as a CSM reads it, and their contact id (None once deleted from HubSpot)."""
+        try:
+            found = self.api.get("contacts", referral.referrer_contact_id, ("email", "firstname", "lastname"))
+        except CrmPermanent as exc:
+            if exc.status != 404:
+                raise
+            return f"contact {referral.referrer_contact_id}", None  # deleted since: the id still says who
+        return records.person(found), str(found.id)
+
+    def _referred_contact(self, referral: ReferralSpec, referrer: str) -> str:
+        by = f"{referrer}, {referral.referrer_company}" if referral.referrer_company else referrer
         properties = {
             "email": referral.email.strip().lower(),
             "firstname": referral.first_name,
             "lastname": referral.last_name,
             "company": referral.company,
+            REFERRED_BY: by,
         }
         data = {
             "properties": {k: v for k, v in properties.items() if v},
@@ -282,9 +308,13 @@ class HubSpotAdapter:
             return str(self.api.create("contacts", data).id)
         except CrmPermanent as exc:
             existing = records.existing_id(exc)
-            if existing is None:
-                raise
-            return existing
+            if existing is not None:
+                return existing
+            if exc.status == 400 and REFERRED_BY in str(exc):
+                raise CrmPermanent(
+                    f"{exc} (run `offboard hubspot setup` to create it)", status=400, detail=exc.detail
+                ) from exc
+            raise
 
     def deferral_reason(self) -> str | None:
         """Non-urgent writes wait while HubSpot's daily budget is nearly spent (other apps share it)."""

@@ -28,6 +28,8 @@ PRIORITY = {"low": "LOW", "normal": "MEDIUM", "high": "HIGH"}
 TASK_TYPE = {"todo": "TODO", "call": "CALL", "email": "EMAIL"}
 SUBJECT_MAX = 255
 
+Target = str | tuple[str, ...] | None  # what a record is associated to, per object type
+
 MARKER = re.compile(r"Offboard ref: (ob[0-9a-f]{20}) #(\d+)")
 EXISTING_ID = re.compile(r"Existing ID: (\d+)")
 
@@ -84,7 +86,7 @@ def task_input(task: TaskSpec, key: str, position: int) -> dict[str, Any]:
     return {"properties": properties, "associations": associations(TASK_TO, targets)}
 
 
-def note_input(body: str, key: str, at: datetime, targets: Mapping[str, str | None]) -> dict[str, Any]:
+def note_input(body: str, key: str, at: datetime, targets: Mapping[str, Target]) -> dict[str, Any]:
     properties = {"hs_timestamp": millis(at), "hs_note_body": marked(as_html(body), key, 0)}
     return {"properties": properties, "associations": associations(NOTE_TO, targets)}
 
@@ -93,13 +95,15 @@ def note_targets(note: NoteSpec) -> dict[str, str | None]:
     return {"deals": note.deal_id, "companies": note.company_id, "contacts": note.contact_id}
 
 
-def associations(type_ids: dict[str, int], targets: Mapping[str, str | None]) -> list[dict[str, Any]]:
+def associations(type_ids: dict[str, int], targets: Mapping[str, Target]) -> list[dict[str, Any]]:
+    """Inline associations to each target: an id, several ids (e.g. two contacts), or None."""
     return [
         {
             "to": {"id": object_id},
             "types": [{"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": type_ids[kind]}],
         }
-        for kind, object_id in targets.items()
+        for kind, ids in targets.items()
+        for object_id in dict.fromkeys((ids,) if ids is None or isinstance(ids, str) else ids)
         if object_id
     ]
 
@@ -133,6 +137,16 @@ def contact(record: Any, *, primary: bool) -> Contact:
         last_name=props.get("lastname") or None,
         primary=primary,
     )
+
+
+def person(record: Any) -> str:
+    """A contact as a CSM recognises them: "Pat Lee (pat@acme.example)"."""
+    props = record.properties or {}
+    name = " ".join(p for p in (props.get("firstname"), props.get("lastname")) if p)
+    email = props.get("email")
+    if name and email:
+        return f"{name} ({email})"
+    return name or email or f"contact {record.id}"
 
 
 def associated_ids(record: Any, kind: str, primary_type: str) -> list[str]:

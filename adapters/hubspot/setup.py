@@ -21,6 +21,7 @@ SURVEY_REF = "offboard_survey_ref"
 LAST_SURVEY_KIND = "offboard_last_survey_kind"
 LAST_EXIT_SCORE = "offboard_last_exit_score"
 EXIT_CATEGORY = "offboard_exit_category"
+REFERRED_BY = "offboard_referred_by"
 OFFBOARDING_STATUS = "offboarding_status"
 
 SURVEY_KINDS = ("nps", "csat", "ces", "referral")
@@ -124,6 +125,17 @@ PROPERTIES: list[tuple[str, dict[str, Any]]] = [
             "field_type": "select",
             "group_name": "contactinformation",
             "options": _options(CATEGORIES),
+        },
+    ),
+    (
+        "contacts",
+        {
+            "name": REFERRED_BY,
+            "label": "Referred by (Offboard)",
+            "description": "The client who introduced this contact on Offboard's referral page.",
+            "type": "string",
+            "field_type": "text",
+            "group_name": "contactinformation",
         },
     ),
 ]

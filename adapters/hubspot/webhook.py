@@ -7,12 +7,12 @@ stored and then ignored: HubSpot retries anything that is not a 2xx.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from connector.errors import PayloadInvalid
+from connector.generic import load_json
 
 MAX_EVENTS = 100
 DEAL_OBJECT_TYPE = "0-3"  # objectTypeId of deals in the generic object.* subscriptions
@@ -36,10 +36,7 @@ class StageChange:
 
 def parse(body: bytes) -> list[WebhookEvent]:
     """The batch's events, or PayloadInvalid (400) naming every problem."""
-    try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise PayloadInvalid(f"body is not valid JSON: {exc}") from None
+    data = load_json(body)  # standard, storable JSON only
     if isinstance(data, dict):
         data = [data]  # a workflow webhook action sends one event, not a list
     if not isinstance(data, list):
@@ -89,7 +86,7 @@ def stage_change(kind: str, payload: dict[str, Any]) -> StageChange | None:
     is_deal = kind == "deal.propertyChange" or (
         kind == "object.propertyChange" and payload.get("objectTypeId") == DEAL_OBJECT_TYPE
     )
-    if not is_deal or payload.get("objectId") is None:
+    if not is_deal or not _is_id(payload.get("objectId")):
         return None
     return StageChange(
         portal_id=str(payload.get("portalId")),
@@ -100,6 +97,10 @@ def stage_change(kind: str, payload: dict[str, Any]) -> StageChange | None:
 
 
 def _millis(value: Any) -> datetime | None:
+    """``occurredAt`` as a time; None when it is missing or no possible time (a hostile value)."""
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return datetime.fromtimestamp(value / 1000, tz=UTC)
+        try:
+            return datetime.fromtimestamp(value / 1000, tz=UTC)
+        except (OverflowError, OSError, ValueError):
+            return None
     return None

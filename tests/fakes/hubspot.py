@@ -11,7 +11,9 @@ URL for HUBSPOT_API_BASE_URL. It is strict the way HubSpot is:
 - inline associations: HUBSPOT_DEFINED, a valid type id for the pair, an existing target
 - batch calls take at most 100 inputs; a batch answer lists results in reverse input order
   (HubSpot does not promise the input order)
-- contacts are unique by email: 409 "Contact already exists. Existing ID: N"
+- a contact created through the API needs an email (``contacts_need_email``; HubSpot itself
+  does not insist) in HubSpot's format, else 400 INVALID_EMAIL; contacts are unique by email,
+  case aside: 409 CONFLICT "Contact already exists. Existing ID: N", HubSpot's body
 - a rolling 10-second budget (``limit_per_10s``) and a search budget per second; past them,
   429 with HubSpot's body; X-HubSpot-RateLimit-* headers on every answer
 - ``search_lag``: records younger than this do not show in search yet, as in HubSpot
@@ -20,15 +22,24 @@ Switches: ``inject(status, times, route)`` answers the next matching calls with 
 without doing anything; ``drop_reply(route, times)`` does the work and then drops the
 connection before answering. ``calls`` counts every call per route (e.g.
 "POST /crm/v3/objects/tasks/batch/create"); ``log`` keeps (time, route, status).
+For outages: ``reset(route, times)`` drops the connection before doing anything;
+``stall(seconds, times, route)`` hangs, then answers 504 as HubSpot's edge does, nothing done;
+``outage(statuses, seed)`` fails every call with one of ``statuses`` (429, 5xx, DROP, RESET,
+STALL) drawn at random until ``recover()``; ``calls_between(start, end)`` counts the calls
+made in a stretch; ``latency`` (seconds, 0 by default) delays every answer, as a network
+does. Serve the fake from a threaded server (pytest-httpserver's ``HTTPServer(threaded=True)``)
+when stalling or slowing it, or one slow call holds up every other.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import random
 import re
 import socket
 import threading
+import time
 import uuid
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
@@ -41,6 +52,8 @@ from werkzeug import Request, Response
 TOKEN = "pat-na1-test-token"
 PORTAL_ID = 62515
 DROP = -1  # handle()'s status for "applied, then the connection dropped before the answer"
+RESET = -2  # handle()'s status for "the connection reset before HubSpot did anything"
+STALL = -3  # handle()'s status for "hung for ``stall_seconds``, then a 504 from the edge; nothing done"
 
 Reply = tuple[int, dict[str, str], Any]
 
@@ -101,8 +114,12 @@ class FakeHubSpot:
         search_per_s: int = 5,
         search_lag: timedelta = timedelta(0),
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        contacts_need_email: bool = True,
     ) -> None:
         self.token, self.portal_id, self.clock = token, portal_id, clock
+        # HubSpot accepts a contact without an email; Offboard never creates one, so by default
+        # the fake refuses it, to catch a create that lost its email on the way.
+        self.contacts_need_email = contacts_need_email
         self.limit_per_10s, self.search_per_s, self.search_lag = limit_per_10s, search_per_s, search_lag
         self.objects: dict[str, dict[str, Record]] = {kind: {} for kind in GROUPS}
         self.schema: dict[str, dict[str, dict[str, Any]]] = {kind: {} for kind in GROUPS}
@@ -113,6 +130,9 @@ class FakeHubSpot:
         self.calls: Counter[str] = Counter()
         self.log: list[tuple[datetime, str, int]] = []
         self.natural_429s = 0
+        self.stall_seconds = 2.0
+        self.latency = 0.0
+        self._outage: tuple[list[int], random.Random] | None = None
         self._recent: deque[datetime] = deque()
         self._recent_search: deque[datetime] = deque()
         self._ids = itertools.count(1001)
@@ -166,6 +186,27 @@ class FakeHubSpot:
     def drop_reply(self, route: str, times: int = 1) -> None:
         self.faults.append(Fault(DROP, times, route))
 
+    def reset(self, route: str | None = None, times: int = 1) -> None:
+        self.faults.append(Fault(RESET, times, route))
+
+    def stall(self, seconds: float, times: int = 1, route: str | None = None) -> None:
+        self.stall_seconds = seconds
+        self.faults.append(Fault(STALL, times, route))
+
+    def outage(self, statuses: Iterable[int], *, seed: int = 0) -> None:
+        """Every call fails with one of ``statuses`` (429, 5xx, DROP, RESET, STALL) until ``recover()``."""
+        with self._lock:
+            self._outage = (list(statuses), random.Random(seed))
+
+    def recover(self) -> None:
+        with self._lock:
+            self._outage = None
+
+    def calls_between(self, start: datetime, end: datetime | None = None) -> int:
+        """How many calls reached the fake from ``start`` (to ``end``, or now)."""
+        with self._lock:
+            return sum(1 for at, _route, _status in self.log if at >= start and (end is None or at <= end))
+
     def records(self, object_type: str) -> list[Record]:
         with self._lock:
             return list(self.objects[object_type].values())
@@ -216,7 +257,11 @@ class FakeHubSpot:
         fault = None
         try:
             self._throttle(name, now)
-            fault = self._fault(name)
+            fault = self._outage_fault()
+            if fault is None:
+                fault = self._fault(name)
+            if fault in (RESET, STALL):
+                return fault, _error_body(HubSpotError(504, "The gateway timed out.", "GATEWAY_TIMEOUT"))
             if fault is not None and fault != DROP:
                 raise _injected(fault)
             status, answer = handler(params, query, json.loads(body) if body else None)
@@ -246,6 +291,12 @@ class FakeHubSpot:
                     }
                 ],
             )
+
+    def _outage_fault(self) -> int | None:
+        if self._outage is None:
+            return None
+        statuses, rng = self._outage
+        return rng.choice(statuses)
 
     def _fault(self, name: str) -> int | None:
         for fault in self.faults:
@@ -475,9 +526,28 @@ class FakeHubSpot:
         self._check_properties(object_type, properties)
         for link in data.get("associations") or []:
             self._check_association(object_type, link)
-        email = str(properties.get("email", "")).lower()
-        for record in self.objects[object_type].values():
-            if email and record.properties.get("email", "").lower() == email:
+        if object_type == "contacts":
+            self._check_contact(properties)
+
+    def _check_contact(self, properties: dict[str, Any]) -> None:
+        """A valid email (HubSpot's format rules), and one contact per email, case aside."""
+        email = str(properties.get("email") or "").strip()
+        if not email:
+            if not self.contacts_need_email:
+                return
+            raise HubSpotError(
+                400,
+                "Property values were not valid: "
+                + json.dumps([_invalid("email", "An email address is required", "REQUIRED_FIELD")]),
+                "VALIDATION_ERROR",
+            )
+        if not _valid_email(email):
+            problem = _invalid("email", f"Email address {email} is invalid", "INVALID_EMAIL")
+            raise HubSpotError(
+                400, f"Property values were not valid: {json.dumps([problem])}", "VALIDATION_ERROR"
+            )
+        for record in self.objects["contacts"].values():
+            if record.properties.get("email", "").lower() == email.lower():
                 raise HubSpotError(409, f"Contact already exists. Existing ID: {record.id}", "CONFLICT")
 
     def _check_association(self, object_type: str, link: Any) -> None:
@@ -729,6 +799,23 @@ def _listed(query: dict[str, list[str]], name: str) -> list[str]:
     return [item for value in query.get(name, []) for item in value.split(",") if item]
 
 
+EMAIL = re.compile(r"[^\s@\"(),:;<>\[\\\]]+@(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?\.)+[a-z]{2,63}", re.IGNORECASE)
+
+
+def _valid_email(email: str) -> bool:
+    """HubSpot's rules: RFC 2822's format, no quoted local part, a domain ending in a real TLD.
+
+    The TLD is only checked to be letters here (HubSpot checks IANA's list).
+    """
+    local = email.partition("@")[0]
+    return (
+        bool(EMAIL.fullmatch(email))
+        and ".." not in local
+        and not local.startswith(".")
+        and not local.endswith(".")
+    )
+
+
 def _millis(text: str) -> int | None:
     if text.isdigit():
         return int(text)
@@ -768,6 +855,14 @@ def _respond(fake: FakeHubSpot, request: Request) -> Response:
         dict(request.headers),
         request.get_data(),
     )
+    if fake.latency:
+        time.sleep(fake.latency)  # after the work, outside the fake's lock
+    if status == RESET:
+        request.environ["werkzeug.socket"].shutdown(socket.SHUT_RDWR)
+        return Response(status=200)
+    if status == STALL:
+        time.sleep(fake.stall_seconds)  # outside the fake's lock: other calls go on meanwhile
+        return Response(json.dumps(body), status=504, headers=headers)
     if status == DROP:
         # Applied, then the connection goes away before an answer: the client cannot know.
         request.environ["werkzeug.socket"].shutdown(socket.SHUT_RDWR)
@@ -777,7 +872,7 @@ def _respond(fake: FakeHubSpot, request: Request) -> Response:
 
 # --- a portal to test against ----------------------------------------------------------
 
-OWNER, FINANCE = "101", "102"
+OWNER, FINANCE, MARKETING = "101", "102", "103"
 DEFAULT_STAGES = [
     ("appointmentscheduled", "Appointment scheduled", False, "0.2"),
     ("contractsent", "Contract sent", False, "0.8"),
@@ -793,9 +888,10 @@ RENEWAL_STAGES = [
 
 
 def standard_portal(fake: FakeHubSpot) -> FakeHubSpot:
-    """Two owners, the default pipeline and a custom one (numeric stage ids), the contract properties."""
+    """Three owners, the default pipeline and a custom one (numeric stage ids), the contract properties."""
     fake.add_owner(OWNER, "sam@agency.example", "Sam", "Rivera")
     fake.add_owner(FINANCE, "fin@agency.example", "Fin", "Ance")
+    fake.add_owner(MARKETING, "mia@agency.example", "Mia", "Marketing")
     fake.add_pipeline("default", "Sales Pipeline", DEFAULT_STAGES)
     fake.add_pipeline(RENEWALS, "Renewals", RENEWAL_STAGES)
     fake.define_property("deals", "contract_type")
