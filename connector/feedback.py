@@ -354,10 +354,10 @@ def _introduction(
         + f", introduced by {_referrer(deal, claims)}"
     )
     task = _task(deal, ctx, f"{step_id}:follow-up", title, form.note, resolve_owner("deal_owner", deal, ctx))
-    return [
-        _action(run, step_id, "referral_contact", spec.model_dump(mode="json"), now),
-        _action(run, f"{step_id}:follow-up", "tasks", {"tasks": [task]}, now),
-    ]
+    # The follow-up waits for the new contact, so the task can point at the person to call.
+    follow_up = _action(run, f"{step_id}:follow-up", "tasks", {"tasks": [task], "after": step_id}, now)
+    follow_up.state = "waiting"
+    return [_action(run, step_id, "referral_contact", spec.model_dump(mode="json"), now), follow_up]
 
 
 def _consent(

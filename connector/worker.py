@@ -446,6 +446,8 @@ class Worker:
                     sent_at=now,
                 )
             )
+        if action.kind == "referral_contact" and state == "done":
+            _release_follow_up(session, action, str(result["contact_id"]), now)
         verb = f"{action.kind}.written" if state == "done" else f"action.{state}"
         session.add(
             AuditEntry(
@@ -589,9 +591,26 @@ class Skip(Exception):
         self.reason = reason
 
 
+def _release_follow_up(session: Session, referral: Action, contact_id: str, now: datetime) -> None:
+    """The referred contact exists now: its follow-up task may be written, pointing at them."""
+    follow_up = session.scalar(
+        select(Action).where(
+            Action.run_id == referral.run_id,
+            Action.step_id == f"{referral.step_id}:follow-up",
+            Action.state == "waiting",
+        )
+    )
+    if follow_up is None:
+        return
+    tasks = [task | {"contact_id": contact_id} for task in follow_up.payload["tasks"]]
+    follow_up.payload = {"tasks": tasks}
+    follow_up.state, follow_up.due_at, follow_up.updated_at = "pending", now, now
+
+
 def _close_run_if_finished(session: Session, run_id: int) -> None:
+    open_states = ("pending", "running", "waiting")
     open_actions = session.scalar(
-        select(Action.id).where(Action.run_id == run_id, Action.state.in_(("pending", "running"))).limit(1)
+        select(Action.id).where(Action.run_id == run_id, Action.state.in_(open_states)).limit(1)
     )
     if open_actions is None:
         session.execute(update(Run).where(Run.id == run_id, Run.state == "active").values(state="done"))

@@ -35,3 +35,8 @@ def same(a: str, b: str) -> bool:
     if len(a) == 15 or len(b) == 15:
         return short(a) == short(b)
     return a == b
+
+
+def is_lead(record_id: str | None) -> bool:
+    """Lead ids start with the Lead key prefix, 00Q."""
+    return bool(record_id) and str(record_id).startswith("00Q")

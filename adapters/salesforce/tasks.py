@@ -18,6 +18,7 @@ from datetime import date
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from adapters.salesforce import ids
 from adapters.salesforce.picklists import TaskPicklists
 from connector.models import TaskSpec
 
@@ -61,7 +62,8 @@ def record(
         "ActivityDate": spec.due_at.astimezone(zone).date().isoformat(),
         "Status": picklists.default_status,
         "Priority": picklists.priority(spec.priority),
-        "WhatId": spec.deal_id,
+        # A Task about a Lead (a referral's follow-up) cannot also be related to the Opportunity.
+        "WhatId": None if ids.is_lead(spec.contact_id) else spec.deal_id,
         "WhoId": spec.contact_id,
         "OwnerId": spec.owner_id,
         "Type": picklists.task_type(spec.type),

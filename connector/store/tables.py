@@ -90,7 +90,7 @@ class Action(Base):
     kind: Mapped[str] = mapped_column(String(32))
     payload: Mapped[Any] = mapped_column(JsonType)
     due_at: Mapped[datetime] = mapped_column(UtcDateTime)
-    # pending → running → done | failed | cancelled | skipped
+    # pending → running → done | failed | cancelled | skipped; waiting: held until another action is done
     state: Mapped[str] = mapped_column(String(16), default="pending")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)

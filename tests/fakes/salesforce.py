@@ -222,7 +222,7 @@ def _schema() -> dict[str, dict[str, F]]:
             "Type": _pick("Call", "Email", "Meeting", "Other"),
             "TaskSubtype": _pick("Task", "Email", "Call", default="Task", restricted=True),
             "WhatId": _ref("Opportunity", "Account", "Contract"),
-            "WhoId": _ref("Contact"),
+            "WhoId": _ref("Contact", "Lead"),
             "OwnerId": OWNER,
         },
         "ContentNote": {
@@ -792,6 +792,13 @@ class FakeSalesforce:
                     [name],
                 )
             self._check_value(name, spec, value)
+        if sobject == "Task" and str(values.get("WhoId") or "").startswith("00Q") and values.get("WhatId"):
+            # A Task about a Lead cannot also be related to another record.
+            raise SfError(
+                "FIELD_INTEGRITY_EXCEPTION",
+                "Related To ID: a task for a lead cannot have a Related To record",
+                ["WhatId"],
+            )
         if creating:
             missing = [
                 n

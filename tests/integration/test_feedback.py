@@ -243,7 +243,10 @@ def test_a_referral_creates_one_attributed_contact_and_a_follow_up(client, servi
         "Globex",
     )
     assert (contact.referred_by, contact.referred_on_deal) == ("contact-1", "D-1")
-    titles = {t.subject: t.owner_id for t in sandbox.tasks("D-1") if t.step_id.startswith("referral-ask:")}
+    tasks = [t for t in sandbox.tasks("D-1") if t.step_id.startswith("referral-ask:")]
+    follow_up = next(t for t in tasks if t.subject.startswith("Follow up"))
+    assert follow_up.contact_id == f"ref-{contact.id}"  # the task points at the person to call
+    titles = {t.subject: t.owner_id for t in tasks}
     assert titles == {
         "Follow up with Jo Park (Globex), introduced by Pat Lee": "owner-1",
         "Pat Lee agreed to a testimonial": "marketing-1",

@@ -162,10 +162,13 @@ def test_a_promoter_s_referral_becomes_one_attributed_lead_with_follow_ups(
     (created,) = [a for a in _actions(store) if a.kind == "referral_contact"]
     assert (created.state, created.result) == ("done", {"contact_id": lead["Id"]})
 
-    # The owner follows up, marketing gets the testimonial; both on the Opportunity, due next business day.
+    # The owner follows up on the Lead itself (a Lead's Task can have no Related To); marketing gets
+    # the testimonial on the Opportunity; both due the next business day.
+    (on_lead,) = org.records("Task", WhoId=lead["Id"])
+    assert on_lead["WhatId"] is None
     follow_ups = {
         t["Subject"]: t
-        for t in org.records("Task", WhatId=seed.opportunity)
+        for t in [*org.records("Task", WhatId=seed.opportunity), on_lead]
         if t["Subject"] not in ("NPS survey sent", "Referral request sent")
     }
     assert {s: t["OwnerId"] for s, t in follow_ups.items()} == {
