@@ -565,7 +565,7 @@ def cancel_run(session: Session, run: Run, *, reason: str, actor: str, now: date
     cancelled = _rows(
         session,
         update(Action)
-        .where(Action.run_id == run.id, Action.state == "pending")
+        .where(Action.run_id == run.id, Action.state.in_(("pending", "waiting")))
         .values(state="cancelled", last_error=reason, updated_at=now),
     )
     run.state = "cancelled"
