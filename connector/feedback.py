@@ -7,6 +7,7 @@ and a record of the steps it rules out. The CRM calls happen later, in the worke
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -29,6 +30,9 @@ from connector.store import Action, Answer, AuditEntry, Referral, Run, Store
 from connector.store.db import insert
 
 SCALES = {"nps": (0, 10), "csat": (1, 5), "ces": (1, 7)}
+COMMENT_LIMIT = 5000
+# Control characters but tab and newlines: nobody types them, and Postgres refuses NUL outright.
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 Problem = Literal["expired", "forged", "used", "closed"]
 
 
@@ -113,6 +117,11 @@ def _answered(session: Session, run_id: int, step_id: str) -> bool:
     return session.scalar(select(Answer.id).filter_by(run_id=run_id, step_id=step_id)) is not None
 
 
+def plain_text(value: object, limit: int) -> str:
+    """What a client typed in a free-text field: control characters removed, trimmed, at most ``limit``."""
+    return _CONTROL.sub("", str(value)).strip()[:limit]
+
+
 # --- survey answers -----------------------------------------------------------
 
 
@@ -143,7 +152,7 @@ def record_answer(
                 contact_id=claims.contact,
                 kind=claims.kind,
                 score=score,
-                comment=comment[:5000],
+                comment=comment[:COMMENT_LIMIT],
                 answered_at=now,
             )
             .on_conflict_do_nothing()
@@ -247,7 +256,7 @@ class ReferralForm:
     @classmethod
     def parse(cls, form: dict[str, str]) -> ReferralForm:
         def text(field: str, limit: int) -> str:
-            return str(form.get(field, "")).strip()[:limit]
+            return plain_text(form.get(field, ""), limit)
 
         parsed = cls(
             text("name", 200),

@@ -9,22 +9,42 @@ from __future__ import annotations
 
 import binascii
 import json
+import math
+import re
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from connector.errors import PayloadInvalid, SignatureInvalid
 from connector.models import Deal
 
 SIGNATURE_HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature")
+MAX_KEY_LENGTH = 255  # events.event_key
+MAX_ID_LENGTH = 64  # runs.deal_id, answers.contact_id, the sandbox's ids
+MAX_DEPTH = 32
+MAX_DIGITS = 100
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
 class GenericDeal(Deal):
     model_config = ConfigDict(extra="forbid", frozen=True)
     crm: str = Field(default="", exclude=True)
     account: str = Field(default="", exclude=True)
+
+    @model_validator(mode="after")
+    def _ids_fit(self) -> GenericDeal:
+        """Ids end up in fixed-width columns: refuse here what the worker could not store."""
+        people = [("id", self.id), ("owner.id", self.owner.id if self.owner else "")]
+        people.append(("company.id", self.company.id if self.company else ""))
+        people += [(f"contacts[{n}].id", c.id) for n, c in enumerate(self.contacts)]
+        too_long = [name for name, value in people if len(value) > MAX_ID_LENGTH]
+        if too_long:
+            raise ValueError(f"{', '.join(too_long)}: at most {MAX_ID_LENGTH} characters")
+        if not self.id.strip():
+            raise ValueError("id: must not be empty")
+        return self
 
 
 class GenericEvent(BaseModel):
@@ -61,12 +81,79 @@ def verify(secret: str, body: bytes, headers: dict[str, str]) -> None:
         raise SignatureInvalid("signature does not verify: malformed webhook-signature header") from None
 
 
+def event_key(msg_id: str) -> str:
+    """The ``webhook-id`` as the inbox keys the event: 1-255 printable characters."""
+    if not msg_id.isprintable() or not 0 < len(msg_id) <= MAX_KEY_LENGTH:
+        raise PayloadInvalid(f"webhook-id must be 1 to {MAX_KEY_LENGTH} printable characters")
+    return msg_id
+
+
+def load_json(body: bytes) -> Any:
+    """A request body as JSON that every store can keep, or PayloadInvalid saying why not.
+
+    Shared by every JSON endpoint (generic, HubSpot, Salesforce Flow). Refused: what
+    is not UTF-8 or not standard JSON (NaN, Infinity, numbers out of range or with
+    more than 100 digits), nesting deeper than 32 levels, and strings or keys holding
+    ``\\u0000`` or an unpaired surrogate (Postgres cannot store them; neither is text).
+    """
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise PayloadInvalid(f"body is not UTF-8 text (byte {exc.start}: {exc.reason})") from None
+    try:
+        data = json.loads(text, parse_constant=_no_constant, parse_float=_finite, parse_int=_short_int)
+    except json.JSONDecodeError as exc:
+        raise PayloadInvalid(f"body is not valid JSON: {exc}") from None
+    except ValueError as exc:  # from the parse_* hooks below
+        raise PayloadInvalid(f"body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise PayloadInvalid(f"body is nested more than {MAX_DEPTH} levels deep") from None
+    problem = _unstorable(data)
+    if problem:
+        raise PayloadInvalid(problem)
+    return data
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    if len(text) > MAX_DIGITS * 2:
+        raise ValueError(f"a number is written with more than {MAX_DIGITS * 2} characters")
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:20]} is out of range")
+    return value
+
+
+def _short_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_DIGITS:
+        raise ValueError(f"a number has more than {MAX_DIGITS} digits")
+    return int(text)
+
+
+def _unstorable(data: Any) -> str | None:
+    stack = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return f"body is nested more than {MAX_DEPTH} levels deep"
+        if isinstance(value, dict):
+            for key, child in value.items():
+                if _UNSTORABLE.search(key):
+                    return "a key holds \\u0000 or an unpaired surrogate (\\ud800-\\udfff)"
+                stack.append((child, depth + 1))
+        elif isinstance(value, list):
+            stack.extend((child, depth + 1) for child in value)
+        elif isinstance(value, str) and _UNSTORABLE.search(value):
+            return "a string holds \\u0000 or an unpaired surrogate (\\ud800-\\udfff)"
+    return None
+
+
 def parse(body: bytes) -> GenericEvent:
     """The event, or PayloadInvalid naming every field that is wrong."""
-    try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise PayloadInvalid(f"body is not valid JSON: {exc}") from None
+    data = load_json(body)
     if not isinstance(data, dict):
         raise PayloadInvalid("body must be a JSON object (see the generic event schema in the README)")
     try:

@@ -40,6 +40,7 @@ _DECODED = {
     "%3B": ";",
 }
 _ESCAPE = re.compile("|".join(_DECODED), re.IGNORECASE)
+_MILLIS = re.compile(r"[0-9]{1,16}")
 
 
 def public_uri(public_url: str, raw_path_and_query: str) -> str:
@@ -83,7 +84,8 @@ def _verify_v3(
     secret: str, method: str, uri: str, body: bytes, headers: dict[str, str], now: datetime
 ) -> None:
     raw = headers.get("x-hubspot-request-timestamp", "")
-    if not raw.isdigit():
+    # ASCII digits only, and few: str.isdigit() takes "²" (int() does not) and 5000 digits overflow int().
+    if not _MILLIS.fullmatch(raw):
         raise SignatureInvalid("X-HubSpot-Request-Timestamp is missing or not a number of milliseconds")
     timestamp = int(raw)
     # Both ways: a stale request may be a replay; one from the future was not sent by HubSpot now.

@@ -23,6 +23,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from connector.errors import PayloadInvalid, SignatureInvalid
+from connector.generic import load_json
 
 SECRET_HEADER = "X-Offboard-Secret"
 Scalar = str | int | float | bool | None
@@ -57,10 +58,7 @@ def verify(secret: str, given: str | None) -> None:
 
 
 def parse(body: bytes) -> FlowCallout:
-    try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise PayloadInvalid(f"body is not valid JSON: {exc}") from None
+    data = load_json(body)  # standard, storable JSON only
     if not isinstance(data, dict):
         raise PayloadInvalid('body must be a JSON object: {"recordId": "006…", "fields": {…}}')
     try:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import re
 
-_ID = re.compile(r"^[a-zA-Z0-9]{15}(?:[a-zA-Z0-9]{3})?$")
+_ID = re.compile(r"[a-zA-Z0-9]{15}(?:[a-zA-Z0-9]{3})?")
 _SUFFIX_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ012345"
 
 
 def is_id(value: object) -> bool:
     """Whether ``value`` looks like a record id (so it is safe in a URL path)."""
-    return isinstance(value, str) and bool(_ID.match(value))
+    return isinstance(value, str) and bool(_ID.fullmatch(value))  # no trailing newline slips through
 
 
 def short(record_id: str) -> str:

@@ -13,6 +13,7 @@ SOAP fault with a 4xx status, so the sender sees why.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 from xml.etree.ElementTree import Element, ParseError
@@ -29,6 +30,8 @@ OUTBOUND = "http://soap.sforce.com/2005/09/outbound"
 SOBJECT = "urn:sobject.enterprise.soap.sforce.com"
 XSI = "http://www.w3.org/2001/XMLSchema-instance"
 MAX_NOTIFICATIONS = 100
+# An sObject's API name (``Opportunity``, ``ns__Thing__c``): it becomes the event's kind (64 characters).
+_API_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
 
 ACK = (
     b'<?xml version="1.0" encoding="UTF-8"?>\n'
@@ -124,11 +127,18 @@ def _notification(item: Element) -> Notification:
     sobject = item.find(f"{{{OUTBOUND}}}sObject")
     if not notification_id or sobject is None:
         raise PayloadInvalid("every Notification needs an Id and an sObject")
+    if not ids.is_id(notification_id):  # it keys the stored event: a record id, nothing else
+        raise PayloadInvalid(f"a Notification Id must be a Salesforce id, not {notification_id[:40]!r}")
     sobject_type = (sobject.get(f"{{{XSI}}}type") or "").rpartition(":")[2]
     fields = {_local(child.tag): _value(child) for child in sobject if child.tag.startswith(f"{{{SOBJECT}}}")}
-    if not sobject_type or not ids.is_id(fields.get("Id")):
+    if not _API_NAME.fullmatch(sobject_type) or not _record_id(fields.get("Id")):
         raise PayloadInvalid(f"notification {notification_id}: the sObject needs an xsi:type and an Id")
     return Notification(id=notification_id, sobject_type=sobject_type, fields=fields)
+
+
+def _record_id(value: object) -> bool:
+    """An Id exactly as Salesforce writes it (``ids.is_id`` lets a trailing newline through)."""
+    return ids.is_id(value) and isinstance(value, str) and value == value.strip()
 
 
 def _text(parent: Element, name: str) -> str | None:

@@ -43,7 +43,7 @@ CONTACT_ROLES = (
 
 def field_path(value: str, variable: str) -> str:
     """``value`` if it is a field name or relationship path (``Contract.EndDate``), else SettingsInvalid."""
-    if not _FIELD_PATH.match(value):
+    if not _FIELD_PATH.fullmatch(value):  # fullmatch: "$" would let a trailing newline through
         raise SettingsInvalid(f"{variable}: {value!r} is not a Salesforce field name or path")
     return value
 

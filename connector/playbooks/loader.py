@@ -64,6 +64,10 @@ def load_file(path: Path) -> LoadedPlaybook:
         raise PlaybookError([f"{path}: not UTF-8 text"]) from None
     except yaml.YAMLError as exc:
         raise PlaybookError([f"{path}: not valid YAML: {_yaml_reason(exc)}"]) from None
+    except ValueError as exc:  # a scalar YAML cannot turn into a value: 2026-13-45, a 5000-digit number
+        raise PlaybookError([f"{path}: not valid YAML: {exc}"]) from None
+    except RecursionError:
+        raise PlaybookError([f"{path}: not valid YAML: nested too deeply"]) from None
     if not isinstance(data, dict):
         raise PlaybookError([f"{path}: expected a mapping with id, name, version and steps"])
     try:

@@ -12,21 +12,31 @@ Names a template may use (docs/playbooks.md lists them with examples):
 
 Filters: ``date`` (``2026-03-31`` → ``31 March 2026``; ``date('%d/%m/%Y')`` for
 another format) and ``money`` (``12500`` → ``12,500.00``).
+
+Nothing else: no globals (``range``, ``lipsum``, ``cycler``…), no ``self``, no
+``include``/``import``/``extends`` (there is no loader either), no attribute that
+starts with ``_``, no method that changes a value, and ``*``/``**`` cannot build
+a huge string or number. A template that tries is a validation error.
 """
 
 from __future__ import annotations
 
 from datetime import date, datetime
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 from typing import Any
 
-from jinja2 import StrictUndefined, Template, TemplateError
-from jinja2.sandbox import SandboxedEnvironment
+from jinja2 import StrictUndefined, Template, TemplateError, nodes
+from jinja2.exceptions import SecurityError
+from jinja2.runtime import Context
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from connector.models import Deal
 
 NAMES = ("deal", "company", "contact", "owner", "playbook", "dates")
+MAX_REPEAT = 100_000  # characters or items ``*`` may build
+MAX_EXPONENT = 1_000
+_OUTSIDE = (nodes.Include, nodes.Import, nodes.FromImport, nodes.Extends)
 
 
 def _date(value: Any, fmt: str = "%-d %B %Y") -> str:
@@ -36,18 +46,41 @@ def _date(value: Any, fmt: str = "%-d %B %Y") -> str:
         value = date.fromisoformat(value[:10])
     if isinstance(value, datetime):
         value = value.date()
+    if not isinstance(value, date):
+        raise TypeError(f"the date filter needs a date, not {type(value).__name__}")
     return value.strftime(fmt)
 
 
 def _money(value: Any) -> str:
     if value is None or value == "":
         return "(amount not set)"
-    return f"{Decimal(str(value)):,.2f}"
+    try:
+        return f"{Decimal(str(value)):,.2f}"
+    except InvalidOperation:
+        raise ValueError(f"the money filter needs a number, not {str(value)[:40]!r}") from None
+
+
+class _Sandbox(ImmutableSandboxedEnvironment):
+    """Jinja's immutable sandbox, with ``*`` and ``**`` bounded (they could exhaust memory or time)."""
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
+        numeric = isinstance(right, int | float | Decimal)
+        if operator == "**" and numeric and not -MAX_EXPONENT <= right <= MAX_EXPONENT:
+            raise SecurityError(f"an exponent above {MAX_EXPONENT} is not allowed")
+        if operator == "*":
+            for sequence, count in ((left, right), (right, left)):
+                repeats = isinstance(sequence, str | list | tuple) and isinstance(count, int)
+                if repeats and len(sequence) * count > MAX_REPEAT:
+                    raise SecurityError(f"repeating text or a list beyond {MAX_REPEAT} is not allowed")
+        return super().call_binop(context, operator, left, right)
 
 
 @lru_cache(maxsize=1)
-def environment() -> SandboxedEnvironment:
-    env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False)
+def environment() -> ImmutableSandboxedEnvironment:
+    env = _Sandbox(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False)
+    env.globals.clear()  # only the documented names: no range, lipsum, cycler, joiner, namespace, dict
     env.filters["date"] = _date
     env.filters["money"] = _money
     return env
@@ -59,8 +92,18 @@ def render(source: str, context: dict[str, Any]) -> str:
 
 @lru_cache(maxsize=4096)
 def _compiled(source: str) -> Template:
-    """Each playbook text is compiled once per process, not once per deal."""
-    return environment().from_string(source)
+    """Each playbook text is compiled once per process, not once per deal.
+
+    TemplateError when the text reaches outside itself: ``include``, ``import``,
+    ``extends`` or ``self`` (the template's own object).
+    """
+    env = environment()
+    tree = env.parse(source)
+    if any(True for _ in tree.find_all(_OUTSIDE)):
+        raise SecurityError("templates cannot include, import or extend other templates")
+    if any(name.name == "self" for name in tree.find_all(nodes.Name)):
+        raise SecurityError("'self' is not available in playbook templates")
+    return env.from_string(tree)
 
 
 def check(source: str) -> str | None:
@@ -71,6 +114,8 @@ def check(source: str) -> str | None:
         return f"template error: {exc.message or exc}" + _hint(exc)
     except (TypeError, ValueError, ArithmeticError) as exc:
         return f"template error: {exc}"
+    except RecursionError:
+        return "template error: it calls itself without end (a macro that recurses)"
     return None
 
 

@@ -121,7 +121,7 @@ def answer_survey(token: str) -> Response:
     claims, page = _open("survey", token)
     _check_form_origin()
     found = services()
-    comment = request.form.get("comment", "").strip()
+    comment = feedback.plain_text(request.form.get("comment", ""), feedback.COMMENT_LIMIT)
     try:
         score = feedback.parse_score(claims.kind, request.form.get("score"))
         feedback.record_answer(found.store, found.settings, claims, score, comment, found.clock())
@@ -198,8 +198,9 @@ def _check_form_origin() -> None:
     expected = {_origin(services().settings.public_url), _origin(request.host_url)}
     cookie = request.cookies.get(CSRF_COOKIE, "")
     sent = request.form.get("csrf", "")
+    # compare_digest takes str only when ASCII: compare the bytes, whatever was sent.
     if (origin and origin != "null" and _origin(origin) not in expected) or not (
-        cookie and sent and hmac.compare_digest(cookie, sent)
+        cookie and sent and hmac.compare_digest(cookie.encode(), sent.encode())
     ):
         raise _Refused(
             _message(
@@ -214,7 +215,10 @@ def _check_form_origin() -> None:
 
 
 def _origin(url: str) -> str:
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # e.g. "http://[::1": no origin we could be
+        return ""
     return f"{parts.scheme}://{parts.netloc}"
 
 

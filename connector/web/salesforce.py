@@ -11,11 +11,12 @@ from __future__ import annotations
 import logging
 
 from flask import Blueprint, Response, request
+from werkzeug.exceptions import HTTPException
 
 from adapters.salesforce import flow, outbound
 from connector import inbox
 from connector.errors import EndpointDisabled, WebhookRejected
-from connector.web import services
+from connector.web import http_headers, http_reason, services
 
 bp = Blueprint("salesforce", __name__, url_prefix="/webhooks/salesforce")
 log = logging.getLogger("offboard.web.salesforce")
@@ -76,3 +77,13 @@ def _refused(exc: WebhookRejected) -> Response | tuple[dict[str, object], int]:
     if exc.details:
         answer["details"] = exc.details
     return answer, exc.status
+
+
+@bp.errorhandler(HTTPException)
+def _http_refused(exc: HTTPException) -> Response | tuple[dict[str, object], int, list[tuple[str, str]]]:
+    """A body over the limit (413) or cut short (400): a SOAP fault for outbound messages too."""
+    code = exc.code or 500
+    if request.endpoint == f"{bp.name}.outbound_message":
+        body = outbound.fault(http_reason(exc), client=code < 500)
+        return Response(body, status=code, content_type=XML)
+    return {"error": http_reason(exc)}, code, http_headers(exc)

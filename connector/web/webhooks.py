@@ -19,6 +19,7 @@ def generic_event() -> tuple[dict[str, object], int]:
         raise EndpointDisabled("OFFBOARD_WEBHOOK_SECRET is not set; this endpoint is off")
     body = request.get_data(cache=False)
     generic.verify(secret.get_secret_value(), body, dict(request.headers))
+    key = generic.event_key(request.headers["webhook-id"])
     event = generic.parse(body)
     if event.crm not in found.adapters:
         configured = ", ".join(sorted(found.adapters)) or "none"
@@ -28,7 +29,7 @@ def generic_event() -> tuple[dict[str, object], int]:
     item = inbox.Incoming(
         source="generic",
         account=event.account or "-",
-        event_key=request.headers["webhook-id"],
+        event_key=key,
         kind=event.type,
         payload=generic.as_payload(event),
     )
