@@ -83,14 +83,49 @@ def worker(once: bool) -> None:
     if once:
         click.echo(f"handled {runner.run_until_idle()} item(s)")
         return
-    stop = threading.Event()
     import signal
 
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    try:
-        runner.run_forever(stop)
-    except KeyboardInterrupt:
+    # The loop runs in a thread, the main thread only waits for it: a signal handler runs in
+    # the main thread, and setting an Event there while that same thread waits on it (as the
+    # loop does between polls) can deadlock on the Event's own lock.
+    stop = threading.Event()
+    failed: list[BaseException] = []
+
+    def _run() -> None:
+        try:
+            runner.run_forever(stop)
+        except BaseException as exc:
+            failed.append(exc)
+            raise
+
+    def _stop(signum: int, _frame: Any) -> None:
+        if stop.is_set():  # asked twice: leave now
+            raise SystemExit(128 + signum)
+        click.echo(
+            "offboard worker stopping: finishing the action in hand, putting back the rest "
+            "(send the signal again to leave at once)",
+            err=True,
+        )
         stop.set()
+
+    # SIGTERM (a deployment stopping it) and Ctrl-C alike: stop claiming, finish the row in
+    # hand, put back what was claimed and not started, then exit 0.
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    loop = threading.Thread(target=_run, name="offboard-worker", daemon=True)
+    loop.start()
+    try:
+        while loop.is_alive():
+            loop.join(timeout=1.0)
+    except SystemExit:
+        # Leaving at once: put back what was claimed and not started; the row in hand stays
+        # leased and comes back when its lease runs out (the CRM shows by then what it wrote).
+        runner.release()
+        raise
+    finally:
+        services.close()
+    if failed:
+        raise click.ClickException(f"the worker stopped on an error: {failed[0]}")
 
 
 @main.group()

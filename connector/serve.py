@@ -19,6 +19,8 @@ from connector.web import create_app
 
 log = logging.getLogger("offboard.serve")
 
+GRACE_MARGIN = 5.0  # seconds of gunicorn's graceful timeout left for the process to exit after the worker
+
 
 class Server(BaseApplication):  # type: ignore[misc]
     def __init__(self, settings: Settings, options: dict[str, Any], *, with_worker: bool) -> None:
@@ -48,10 +50,18 @@ def _start_worker(gunicorn_worker: Any) -> None:
 
 
 def _stop_worker(_server: Any, gunicorn_worker: Any) -> None:
+    """The gunicorn worker is exiting: the outbox worker stops claiming, finishes the row in hand
+    and puts back the rest (``Worker.run_forever``), within gunicorn's graceful timeout."""
     stop, thread = getattr(gunicorn_worker, "offboard_stop", (None, None))
-    if stop is not None and thread is not None:
-        stop.set()
-        thread.join(timeout=30)
+    if stop is None or thread is None:
+        return
+    stop.set()
+    thread.join(timeout=max(float(gunicorn_worker.cfg.graceful_timeout) - GRACE_MARGIN, 1.0))
+    if thread.is_alive():
+        log.warning(
+            "the worker thread is still busy as the process exits; "
+            "what it holds comes back to the queue when its lease runs out"
+        )
 
 
 def serve(settings: Settings, *, host: str, port: int, workers: int, with_worker: bool) -> None:

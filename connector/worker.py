@@ -7,6 +7,14 @@ transaction records the outcome. A worker that dies leaves its rows to be
 reclaimed when the lease runs out, so every accepted event is processed and
 every action executed at least once; idempotency keys make the CRM effect
 happen once.
+
+A live worker keeps what it holds: while ``run_forever`` runs, a lease keeper
+renews the leases of the rows it has claimed and not finished, and before each
+row the worker checks it still holds it. So a batch that takes longer than the
+lease (a slow CRM, a rate-limit wait) is never worked by two workers at once,
+which the CRM's search-based deduplication could not tell apart while its index
+lags. On SIGTERM the worker stops claiming, finishes the row in hand, and puts
+the rest back (``release``) for any worker to take at once.
 """
 
 from __future__ import annotations
@@ -82,6 +90,12 @@ class Worker:
         self.clock = clock
         self.worker_id = worker_id or f"worker-{uuid.uuid4().hex[:8]}"
         self._sleep = sleep
+        self._stop: threading.Event | None = None  # run_forever's: once set, nothing more is claimed
+        # Rows claimed and not yet started, by table: the lease keeper renews them, release() puts them back.
+        self._held: dict[type[Event] | type[Action], set[int]] = {Event: set(), Action: set()}
+        self._in_hand: tuple[type[Event] | type[Action], int] | None = None  # renewed, never put back
+        self._held_lock = threading.Lock()
+        self._lease_writes = threading.Lock()  # the keeper's and release()'s updates never cross (Postgres)
 
     # --- the loop --------------------------------------------------------
 
@@ -101,16 +115,141 @@ class Worker:
         return total
 
     def run_forever(self, stop: threading.Event) -> None:
+        """Work until ``stop`` is set; then finish the row in hand, put back the rest, and return."""
         log.info("worker %s started", self.worker_id)
-        while not stop.is_set():
+        self._stop = stop
+        keeper_stop = threading.Event()
+        keeper = threading.Thread(
+            target=self._keep_leases, args=(keeper_stop,), name=f"{self.worker_id}-leases", daemon=True
+        )
+        keeper.start()
+        try:
+            while not stop.is_set():
+                try:
+                    busy = self.tick()
+                except Exception:  # keep the loop alive; the row that failed comes back after its lease
+                    log.exception("worker tick failed")
+                    busy = 0
+                if not busy:
+                    stop.wait(self.settings.worker_poll_seconds)
+        finally:
+            keeper_stop.set()
+            keeper.join()
+            released = self.release()
+            self._stop = None
+            log.info("worker %s stopped (%d claimed row(s) put back)", self.worker_id, released)
+
+    def release(self) -> int:
+        """Put back every row this worker claimed and has not started: pending, lease cleared.
+
+        Any worker may take them at once; the claim's attempt is given back, since nothing
+        was tried. A row whose handling had started is not put back: if it ended half-way (the
+        process is being forced down), it comes back when its lease runs out, by which time
+        the CRM shows what it wrote.
+        """
+        with self._held_lock:
+            events, actions = sorted(self._held[Event]), sorted(self._held[Action])
+            self._held[Event].clear()
+            self._held[Action].clear()
+        if not events and not actions:
+            return 0
+        with self._lease_writes, self.store.session() as session:
+            released = _rows(
+                session,
+                update(Event)
+                .where(Event.id.in_(events), Event.state == "running")
+                .values(state="pending", lease_until=None, attempts=Event.attempts - 1),
+            )
+            released += _rows(
+                session,
+                update(Action)
+                .where(Action.id.in_(actions), Action.claimed_by == self.worker_id, Action.state == "running")
+                .values(state="pending", lease_until=None, claimed_by=None, attempts=Action.attempts - 1),
+            )
+        return released
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop is not None and self._stop.is_set()
+
+    def _work_through(
+        self, table: type[Event] | type[Action], rows: list[Any], handle: Callable[[Any], None]
+    ) -> None:
+        """Handle claimed rows in turn, each only while this worker still holds it.
+
+        On a stop, the rows not reached are put back; so are they if handling one raises
+        (that one stays leased, and comes back when the lease runs out).
+        """
+        with self._held_lock:
+            self._held[table].update(row.id for row in rows)
+        try:
+            for row in rows:
+                if self.stopping:
+                    break
+                with self._held_lock:
+                    self._held[table].discard(row.id)
+                if not self._still_held(table, row):
+                    continue
+                with self._held_lock:
+                    self._in_hand = (table, row.id)
+                try:
+                    handle(row)
+                finally:
+                    with self._held_lock:
+                        self._in_hand = None
+        finally:
+            self.release()
+
+    def _still_held(self, table: type[Event] | type[Action], row: Any) -> bool:
+        """Renew the row's lease if this worker still holds it (its lease may have run out and been taken).
+
+        Events have no owner column: one processed twice makes no second run, so for them
+        it is enough that the row is still running.
+        """
+        lease_until = self.clock() + timedelta(seconds=self.settings.lease_seconds)
+        mine = [table.id == row.id, table.state == "running"]
+        if table is Action:
+            mine.append(Action.claimed_by == self.worker_id)
+        with self.store.session() as session:
+            held = _rows(session, update(table).where(*mine).values(lease_until=lease_until))
+        if not held:
+            log.warning(
+                "%s %s was taken over after its lease ran out; not running it", table.__name__.lower(), row.id
+            )
+        return bool(held)
+
+    def _keep_leases(self, stop: threading.Event) -> None:
+        """Renew, every third of a lease, the leases of the rows this worker holds."""
+        while not stop.wait(self.settings.lease_seconds / 3):
             try:
-                busy = self.tick()
-            except Exception:  # keep the loop alive; the rows stay leased and come back
-                log.exception("worker tick failed")
-                busy = 0
-            if not busy:
-                stop.wait(self.settings.worker_poll_seconds)
-        log.info("worker %s stopped", self.worker_id)
+                self._renew_leases()
+            except Exception:  # the next round tries again; a lease that runs out meanwhile is safe
+                log.exception("worker %s could not renew its leases", self.worker_id)
+
+    def _renew_leases(self) -> None:
+        with self._held_lock:
+            events, actions = sorted(self._held[Event]), sorted(self._held[Action])
+            in_hand = self._in_hand
+        if in_hand is not None:
+            (events if in_hand[0] is Event else actions).append(in_hand[1])
+        if not events and not actions:
+            return
+        lease_until = self.clock() + timedelta(seconds=self.settings.lease_seconds)
+        with self._lease_writes, self.store.session() as session:
+            if events:
+                session.execute(
+                    update(Event)
+                    .where(Event.id.in_(events), Event.state == "running")
+                    .values(lease_until=lease_until)
+                )
+            if actions:
+                session.execute(
+                    update(Action)
+                    .where(
+                        Action.id.in_(actions), Action.claimed_by == self.worker_id, Action.state == "running"
+                    )
+                    .values(lease_until=lease_until)
+                )
 
     # --- the contract-end sweep ---------------------------------------------
 
@@ -139,9 +278,10 @@ class Worker:
     # --- events → runs ---------------------------------------------------
 
     def process_events(self) -> int:
+        if self.stopping:
+            return 0
         events = self._claim(Event, Event.available_at)
-        for event in events:
-            self._process_event(event)
+        self._work_through(Event, events, self._process_event)
         return len(events)
 
     def _process_event(self, event: Event) -> None:
@@ -255,9 +395,10 @@ class Worker:
     # --- actions → CRM ---------------------------------------------------
 
     def execute_due_actions(self) -> int:
+        if self.stopping:
+            return 0
         actions = self._claim(Action, Action.due_at)
-        for action in actions:
-            self._execute(action)
+        self._work_through(Action, actions, self._execute)
         return len(actions)
 
     def _execute(self, action: Action) -> None:

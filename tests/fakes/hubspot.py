@@ -27,8 +27,9 @@ For outages: ``reset(route, times)`` drops the connection before doing anything;
 ``outage(statuses, seed)`` fails every call with one of ``statuses`` (429, 5xx, DROP, RESET,
 STALL) drawn at random until ``recover()``; ``calls_between(start, end)`` counts the calls
 made in a stretch; ``latency`` (seconds, 0 by default) delays every answer, as a network
-does. Serve the fake from a threaded server (pytest-httpserver's ``HTTPServer(threaded=True)``)
-when stalling or slowing it, or one slow call holds up every other.
+does, and ``slow_routes`` (route → seconds) the answers of some routes more. Serve the fake
+from a threaded server (pytest-httpserver's ``HTTPServer(threaded=True)``) when stalling or
+slowing it, or one slow call holds up every other.
 """
 
 from __future__ import annotations
@@ -132,6 +133,7 @@ class FakeHubSpot:
         self.natural_429s = 0
         self.stall_seconds = 2.0
         self.latency = 0.0
+        self.slow_routes: dict[str, float] = {}
         self._outage: tuple[list[int], random.Random] | None = None
         self._recent: deque[datetime] = deque()
         self._recent_search: deque[datetime] = deque()
@@ -201,6 +203,11 @@ class FakeHubSpot:
     def recover(self) -> None:
         with self._lock:
             self._outage = None
+
+    def delay(self, method: str, path: str) -> float:
+        """How long the answer to this request takes to leave (``latency`` and ``slow_routes``)."""
+        found = self._route(method, path)
+        return self.latency + (self.slow_routes.get(found[0], 0.0) if found else 0.0)
 
     def calls_between(self, start: datetime, end: datetime | None = None) -> int:
         """How many calls reached the fake from ``start`` (to ``end``, or now)."""
@@ -855,8 +862,9 @@ def _respond(fake: FakeHubSpot, request: Request) -> Response:
         dict(request.headers),
         request.get_data(),
     )
-    if fake.latency:
-        time.sleep(fake.latency)  # after the work, outside the fake's lock
+    delay = fake.delay(request.method, request.path)
+    if delay:
+        time.sleep(delay)  # after the work, outside the fake's lock
     if status == RESET:
         request.environ["werkzeug.socket"].shutdown(socket.SHUT_RDWR)
         return Response(status=200)

@@ -1,0 +1,60 @@
+"""A HubSpot slow enough that a worker's claimed batch of actions takes longer than the lease.
+
+Two workers share the outbox. The deals are read quickly, so the runs' actions pile up and
+one worker claims a batch of them; each write then takes 0.4 s, and search shows a record a
+second after it was written, as HubSpot's index does. If a lease ran out while its worker was
+alive and busy, the other worker would take the same actions and search before the first
+one's tasks show: the same tasks twice. A live worker keeps what it holds (it renews its
+leases, and checks it still holds an action before running it); only a dead one's come back.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+
+import pytest
+
+from tests.fakes.hubspot import stage_event
+from tests.faults import harness
+
+pytestmark = [pytest.mark.faults, pytest.mark.e2e]
+
+WRITES = (
+    "POST /crm/v3/objects/tasks/search",
+    "POST /crm/v3/objects/tasks/batch/create",
+    "PATCH /crm/v3/objects/deals/{id}",
+)
+
+
+def test_a_batch_that_outlasts_its_lease_is_not_taken_from_a_live_worker(db_url, store, fake, cluster):
+    harness.only_on(store, "postgres")  # several worker processes: Postgres deployments
+    deals = harness.portal_with_deals(fake, 10)
+    fake.slow_routes = dict.fromkeys(WRITES, 0.4)
+    fake.search_lag = timedelta(seconds=1)
+    started = time.monotonic()
+    running = cluster(2).start()
+    sender = harness.Sender(running.webhook_url)
+    sender.deliver([stage_event(deal, "closedwon", event_id=n + 1) for n, deal in enumerate(deals)])
+    quiet_after = harness.wait_until_quiet(
+        store, events=len(deals), runs=len(deals), timeout=90, tail=running.tail
+    )
+    creates = fake.calls["POST /crm/v3/objects/tasks/batch/create"]
+    searches = fake.calls["POST /crm/v3/objects/tasks/search"]
+    harness.report(
+        "slow",
+        database="sqlite" if store.is_sqlite else "postgres",
+        events=len(deals),
+        workers=2,
+        lease_s=harness.LEASE_SECONDS,
+        tasks=len(fake.records("tasks")),
+        task_searches=searches,
+        task_creates=creates,
+        quiet_s=round(quiet_after, 1),
+        total_s=harness.since(started),
+    )
+    harness.check_exactly_once(fake, store, deals, sender)
+    # Each action ran once: one search and one create per run, never a second worker's copy.
+    assert (searches, creates) == (len(deals), len(deals))
+    codes = running.stop()
+    assert set(codes.values()) == {0}, f"{codes}\n{running.tail()}"
