@@ -59,6 +59,14 @@ class Settings(BaseSettings):
     roles: dict[str, str | dict[str, str]] = _env("OFFBOARD_ROLES", default_factory=dict)
     fallback_owner: str | None = _env("OFFBOARD_FALLBACK_OWNER")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = _env("OFFBOARD_LOG_LEVEL", "INFO")
+    log_format: Literal["text", "json"] = _env("OFFBOARD_LOG_FORMAT", "text")
+    # A deal whose close lies further back than this starts nothing (a replayed or forged close).
+    max_close_age_days: int = _env("OFFBOARD_MAX_CLOSE_AGE_DAYS", 30, ge=0, le=3650)
+
+    # Who the client pages and the texts that ask for an answer say is asking.
+    brand_name: str | None = _env("OFFBOARD_BRAND_NAME")
+    brand_logo_url: str | None = _env("OFFBOARD_BRAND_LOGO_URL")
+    brand_reply_to: str | None = _env("OFFBOARD_BRAND_REPLY_TO")
 
     # The worker: how it claims, retries and gives up.
     worker_poll_seconds: float = _env("OFFBOARD_WORKER_POLL_SECONDS", 1.0, gt=0)
@@ -99,6 +107,12 @@ class Settings(BaseSettings):
     salesforce_domain: str | None = _env("SALESFORCE_DOMAIN")
     salesforce_org_id: str | None = _env("SALESFORCE_ORG_ID")
     salesforce_webhook_secret: SecretStr | None = _env("SALESFORCE_WEBHOOK_SECRET")
+    # Outbound messages carry no signature: the key in their URL is what authenticates them.
+    salesforce_outbound_key: SecretStr | None = _env("SALESFORCE_OUTBOUND_KEY")
+    salesforce_refresh_token: SecretStr | None = _env("SALESFORCE_REFRESH_TOKEN")
+    salesforce_login_url: str = _env("SALESFORCE_LOGIN_URL", "https://login.salesforce.com")
+    # The Experience Cloud site guest survey invitations are sent through.
+    salesforce_community_id: str | None = _env("SALESFORCE_COMMUNITY_ID")
     salesforce_contract_type_field: str = _env("SALESFORCE_CONTRACT_TYPE_FIELD", "Type")
     salesforce_contract_end_field: str = _env("SALESFORCE_CONTRACT_END_FIELD", "Contract.EndDate")
     # Other integrations share the org's daily API allocation: past this share, non-urgent work waits.
@@ -130,7 +144,7 @@ class Settings(BaseSettings):
             raise ValueError("expected a sqlite:/// or postgresql:// URL")
         return value
 
-    @field_validator("public_url", "hubspot_api_base_url")
+    @field_validator("public_url", "hubspot_api_base_url", "salesforce_login_url")
     @classmethod
     def _http_url(cls, value: str) -> str:
         if not value.startswith(("http://", "https://")):

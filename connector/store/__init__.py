@@ -10,6 +10,7 @@ from connector.store.tables import (
     Referral,
     Run,
     Schedule,
+    WorkerBeat,
 )
 
 __all__ = [
@@ -23,4 +24,5 @@ __all__ = [
     "Run",
     "Schedule",
     "Store",
+    "WorkerBeat",
 ]

@@ -129,6 +129,18 @@ class Schedule(Base):
     next_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
+class WorkerBeat(Base):
+    """A live worker process: it moves ``beat_at`` forward while it runs (shown by /metrics)."""
+
+    __tablename__ = "workers"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    beat_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
 class Answer(Base):
     """A survey answer. One per run and survey step: a link can be answered once."""
 
