@@ -25,14 +25,15 @@ from zoneinfo import ZoneInfo
 import adapters.salesforce.ids as ids
 import adapters.salesforce.soql as soql
 import adapters.salesforce.tasks as tasks
+from adapters.base import Ending, SweepWindow
 from adapters.salesforce.auth import choose
 from adapters.salesforce.budget import ApiBudget
 from adapters.salesforce.client import API_VERSION, SalesforceClient
 from adapters.salesforce.errors import error_list, record_errors
 from adapters.salesforce.picklists import TaskPicklists
-from adapters.salesforce.records import CRM, to_deal
+from adapters.salesforce.records import CRM, resolve, to_deal
 from connector.clock import Clock, utcnow
-from connector.errors import CrmError, CrmPermanent, PayloadInvalid
+from connector.errors import CrmError, CrmPermanent, PayloadInvalid, SettingsInvalid
 from connector.models import (
     AnswerSpec,
     Deal,
@@ -81,6 +82,7 @@ class SalesforceAdapter:
         end_field: str = "Contract.EndDate",
         marker_field: str | None = None,
         survey_ids: dict[str, str] | None = None,
+        community_id: str | None = None,
         clock: Clock = utcnow,
     ) -> None:
         self.client = client
@@ -89,6 +91,7 @@ class SalesforceAdapter:
         self.end_field = end_field
         self.marker_field = marker_field
         self.survey_ids = dict(survey_ids or {})
+        self.community_id = community_id
         self.clock = clock
         self._account = ids.short(org_id) if org_id else None
         self._picklists: TaskPicklists | None = None
@@ -98,6 +101,12 @@ class SalesforceAdapter:
     def from_settings(cls, settings: Settings) -> SalesforceAdapter:
         """Checks the settings now; logs in on the first call, not here."""
         marker_field = settings.salesforce_task_marker_field
+        community_id = settings.salesforce_community_id
+        if community_id and not ids.is_id(community_id):
+            raise SettingsInvalid(
+                f"SALESFORCE_COMMUNITY_ID: {community_id!r} is not a Salesforce id "
+                "(the site's Network id, 0DB…)"
+            )
         client = SalesforceClient(
             choose(settings, API_VERSION), ApiBudget(share=settings.salesforce_api_budget_share)
         )
@@ -115,6 +124,7 @@ class SalesforceAdapter:
             if marker_field
             else None,
             survey_ids=settings.salesforce_survey_ids,
+            community_id=community_id,
         )
 
     @property
@@ -169,9 +179,15 @@ class SalesforceAdapter:
             raise CrmPermanent(f"salesforce: no Opportunity {deal_id!r}", status=404)
         return self._deal(records[0])
 
-    def deals_ending(self, start: date, end: date) -> Iterable[Deal]:
-        query = soql.contracts_ending(self.end_field, start, end, self._extra_fields())
-        return (self._deal(record) for record in self.client.query_pages(query))
+    def deals_ending(self, window: SweepWindow) -> Iterable[Ending]:
+        """One SOQL query, a page of up to 2,000 ids and contract ends per call."""
+        listed = []
+        for record in self.client.query_pages(soql.contracts_ending(self.end_field, window)):
+            end = resolve(record, self.end_field)
+            if end:
+                day = date.fromisoformat(str(end)[:10])
+                listed.append(Ending(crm=self.name, account=self.account, id=record["Id"], contract_end=day))
+        return listed
 
     def _deal(self, record: dict[str, Any]) -> Deal:
         return to_deal(record, account=self.account, type_field=self.type_field, end_field=self.end_field)
@@ -192,9 +208,11 @@ class SalesforceAdapter:
         ]
         if self.marker_field:
             return self._upsert(records)
-        return self._create_missing(records, marks, {spec.deal_id for spec in specs})
+        return self._create_missing(records, marks, {tasks.found_on(spec) for spec in specs})
 
-    def _create_missing(self, records: list[dict[str, Any]], marks: list[str], on: set[str]) -> list[str]:
+    def _create_missing(
+        self, records: list[dict[str, Any]], marks: list[str], on: set[tuple[str, str]]
+    ) -> list[str]:
         existing = self._existing_marks(on)
         missing = [
             (mark, record) for mark, record in zip(marks, records, strict=True) if mark not in existing
@@ -224,10 +242,11 @@ class SalesforceAdapter:
             raise failed
         return [str(result["id"]) for result in results]
 
-    def _existing_marks(self, record_ids: set[str]) -> dict[str, str]:
+    def _existing_marks(self, places: set[tuple[str, str]]) -> dict[str, str]:
+        """Marker → Task id among the Tasks at each (relation field, record id)."""
         found: dict[str, str] = {}
-        for record_id in sorted(record_ids):
-            for task in self.client.query_pages(soql.tasks_on(record_id)):
+        for relation, record_id in sorted(places):
+            for task in self.client.query_pages(soql.tasks_on(record_id, relation)):
                 mark = tasks.marker_in(task.get("Description"))
                 if mark:
                     found[mark] = task["Id"]
@@ -399,10 +418,19 @@ class SalesforceAdapter:
         if self.marker_field:
             found = self.client.query(soql.tasks_marked(self.marker_field, [mark]))
             return str(found[0]["Id"]) if found else None
-        return self._existing_marks({deal_id}).get(mark)
+        return self._existing_marks({("WhatId", deal_id)}).get(mark)
 
     def _survey_invitation(self, invite: Invite, survey_id: str, key: str) -> str:
-        """A SurveyInvitation for the contact (Feedback Management); the org's Flow emails it."""
+        """A SurveyInvitation for the contact (Feedback Management); the org's Flow emails it.
+
+        Guests answer on the Experience Cloud site (CommunityId), which Salesforce
+        requires for an invitation that allows guest responses.
+        """
+        if not self.community_id:
+            raise CrmPermanent(
+                "salesforce: guest survey invitations need SALESFORCE_COMMUNITY_ID "
+                "(the Experience Cloud site)"
+            )
         name = f"Offboard {invite.kind.upper()} {key[:16]}"
         if not self.client.query(soql.survey_invitation(name)):
             self.client.rest(
@@ -411,6 +439,7 @@ class SalesforceAdapter:
                 json={
                     "Name": name,
                     "SurveyId": survey_id,
+                    "CommunityId": self.community_id,
                     "ParticipantId": invite.contact_id,
                     "OptionsAllowGuestUserResponse": True,
                     "OptionsAllowParticipantAccessTheirResponse": False,
@@ -425,8 +454,8 @@ class SalesforceAdapter:
         subject, question = EMAILS[invite.kind]
         inputs = {
             "emailAddresses": invite.email,
-            "emailSubject": subject,
-            "emailBody": f"Hello,\n\n{question}\n\n{invite.link}\n\nThank you.",
+            "emailSubject": invite.subject(subject),
+            "emailBody": f"Hello,\n\n{question}\n\n{invite.link}\n\n{invite.closing()}",
             "senderType": "CurrentUser",
         }
         answers = self.client.rest("actions/standard/emailSimple", method="POST", json={"inputs": [inputs]})

@@ -1,28 +1,37 @@
 """Which way to log in to Salesforce, chosen from the settings that are present.
 
+    refresh_token       SALESFORCE_REFRESH_TOKEN + SALESFORCE_CONSUMER_KEY (+ SALESFORCE_CONSUMER_SECRET);
+                        SALESFORCE_INSTANCE_URL + SALESFORCE_ACCESS_TOKEN, if set, are used first
     session             SALESFORCE_INSTANCE_URL + SALESFORCE_ACCESS_TOKEN (cannot be renewed)
     jwt                 SALESFORCE_CONSUMER_KEY + SALESFORCE_PRIVATE_KEY_FILE + SALESFORCE_USERNAME
     client_credentials  SALESFORCE_CONSUMER_KEY + SALESFORCE_CONSUMER_SECRET + SALESFORCE_DOMAIN (a My Domain)
     password            SALESFORCE_USERNAME + SALESFORCE_PASSWORD (+ SALESFORCE_SECURITY_TOKEN)
 
-The first complete mode wins, in that order: an explicit token is the most
-specific thing an operator can give. Every mode but ``session`` can log in
-again when Salesforce says the session expired. Secrets are read only inside
-``login`` and never appear in a message.
+The first complete mode wins, in that order: a refresh token is what an OAuth
+install leaves behind and renews without a password; then an explicit token,
+the most specific thing an operator can give. Every mode but ``session`` can
+log in again when Salesforce says the session expired. Password login uses
+SOAP ``login()``, which Salesforce retires in Summer '27: it still works, with
+a warning once per process. Secrets are read only inside ``login`` and never
+appear in a message.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 import requests
+from pydantic import SecretStr
 from simple_salesforce import SalesforceLogin
 
+from adapters.salesforce.oauth import RefreshGrant, instance_host
 from connector.errors import SettingsInvalid
 from connector.settings import Settings
 
+log = logging.getLogger("offboard.salesforce")
 Login = Callable[[requests.Session], tuple[str, str]]
 
 
@@ -35,27 +44,60 @@ class Auth:
 
 def choose(settings: Settings, version: str) -> Auth:
     """The auth mode these settings describe, or SettingsInvalid naming what is missing."""
-    for candidate in (_session, _jwt, _client_credentials, _password):
+    for candidate in (_refresh, _session, _jwt, _client_credentials, _password):
         auth = candidate(settings, version)
         if auth is not None:
             return auth
     raise SettingsInvalid(
-        "Salesforce is half configured: set SALESFORCE_INSTANCE_URL + SALESFORCE_ACCESS_TOKEN, "
+        "Salesforce is half configured: set SALESFORCE_REFRESH_TOKEN + SALESFORCE_CONSUMER_KEY, "
+        "or SALESFORCE_INSTANCE_URL + SALESFORCE_ACCESS_TOKEN, "
         "or SALESFORCE_CONSUMER_KEY + SALESFORCE_PRIVATE_KEY_FILE + SALESFORCE_USERNAME (JWT), "
         "or SALESFORCE_CONSUMER_KEY + SALESFORCE_CONSUMER_SECRET + SALESFORCE_DOMAIN (client credentials), "
         "or SALESFORCE_USERNAME + SALESFORCE_PASSWORD (+ SALESFORCE_SECURITY_TOKEN)"
     )
 
 
-def _session(settings: Settings, version: str) -> Auth | None:
+class _FirstGiven:
+    """The session the settings give, once; every later login goes through the refresh grant."""
+
+    def __init__(self, given: tuple[SecretStr, str] | None, grant: RefreshGrant) -> None:
+        self._given, self._grant = given, grant
+
+    def __call__(self, http: requests.Session) -> tuple[str, str]:
+        if self._given is not None:
+            (token, instance), self._given = self._given, None
+            return token.get_secret_value(), instance
+        return self._grant(http)
+
+
+def _refresh(settings: Settings, version: str) -> Auth | None:
+    token, key = settings.salesforce_refresh_token, settings.salesforce_consumer_key
+    if token is None or not token.get_secret_value():
+        return None
+    if not key:
+        raise SettingsInvalid(
+            "SALESFORCE_CONSUMER_KEY: the refresh token is renewed with the External Client App's "
+            "consumer key; set it along with SALESFORCE_REFRESH_TOKEN"
+        )
+    grant = RefreshGrant(settings.salesforce_login_url, key, token, settings.salesforce_consumer_secret)
+    return Auth("refresh_token", _FirstGiven(_given_session(settings), grant), renewable=True)
+
+
+def _given_session(settings: Settings) -> tuple[SecretStr, str] | None:
     url, token = settings.salesforce_instance_url, settings.salesforce_access_token
     if not url or token is None:
         return None
-    parts = urlsplit(url if "//" in url else f"https://{url}")
-    if not parts.hostname:
+    instance = instance_host(url)
+    if instance is None:
         raise SettingsInvalid(f"SALESFORCE_INSTANCE_URL: expected https://<instance>, got {url!r}")
-    # simple-salesforce always speaks https; keep a non-default port (local fakes).
-    instance = parts.hostname + (f":{parts.port}" if parts.port not in (None, 443) else "")
+    return token, instance
+
+
+def _session(settings: Settings, version: str) -> Auth | None:
+    given = _given_session(settings)
+    if given is None:
+        return None
+    token, instance = given
     return Auth("session", lambda _http: (token.get_secret_value(), instance), renewable=False)
 
 
@@ -114,6 +156,7 @@ def _password(settings: Settings, version: str) -> Auth | None:
     if not (user and password is not None):
         return None
     token = settings.salesforce_security_token
+    _warn_soap_login_retires()
 
     def login(http: requests.Session) -> tuple[str, str]:
         return SalesforceLogin(
@@ -127,3 +170,11 @@ def _password(settings: Settings, version: str) -> Auth | None:
         )
 
     return Auth("password", login, renewable=True)
+
+
+@functools.cache  # once per process: the operator needs to hear it, not on every adapter built
+def _warn_soap_login_retires() -> None:
+    log.warning(
+        "salesforce: username-password login uses SOAP login(), which Salesforce retires in Summer '27; "
+        "switch to SALESFORCE_REFRESH_TOKEN + SALESFORCE_CONSUMER_KEY (see docs/salesforce.md)"
+    )

@@ -1,6 +1,6 @@
 """simple-salesforce's exceptions, translated into the port's error tree.
 
-    SalesforceExpiredSession (401)      → CrmPermanent, after one re-login where the auth mode allows
+    SalesforceExpiredSession (401)      → CrmPermanent (``expired``), after one re-login where possible
     SalesforceRefusedRequest (403)      → CrmRateLimited for REQUEST_LIMIT_EXCEEDED, else CrmPermanent
     SalesforceMalformedRequest (400)    → CrmPermanent
     SalesforceResourceNotFound (404)    → CrmPermanent
@@ -62,15 +62,17 @@ def _api_error(exc: SalesforceError) -> CrmError:
         return CrmRateLimited(
             message, retry_after=LIMIT_RETRY_AFTER_SECONDS, status=exc.status, detail=detail
         )
-    if isinstance(exc, SalesforceExpiredSession):
-        return CrmPermanent(
-            message + " (the session cannot be renewed in this auth mode)", status=401, detail=detail
-        )
     if isinstance(exc, SalesforceGeneralError) and exc.status >= 500:
         return CrmTransient(message, status=exc.status, detail=detail)
     if any(code in TRANSIENT_CODES for code in codes):
         return CrmTransient(message, status=exc.status, detail=detail)
     return CrmPermanent(message, status=exc.status, detail=detail)
+
+
+def expired(exc: SalesforceExpiredSession, why: str) -> CrmPermanent:
+    """The session expired and will not be renewed: Salesforce's words, then ``why``."""
+    said = _api_error(exc)
+    return CrmPermanent(f"{said} (session expired: {why})", status=401, detail=said.detail)
 
 
 def _login_failed(exc: SalesforceAuthenticationFailed) -> CrmError:

@@ -6,11 +6,18 @@ The Flow sends ``POST /webhooks/salesforce/flow`` with the header
 custom header) and the body::
 
     {"recordId": "006…",                       required: the Opportunity's id
-     "fields": {"StageName": "Closed Won",      the fields the Flow has at hand;
-                "IsClosed": true, "IsWon": true},  IsClosed false is ignored at once
-     "eventId": "…"}                            optional: a delivery id for deduplication
+     "fields": {"StageName": "Closed Won",      the fields the Flow has at hand
+                "IsClosed": true, "IsWon": true,
+                "LastModifiedDate": "2026-11-20T15:00:00.000Z"},
+     "eventId": "…"}                            a delivery id for deduplication
 
-Without ``eventId`` a delivery is recognised by a hash of its content.
+Each callout needs ``eventId`` or, in ``fields``, the change's time
+(``LastModifiedDate`` or ``SystemModstamp``): a delivery is recognised by its
+``eventId``, else by a hash of its content, time included. Without a time a
+close, a re-open and a second close with the same fields would hash alike and
+the second close would be taken for a redelivery, so such a callout is refused
+(400). The fields are never trusted for state: the adapter reads the
+Opportunity from the org.
 """
 
 from __future__ import annotations
@@ -26,6 +33,8 @@ from connector.errors import PayloadInvalid, SignatureInvalid
 from connector.generic import load_json
 
 SECRET_HEADER = "X-Offboard-Secret"
+# Fields that hold the time of the change: either makes two identical-looking changes differ.
+CHANGE_TIME_FIELDS = ("LastModifiedDate", "SystemModstamp")
 Scalar = str | int | float | bool | None
 
 
@@ -62,10 +71,14 @@ def parse(body: bytes) -> FlowCallout:
     if not isinstance(data, dict):
         raise PayloadInvalid('body must be a JSON object: {"recordId": "006…", "fields": {…}}')
     try:
-        return FlowCallout.model_validate(data)
+        callout = FlowCallout.model_validate(data)
     except ValidationError as exc:
         details = [
             {"field": ".".join(str(p) for p in error["loc"]) or "(body)", "problem": error["msg"]}
             for error in exc.errors(include_url=False, include_input=False)
         ]
         raise PayloadInvalid("body does not follow the Flow callout schema", details=details) from None
+    if callout.eventId is None and not any(callout.fields.get(name) for name in CHANGE_TIME_FIELDS):
+        problem = "required unless fields carry the change's time (LastModifiedDate or SystemModstamp)"
+        raise PayloadInvalid(f"eventId is {problem}", details=[{"field": "eventId", "problem": problem}])
+    return callout

@@ -1,10 +1,17 @@
 """Outbound messages: Salesforce's SOAP notifications, parsed safely and checked against our org.
 
+Outbound messages carry no signature and cannot carry headers, and org ids are
+not secret (they appear in Web-to-Lead forms), so the URL carries the proof:
+``/webhooks/salesforce?key=<SALESFORCE_OUTBOUND_KEY>``. ``verify_key`` compares
+it in constant time before the body is read; nothing is stored for a request
+without it. The configured org is still checked (``OrganizationId``; the
+15-character prefix is compared when either side is 15 long).
+
 The body is untrusted XML: ``defusedxml`` parses it with DTDs forbidden, so an
-XML bomb or an external entity is refused before anything expands. Only the
-configured org is accepted (``OrganizationId``; the 15-character prefix is
-compared when either side is 15 long). The ``SessionId`` Salesforce may send is
-never stored or logged.
+XML bomb or an external entity is refused before anything expands. The
+``SessionId`` Salesforce may send is never stored or logged, and a message's
+fields are never trusted for state: the adapter reads the Opportunity from the
+org before anything starts or stops.
 
 The listener must answer exactly ``ACK`` (HTTP 200) once the notifications are
 stored; anything else and Salesforce retries for 24 hours. Refusals answer a
@@ -13,6 +20,7 @@ SOAP fault with a 4xx status, so the sender sees why.
 
 from __future__ import annotations
 
+import hmac
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,7 +31,7 @@ from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import fromstring
 
 from adapters.salesforce import ids
-from connector.errors import EndpointDisabled, PayloadInvalid, SenderUnknown
+from connector.errors import EndpointDisabled, PayloadInvalid, SenderUnknown, SignatureInvalid
 
 SOAP = "http://schemas.xmlsoap.org/soap/envelope/"
 OUTBOUND = "http://soap.sforce.com/2005/09/outbound"
@@ -74,6 +82,28 @@ def fault(reason: str, *, client: bool = True) -> bytes:
         f"<faultcode>{code}</faultcode><faultstring>{escape(reason)}</faultstring>"
         "</soapenv:Fault></soapenv:Body></soapenv:Envelope>"
     ).encode()
+
+
+def verify_key(expected: str | None, given: str | None) -> None:
+    """EndpointDisabled without a configured key; SignatureInvalid unless ``given`` is that key.
+
+    The key is compared in constant time and never repeated in a message.
+    """
+    if not expected:
+        raise EndpointDisabled("SALESFORCE_OUTBOUND_KEY is not set; outbound messages are refused")
+    if not given:
+        raise SignatureInvalid("the URL has no key: use /webhooks/salesforce?key=<SALESFORCE_OUTBOUND_KEY>")
+    if not hmac.compare_digest(given.encode(), expected.encode()):
+        raise SignatureInvalid("the key in the URL does not match SALESFORCE_OUTBOUND_KEY")
+
+
+def event_key(notification: Notification) -> str:
+    """How a notification is stored: under a namespace only key-authenticated deliveries reach.
+
+    Rows stored before the key was required hold the bare notification id, so
+    whatever a forger stored then cannot shadow a real delivery now.
+    """
+    return f"om:{notification.id}"
 
 
 def parse(body: bytes, org_id: str | None) -> OutboundMessage:

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from datetime import date
+from datetime import date, datetime
 
 from simple_salesforce import format_soql
 
+from adapters.base import SweepWindow
 from connector.errors import SettingsInvalid
 
 _FIELD_PATH = re.compile(r"^[A-Za-z][A-Za-z0-9_]*(?:\.[A-Za-z][A-Za-z0-9_]*){0,4}$")
@@ -62,31 +63,53 @@ def opportunity(opportunity_id: str, extra: Sequence[str]) -> str:
     )
 
 
-def contracts_ending(end_field: str, start: date, end: date, extra: Sequence[str]) -> str:
-    """Won Opportunities whose contract ends between ``start`` and ``end`` inclusive.
+def contracts_ending(end_field: str, window: SweepWindow) -> str:
+    """Ids and contract ends of the won Opportunities whose contract ends in ``window``.
 
     Only won ones: an open renewal Opportunity can point at the same Contract,
-    and it is the won deal whose offboarding is due.
+    and it is the won deal whose offboarding is due. After a first sweep, only
+    those modified since (the Opportunity, or the record holding the end date) or
+    new to the window.
     """
-    return format_soql(
-        "SELECT {fields:literal}, ({roles:literal}) FROM Opportunity "
-        "WHERE {end_field:literal} >= {start} AND {end_field:literal} <= {end} AND IsWon = true "
-        "ORDER BY {end_field:literal}, Id",
-        fields=_fields(extra),
-        roles=CONTACT_ROLES,
+    query = format_soql(
+        "SELECT Id, {end_field:literal} FROM Opportunity "
+        "WHERE {end_field:literal} >= {start} AND {end_field:literal} <= {end} AND IsWon = true",
         end_field=end_field,
-        start=start,
-        end=end,
+        start=window.start,
+        end=window.end,
     )
+    if window.changed_since is not None:
+        query += " AND (" + " OR ".join(_news(end_field, window.changed_since, window.new_from)) + ")"
+    return query + format_soql(" ORDER BY {end_field:literal}, Id", end_field=end_field)
 
 
-def tasks_on(what_id: str) -> str:
-    """The Tasks on a record, with the Description that may carry our marker.
+def _news(end_field: str, since: datetime, new_from: date | None) -> list[str]:
+    """What makes a deal new to a sweep: a modification since ``since``, or an end from ``new_from``."""
+    stamps = ["SystemModstamp"]
+    holder, _, _ = end_field.rpartition(".")
+    if holder:  # the end date lives on a related record (Contract.EndDate): its changes count too
+        stamps.append(f"{holder}.SystemModstamp")
+    news = [format_soql("{stamp:literal} >= {since}", stamp=stamp, since=since) for stamp in stamps]
+    if new_from is not None:
+        news.append(format_soql("{end_field:literal} >= {day}", end_field=end_field, day=new_from))
+    return news
 
-    Description is a long text area, which SOQL cannot filter on: the markers
-    are found in Python among the record's Tasks (a handful per Opportunity).
+
+def tasks_on(record_id: str, relation: str = "WhatId") -> str:
+    """The Tasks related to a record, with the Description that may carry our marker.
+
+    ``relation`` is ``WhatId`` (an Opportunity) or ``WhoId`` (a Lead: a Task about
+    a Lead has no WhatId). Description is a long text area, which SOQL cannot
+    filter on: the markers are found in Python among the record's Tasks (a
+    handful per record).
     """
-    return format_soql("SELECT Id, Description FROM Task WHERE WhatId = {what_id}", what_id=what_id)
+    if relation not in ("WhatId", "WhoId"):
+        raise ValueError(f"Tasks are related through WhatId or WhoId, not {relation!r}")
+    return format_soql(
+        "SELECT Id, Description FROM Task WHERE {relation:literal} = {record_id}",
+        relation=relation,
+        record_id=record_id,
+    )
 
 
 def tasks_marked(marker_field: str, markers: Sequence[str]) -> str:

@@ -4,8 +4,10 @@ A retried write after an unknown outcome passes the same idempotency key. Each
 Task carries a marker derived from it: in an external-id field when the org has
 one (SALESFORCE_TASK_MARKER_FIELD: the write becomes an upsert, which cannot
 duplicate), otherwise as the last line of its Description, looked for among
-the Opportunity's Tasks before creating the missing ones (one SOQL query, then
-one collections call per 200 missing Tasks).
+the Tasks where they were written before creating the missing ones: on the
+Opportunity (WhatId), or on the Lead (WhoId) for a Task about a Lead, which
+has no WhatId (one SOQL query per record, then one collections call per 200
+missing Tasks).
 
 The upsert re-applies Offboard's own values to Tasks that already exist; that
 only happens on a retry, seconds to minutes after the first write.
@@ -71,6 +73,13 @@ def record(
     if marker_field:
         fields[marker_field] = mark
     return {k: v for k, v in fields.items() if v is not None}
+
+
+def found_on(spec: TaskSpec) -> tuple[str, str]:
+    """Where ``record`` puts the Task, as (relation field, record id): where a retry looks for it."""
+    if ids.is_lead(spec.contact_id):
+        return "WhoId", str(spec.contact_id)
+    return "WhatId", spec.deal_id
 
 
 def logged(

@@ -1,7 +1,9 @@
 """Inbound Salesforce events: verify, store, answer. The salesforce adapter owns parsing and verifying.
 
-``POST /webhooks/salesforce`` takes outbound messages (SOAP) and answers the
-SOAP Ack only once every notification is stored; a refusal is a SOAP fault.
+``POST /webhooks/salesforce?key=<SALESFORCE_OUTBOUND_KEY>`` takes outbound
+messages (SOAP) and answers the SOAP Ack only once every notification is
+stored; a refusal is a SOAP fault (401 without the right key, 503 with no key
+configured, both before the body is read).
 ``POST /webhooks/salesforce/flow`` takes Flow HTTP callouts (JSON, shared
 secret) and answers JSON like ``/webhooks/generic``. Neither calls Salesforce.
 """
@@ -28,12 +30,14 @@ XML = "text/xml; charset=utf-8"
 @bp.post("")
 def outbound_message() -> Response:
     found = services()
+    key = found.settings.salesforce_outbound_key
+    outbound.verify_key(key.get_secret_value() if key else None, request.args.get("key"))
     message = outbound.parse(request.get_data(cache=False), found.settings.salesforce_org_id)
     items = [
         inbox.Incoming(
             source=SOURCE,
             account=message.account,
-            event_key=notification.id,
+            event_key=outbound.event_key(notification),
             kind=notification.kind,
             payload=notification.fields,
         )

@@ -2,14 +2,17 @@
 
 The core is ``FakeSalesforce.handle(method, url, headers, body) -> (status,
 headers, body)``: the REST API (SOQL, describe, sObject Collections, composite,
-single records, ``emailSimple``, limits) and the logins simple-salesforce
-performs (SOAP password login, OAuth token endpoint). It is strict like a real
+single records, ``emailSimple``, limits) and the logins Offboard performs
+(SOAP password login; the OAuth token endpoint's JWT, client-credentials and
+refresh-token grants). It is strict like a real
 org: required fields, field lengths, restricted picklists checked against the
 describe, references that must exist, at most 200 records per collections call,
 error bodies as lists of ``{message, errorCode, fields}``, ``Sforce-Limit-Info``
-on every answer, 401 ``INVALID_SESSION_ID`` for a wrong token, and a SOQL parser
-that refuses what Salesforce refuses (an unescaped quote, a quoted date, a
-filter on a long text area).
+on every answer, 401 ``INVALID_SESSION_ID`` for a wrong token, a Task about a
+Lead refused when it also has a WhatId, a guest survey invitation refused
+without its Experience Cloud site (CommunityId), and a SOQL parser that refuses
+what Salesforce refuses (an unescaped quote, a quoted date, a filter on a long
+text area).
 
 Two transports serve the same core: ``install(responses_mock)`` for unit and
 integration tests (simple-salesforce speaks requests), and ``TlsServer`` for the
@@ -17,7 +20,9 @@ end-to-end tests (simple-salesforce always builds https:// URLs).
 
 Switches: ``set_usage``, ``fail`` (an error status before any work),
 ``limit_exceeded``, ``drop_reply`` (do the work, then lose the answer — a timeout
-after Salesforce received the request), ``expire_sessions``.
+after Salesforce received the request), ``expire_sessions`` (now) and
+``expire_after`` (right after a matching call), ``issue_refresh_token`` and
+``revoke_refresh_tokens``.
 """
 
 from __future__ import annotations
@@ -48,6 +53,11 @@ PASSWORD = "correct horse"
 SECURITY_TOKEN = "tok3n"
 CONSUMER_KEY = "3MVG9-fake-consumer-key"
 CONSUMER_SECRET = "fake-consumer-secret"
+# The key in the outbound-message URL that tests configure (SALESFORCE_OUTBOUND_KEY).
+OUTBOUND_KEY = "test-outbound-key-0123456789abcdefghijklmnop"
+OUTBOUND_PATH = f"/webhooks/salesforce?key={OUTBOUND_KEY}"
+REFRESH_REFUSED = {"error": "invalid_grant", "error_description": "expired access/refresh token"}
+GRANTS = ("urn:ietf:params:oauth:grant-type:jwt-bearer", "client_credentials", "refresh_token")
 
 Reply = tuple[int, dict[str, str], bytes]
 
@@ -75,6 +85,7 @@ PREFIXES = {
     "Survey": "0Kd",
     "Lead": "00Q",
     "SurveyInvitation": "0Ki",
+    "Network": "0DB",
 }
 _ID = re.compile(r"^[a-zA-Z0-9]{15}(?:[a-zA-Z0-9]{3})?$")
 
@@ -181,6 +192,7 @@ def _schema() -> dict[str, dict[str, F]]:
             "ContractTerm": F("int"),
             "EndDate": F("date", createable=False, updateable=False),  # computed by Salesforce
             "Status": _pick("Draft", "Activated", default="Draft"),
+            "SystemModstamp": CREATED,  # moved on every save
         },
         "Opportunity": {
             "Id": ID,
@@ -196,6 +208,7 @@ def _schema() -> dict[str, dict[str, F]]:
             "ContractId": _ref("Contract", relationship="Contract"),
             "Description": F("textarea", 32000, filterable=False),
             "Offboarding_Status__c": F("string", 255),
+            "SystemModstamp": CREATED,  # moved on every save
         },
         "OpportunityContactRole": {
             "Id": ID,
@@ -239,11 +252,13 @@ def _schema() -> dict[str, dict[str, F]]:
             "Visibility": _pick("AllUsers", "InternalUsers", "SharedUsers", default="AllUsers"),
         },
         "Survey": {"Id": ID, "Name": F("string", 80, required=True)},
+        "Network": {"Id": ID, "Name": F("string", 80, required=True)},
         "SurveyInvitation": {
             "Id": ID,
             "Name": F("string", 80, required=True),
             "SurveyId": _ref("Survey", relationship="Survey", required=True),
             "ParticipantId": _ref("Contact", "User"),
+            "CommunityId": _ref("Network", relationship="Community"),
             "OptionsAllowGuestUserResponse": F("boolean", default=False),
             "OptionsAllowParticipantAccessTheirResponse": F("boolean", default=False),
             "OptionsCollectAnonymousResponse": F("boolean", default=False),
@@ -563,6 +578,8 @@ class FakeSalesforce:
         self.api_user = self.add_user("Integration User", "integration@acme.example")
         self.access_token = self._new_token()
         self.jwt_public_key: bytes | None = None  # set it to accept JWT logins signed by its private key
+        self.refresh_tokens: set[str] = set()  # issue_refresh_token adds one
+        self.rotate_refresh_tokens = False  # True: each refresh answers a new token, the used one ends
 
     # --- seeding (bypasses validation, as data loaded through the UI would) ---
 
@@ -584,6 +601,20 @@ class FakeSalesforce:
 
     def add_survey(self, name: str = "Exit NPS") -> str:
         return self._seed("Survey", Name=name)
+
+    def add_community(self, name: str = "Client feedback") -> str:
+        """An Experience Cloud site (a Network): where guests answer survey invitations."""
+        return self._seed("Network", Name=name)
+
+    def issue_refresh_token(self) -> str:
+        """A refresh token the token endpoint accepts, as an OAuth install leaves behind."""
+        token = f"5Aep861{secrets.token_urlsafe(32)}"
+        self.refresh_tokens.add(token)
+        return token
+
+    def revoke_refresh_tokens(self) -> None:
+        """Every refresh token stops working, as when an admin revokes the app's access."""
+        self.refresh_tokens.clear()
 
     def add_opportunity(
         self,
@@ -643,6 +674,13 @@ class FakeSalesforce:
         record = self.db["Opportunity"][opportunity_id]
         record["StageName"] = stage
         record["IsClosed"], record["IsWon"] = STAGES[stage]
+        record["SystemModstamp"] = _now()
+
+    def edit(self, sobject: str, record_id: str, **values: Any) -> None:
+        """As if a user changed the record in Salesforce: computed fields follow, SystemModstamp moves."""
+        record = self.db[sobject][record_id]
+        record.update(values)
+        self._derive(sobject, record)
 
     def set_picklist(self, sobject: str, name: str, values: list[str], default: str | None = None) -> None:
         old = self.schema[sobject][name]
@@ -694,6 +732,10 @@ class FakeSalesforce:
         """Every session ends, as when an admin revokes them or they time out."""
         self.access_token = "expired-" + secrets.token_hex(4)
 
+    def expire_after(self, *, match: str = "", times: int = 1) -> None:
+        """Once a matching call has been answered, every session ends (a timeout mid-run)."""
+        self.faults.append(Fault("expire", match, times))
+
     # --- the core ---------------------------------------------------------------
 
     def transport(self, method: str, url: str, headers: dict[str, str], body: Any) -> Reply | None:
@@ -740,7 +782,10 @@ class FakeSalesforce:
             return self._json(exc.status, [exc.as_request_error()])
         except json.JSONDecodeError as exc:
             return self._json(400, [SfError("JSON_PARSER_ERROR", str(exc)).as_request_error()])
-        return self._json(status, answer)
+        reply = self._json(status, answer)
+        if self._take_fault("expire", f"{method} {path}"):
+            self.expire_sessions()
+        return reply
 
     def _route(self, method: str, path: str, params: dict[str, list[str]], body: Any) -> tuple[int, Any]:
         segments = path.split("/")
@@ -798,6 +843,17 @@ class FakeSalesforce:
                 "FIELD_INTEGRITY_EXCEPTION",
                 "Related To ID: a task for a lead cannot have a Related To record",
                 ["WhatId"],
+            )
+        if (
+            sobject == "SurveyInvitation"
+            and creating
+            and values.get("OptionsAllowGuestUserResponse")
+            and not values.get("CommunityId")
+        ):
+            raise SfError(
+                "FIELD_INTEGRITY_EXCEPTION",
+                "Community: an invitation allowing guest responses needs a community (Experience Cloud site)",
+                ["CommunityId"],
             )
         if creating:
             missing = [
@@ -876,6 +932,8 @@ class FakeSalesforce:
 
     def _derive(self, sobject: str, record: dict[str, Any]) -> None:
         """What Salesforce computes on save."""
+        if "SystemModstamp" in self.schema[sobject]:
+            record["SystemModstamp"] = _now()
         if sobject == "Opportunity":
             record["IsClosed"], record["IsWon"] = STAGES[record["StageName"]]
         if sobject == "ContentNote":
@@ -892,6 +950,8 @@ class FakeSalesforce:
         self.db[sobject][record_id]["Id"] = record_id
         if "CreatedDate" in self.schema[sobject]:
             self.db[sobject][record_id]["CreatedDate"] = _now()
+        if "SystemModstamp" in self.schema[sobject]:
+            self.db[sobject][record_id]["SystemModstamp"] = _now()
         return record_id
 
     def _named(self, sobject: str, name: str) -> str | None:
@@ -1212,12 +1272,26 @@ class FakeSalesforce:
         return self.access_token
 
     def _oauth(self, text: str, headers: dict[str, str]) -> Reply:
+        content_type = {k.lower(): v for k, v in headers.items()}.get("content-type", "")
         form = {k: v[0] for k, v in parse_qs(text).items()}
         grant = form.get("grant_type")
-        ok = (
-            grant == "urn:ietf:params:oauth:grant-type:jwt-bearer" and self._jwt_ok(form.get("assertion", ""))
-        ) or (grant == "client_credentials" and self._basic_ok(headers))
-        if not ok:
+        if "application/x-www-form-urlencoded" not in content_type or grant not in GRANTS:
+            # The token endpoint reads a form body only: anything else has no grant type for it.
+            return self._json(
+                400, {"error": "unsupported_grant_type", "error_description": "grant type not supported"}
+            )
+        rotated: dict[str, str] = {}
+        if grant == "refresh_token":
+            refused = self._refresh_refused(form)
+            if refused is not None:
+                return self._json(400, refused)
+            if self.rotate_refresh_tokens:
+                self.refresh_tokens.discard(form["refresh_token"])
+                rotated["refresh_token"] = self.issue_refresh_token()
+        elif not (
+            (grant == GRANTS[0] and self._jwt_ok(form.get("assertion", "")))
+            or (grant == "client_credentials" and self._basic_ok(headers))
+        ):
             return self._json(400, {"error": "invalid_grant", "error_description": "authentication failure"})
         token = self._login()
         return self._json(
@@ -1227,8 +1301,20 @@ class FakeSalesforce:
                 "instance_url": f"https://{self.instance}",
                 "token_type": "Bearer",
                 "id": f"https://login.salesforce.com/id/{self.org_id}/{self.api_user}",
+                "issued_at": str(int(datetime.now(UTC).timestamp() * 1000)),
+                "signature": secrets.token_urlsafe(32),
+                **rotated,
             },
         )
+
+    def _refresh_refused(self, form: dict[str, str]) -> dict[str, str] | None:
+        """Salesforce's error body for a refresh it will not grant, or None to grant it."""
+        secret = form.get("client_secret")
+        if form.get("client_id") != CONSUMER_KEY or secret not in (None, CONSUMER_SECRET):
+            return {"error": "invalid_client", "error_description": "invalid client credentials"}
+        if form.get("refresh_token") not in self.refresh_tokens:
+            return dict(REFRESH_REFUSED)
+        return None
 
     def _jwt_ok(self, assertion: str) -> bool:
         import jwt
@@ -1450,6 +1536,8 @@ def _compare(spec: F, path: str, actual: Any, op: str, literal: tuple[str, Any],
         actual, expected = actual.lower(), expected.lower()  # SOQL compares text without case
     if actual is None:
         return op == "!="
+    if spec.type == "datetime":  # 2026-11-27T17:00:00.000+0000 and 2026-11-27T17:00:00Z are instants
+        actual, expected = datetime.fromisoformat(actual), datetime.fromisoformat(expected)
     return {
         "=": actual == expected,
         "!=": actual != expected,
@@ -1673,9 +1761,25 @@ def _sf_field(name: str, value: Any) -> str:
 
 
 def session_settings(org: FakeSalesforce) -> dict[str, str]:
-    """The SALESFORCE_* settings that point Offboard at this org with session auth."""
+    """The SALESFORCE_* settings that point Offboard at this org with session auth.
+
+    The outbound-message key is set too: post outbound messages to OUTBOUND_PATH.
+    """
     return {
         "SALESFORCE_INSTANCE_URL": f"https://{org.instance}",
         "SALESFORCE_ACCESS_TOKEN": org.access_token,
         "SALESFORCE_ORG_ID": org.org_id,
+        "SALESFORCE_OUTBOUND_KEY": OUTBOUND_KEY,
+    }
+
+
+def refresh_settings(org: FakeSalesforce, login_url: str = "https://login.salesforce.com") -> dict[str, str]:
+    """The SALESFORCE_* settings for the OAuth refresh-token flow against this org (a token is issued)."""
+    return {
+        "SALESFORCE_REFRESH_TOKEN": org.issue_refresh_token(),
+        "SALESFORCE_CONSUMER_KEY": CONSUMER_KEY,
+        "SALESFORCE_CONSUMER_SECRET": CONSUMER_SECRET,
+        "SALESFORCE_LOGIN_URL": login_url,
+        "SALESFORCE_ORG_ID": org.org_id,
+        "SALESFORCE_OUTBOUND_KEY": OUTBOUND_KEY,
     }

@@ -18,6 +18,7 @@ import responses
 from hypothesis import given
 from hypothesis import strategies as st
 
+from adapters.base import SweepWindow
 from adapters.salesforce import soql
 from adapters.salesforce.adapter import SalesforceAdapter
 from connector.errors import ConnectorError, SettingsInvalid
@@ -101,7 +102,7 @@ def test_any_text_comes_back_as_one_literal(value):
 
 
 def test_dates_are_date_literals_and_never_quoted():
-    text = soql.contracts_ending("Contract.EndDate", date(2026, 12, 1), date(2026, 12, 31), EXTRA)
+    text = soql.contracts_ending("Contract.EndDate", SweepWindow(date(2026, 12, 1), date(2026, 12, 31)))
     assert literals(parse_soql(text).where) == [
         (">=", "Contract.EndDate", ("date", "2026-12-01")),
         ("<=", "Contract.EndDate", ("date", "2026-12-31")),
@@ -109,7 +110,7 @@ def test_dates_are_date_literals_and_never_quoted():
     ]
     assert "'" not in text
     sneaky = "2026-01-01 OR Id != '"  # a string where a date belongs: quoted and escaped, never spliced
-    text = soql.contracts_ending("Contract.EndDate", sneaky, date(2026, 12, 31), EXTRA)  # type: ignore[arg-type]
+    text = soql.contracts_ending("Contract.EndDate", SweepWindow(sneaky, date(2026, 12, 31)))  # type: ignore[arg-type]
     assert literals(parse_soql(text).where)[0] == (">=", "Contract.EndDate", ("string", sneaky))
 
 

@@ -37,7 +37,13 @@ from tests.fakes.hubspot import (
     stage_event,
     standard_portal,
 )
-from tests.fakes.salesforce import FakeSalesforce, opportunity_fields, outbound_message, session_settings
+from tests.fakes.salesforce import (
+    OUTBOUND_PATH,
+    FakeSalesforce,
+    opportunity_fields,
+    outbound_message,
+    session_settings,
+)
 
 PUBLIC = "https://offboard.example.com"
 ZONE = "Pacific/Auckland"
@@ -97,10 +103,7 @@ def test_the_bundled_playbook_gives_the_same_checklist_in_hubspot_and_salesforce
     assert client.post("/webhooks/hubspot", data=body, headers=headers).status_code == 204
     sf = org.add_opportunity()
     body = outbound_message([("04l5g0000000001AAA", opportunity_fields(org, sf.opportunity))])
-    assert (
-        client.post("/webhooks/salesforce", data=body, headers={"Content-Type": "text/xml"}).status_code
-        == 200
-    )
+    assert client.post(OUTBOUND_PATH, data=body, headers={"Content-Type": "text/xml"}).status_code == 200
 
     services.worker().run_until_idle()
 

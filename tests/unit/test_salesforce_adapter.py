@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 import responses
 
+from adapters.base import SweepWindow
 from adapters.salesforce import soql
 from adapters.salesforce.adapter import SalesforceAdapter
-from connector.errors import CrmPermanent, CrmTransient
+from connector.errors import CrmPermanent, CrmTransient, SettingsInvalid
 from connector.models import AnswerSpec, Invite, NoteSpec, PropertyUpdate, ReferralSpec, TaskSpec
 from tests.conftest import make_settings
 from tests.fakes.salesforce import ORG_ID, FakeSalesforce, Seeded, session_settings
@@ -132,8 +133,9 @@ def test_deals_ending_pages_through_won_opportunities_in_range(org, http, tmp_pa
     org.add_opportunity("Lost", stage="Closed Lost", contract_end="2026-12-12")
     org.add_opportunity("No contract", contract_end=None)
     sf = adapter_for(org, tmp_path)
-    found = list(sf.deals_ending(date(2026, 12, 1), date(2026, 12, 31)))
+    found = list(sf.deals_ending(SweepWindow(date(2026, 12, 1), date(2026, 12, 31))))
     assert [d.id for d in found] == inside
+    assert found[0].contract_end == date(2026, 12, 10)
     first, *more = org.calls  # 2 + 2 + 1 records: the query, then two nextRecordsUrl pages
     assert first == "GET query"
     assert len(more) == 2 and all(call.startswith("GET query/") for call in more)
@@ -154,19 +156,21 @@ def test_format_soql_escapes_what_string_formatting_would_not(org, sf, seed):
 
 def test_dates_go_in_unquoted_as_salesforce_requires(org, sf):
     assert "Contract.EndDate >= 2026-12-01 AND" in soql.contracts_ending(
-        "Contract.EndDate", date(2026, 12, 1), date(2026, 12, 2), []
+        "Contract.EndDate", SweepWindow(date(2026, 12, 1), date(2026, 12, 2))
     )
     quoted = "SELECT Id FROM Opportunity WHERE CloseDate >= '2026-12-01'"
     with pytest.raises(CrmPermanent, match="INVALID_QUERY_FILTER_OPERATOR"):
         sf.client.query(quoted)
 
 
-@pytest.mark.parametrize("field", ["Contract.EndDate, (SELECT Id FROM Tasks)", "EndDate'", "a..b", ""])
+@pytest.mark.parametrize("field", ["Contract.EndDate, (SELECT Id FROM Tasks)", "EndDate'", "a..b", "A B"])
 def test_configured_field_names_are_checked_before_they_reach_soql(org, http, tmp_path, field):
-    from connector.errors import SettingsInvalid
-
     with pytest.raises(SettingsInvalid, match="SALESFORCE_CONTRACT_END_FIELD"):
         adapter_for(org, tmp_path, SALESFORCE_CONTRACT_END_FIELD=field)
+
+
+def test_an_empty_field_setting_is_unset_and_keeps_the_default(org, http, tmp_path):
+    assert adapter_for(org, tmp_path, SALESFORCE_CONTRACT_END_FIELD="").end_field == "Contract.EndDate"
 
 
 # --- tasks ----------------------------------------------------------------------
@@ -216,6 +220,27 @@ def test_a_retry_after_a_lost_reply_creates_nothing_twice(org, sf, seed):
     assert len(org.records("Task")) == 3
     assert sorted(ids) == sorted(org.db["Task"])
     assert org.count("POST", "composite/sobjects") == 1
+
+
+def test_a_retried_task_about_a_lead_is_found_on_the_lead_and_not_written_twice(org, sf, seed):
+    lead = org.add_lead("Robin", "Friend", "robin@friend.example")
+    follow_up = task(seed, title="Call Robin about the referral", contact_id=lead)
+    org.drop_reply(match="POST composite/sobjects")
+    with pytest.raises(CrmTransient):
+        sf.create_tasks([follow_up], KEY)
+    (written,) = org.records("Task")
+    assert (written["WhoId"], written["WhatId"]) == (lead, None)  # a Task about a Lead has no WhatId
+    assert sf.create_tasks([follow_up], KEY) == [written["Id"]]
+    assert len(org.records("Task")) == 1
+    assert org.count("POST", "composite/sobjects") == 1
+
+
+def test_a_task_about_a_lead_cannot_also_name_the_opportunity(org, sf, seed):
+    lead = org.add_lead("Robin", "Friend", "robin@friend.example")
+    record = {"attributes": {"type": "Task"}, "Subject": "x", "WhoId": lead, "WhatId": seed.opportunity}
+    with pytest.raises(CrmPermanent, match="FIELD_INTEGRITY_EXCEPTION"):
+        sf._collections("POST", "composite/sobjects", [record])
+    assert org.records("Task") == []
 
 
 def test_a_retry_creates_only_the_tasks_that_are_missing(org, sf, seed):
@@ -389,17 +414,42 @@ def test_a_lost_reply_on_the_log_task_does_not_resend_the_email(org, sf, seed):
 
 
 def test_with_salesforce_surveys_a_survey_invitation_is_created_instead(org, http, tmp_path, seed):
-    survey = org.add_survey("Exit NPS")
-    sf = adapter_for(org, tmp_path, SALESFORCE_SURVEY_IDS={"nps": survey})
+    survey, site = org.add_survey("Exit NPS"), org.add_community()
+    sf = adapter_for(org, tmp_path, SALESFORCE_SURVEY_IDS={"nps": survey}, SALESFORCE_COMMUNITY_ID=site)
     sf.send_invite(invite(seed), KEY)
     (invitation,) = org.records("SurveyInvitation")
     assert (invitation["SurveyId"], invitation["ParticipantId"]) == (survey, seed.contacts[0])
-    assert invitation["OptionsAllowGuestUserResponse"] is True
+    assert (invitation["OptionsAllowGuestUserResponse"], invitation["CommunityId"]) == (True, site)
     assert org.emails == []
     (logged,) = org.records("Task")
     assert logged["Status"] == "Completed" and "survey invitation" in logged["Description"]
     sf.send_invite(invite(seed, "referral"), OTHER_KEY)  # no survey for referrals: by email
     assert len(org.emails) == 1
+
+
+def test_survey_ids_without_the_experience_cloud_site_are_refused_at_start_up(org, tmp_path):
+    with pytest.raises(SettingsInvalid, match="SALESFORCE_COMMUNITY_ID"):
+        adapter_for(org, tmp_path, SALESFORCE_SURVEY_IDS={"nps": org.add_survey()})
+    with pytest.raises(SettingsInvalid, match="SALESFORCE_COMMUNITY_ID: 'site' is not a Salesforce id"):
+        adapter_for(org, tmp_path, SALESFORCE_COMMUNITY_ID="site")
+
+
+def test_the_org_refuses_a_guest_invitation_without_its_site(org, http, tmp_path, seed):
+    survey = org.add_survey()
+    sf = adapter_for(
+        org, tmp_path, SALESFORCE_SURVEY_IDS={"nps": survey}, SALESFORCE_COMMUNITY_ID=org.add_community()
+    )
+    sf.community_id = None  # an adapter built around the settings check
+    with pytest.raises(CrmPermanent, match="SALESFORCE_COMMUNITY_ID"):
+        sf.send_invite(invite(seed), KEY)
+    invitation = {"Name": "x", "SurveyId": survey, "ParticipantId": seed.contacts[0]}
+    with pytest.raises(CrmPermanent, match=r"FIELD_INTEGRITY_EXCEPTION.*community"):
+        sf.client.rest(
+            "sobjects/SurveyInvitation",
+            method="POST",
+            json=invitation | {"OptionsAllowGuestUserResponse": True},
+        )
+    assert org.records("SurveyInvitation") == [] and org.emails == []
 
 
 def test_a_contact_without_email_cannot_be_sent_a_link(org, sf, seed):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -26,9 +28,11 @@ from tests.fakes.salesforce import (
     CONSUMER_KEY,
     CONSUMER_SECRET,
     PASSWORD,
+    REFRESH_REFUSED,
     SECURITY_TOKEN,
     USERNAME,
     FakeSalesforce,
+    refresh_settings,
     session_settings,
 )
 
@@ -95,6 +99,7 @@ def test_each_mode_is_chosen_from_the_settings_present(org, tmp_path):
         "SALESFORCE_USERNAME": USERNAME,
     }
     cases = [
+        (refresh_settings(org), "refresh_token", True),
         (session_settings(org), "session", False),
         (jwt, "jwt", True),
         (CLIENT_MODE, "client_credentials", True),
@@ -158,7 +163,123 @@ def test_a_session_token_cannot_be_renewed_so_expiry_is_permanent(org, http, tmp
     with pytest.raises(CrmPermanent, match="INVALID_SESSION_ID") as refused:
         sf.fetch_deal(next(iter(org.db["Opportunity"])))
     assert refused.value.status == 401
+    assert "SALESFORCE_ACCESS_TOKEN) cannot be renewed: set SALESFORCE_REFRESH_TOKEN" in str(refused.value)
     assert org.logins == 0
+
+
+# --- the OAuth refresh-token flow ------------------------------------------------------
+
+
+def test_the_refresh_token_flow_is_preferred_when_its_settings_are_present(org, tmp_path):
+    values = {**PASSWORD_MODE, **session_settings(org), **refresh_settings(org)}
+    assert auth.choose(settings(tmp_path, **values), "59.0").mode == "refresh_token"
+
+
+def test_a_refresh_token_logs_in_and_renews_an_expired_session(org, http, tmp_path):
+    sf = adapter(tmp_path, **refresh_settings(org))
+    opportunity = next(iter(org.db["Opportunity"]))
+    assert sf.fetch_deal(opportunity).id == opportunity
+    first = org.access_token
+    org.expire_sessions()
+    assert sf.fetch_deal(opportunity).id == opportunity
+    assert org.logins == 2 and org.access_token != first
+    assert org.calls == ["GET query", "GET query"]
+
+
+def test_a_given_access_token_is_used_first_then_renewed_through_the_refresh_token(org, http, tmp_path):
+    sf = adapter(tmp_path, **{**session_settings(org), **refresh_settings(org)})
+    opportunity = next(iter(org.db["Opportunity"]))
+    sf.fetch_deal(opportunity)
+    assert org.logins == 0  # the given session worked: no token call
+    org.expire_sessions()
+    sf.fetch_deal(opportunity)
+    assert org.logins == 1
+
+
+def test_threads_sharing_a_connection_log_in_once_and_renew_an_expired_session_once(org, http, tmp_path):
+    """The worker's loop and its sweep thread share one adapter: no thread's login undoes another's."""
+    sf = adapter(tmp_path, **refresh_settings(org))
+    opportunity = next(iter(org.db["Opportunity"]))
+
+    def all_at_once(threads: int = 8) -> list[str]:
+        start = threading.Barrier(threads)
+
+        def fetch() -> str:
+            start.wait()
+            return sf.fetch_deal(opportunity).id
+
+        with ThreadPoolExecutor(threads) as pool:
+            return list(pool.map(lambda _: fetch(), range(threads)))
+
+    assert all_at_once() == [opportunity] * 8
+    assert org.logins == 1
+    org.expire_sessions()
+    assert all_at_once() == [opportunity] * 8
+    assert org.logins == 2
+
+
+def test_a_refused_refresh_is_a_clear_permanent_error_without_the_token(org, http, tmp_path, caplog):
+    caplog.set_level(logging.DEBUG)
+    values = refresh_settings(org)
+    sf = adapter(tmp_path, **values)
+    org.revoke_refresh_tokens()
+    with pytest.raises(CrmPermanent) as refused:
+        sf.fetch_deal(next(iter(org.db["Opportunity"])))
+    message = str(refused.value)
+    assert "refresh token was refused (invalid_grant: expired access/refresh token)" in message
+    assert "SALESFORCE_REFRESH_TOKEN" in message
+    assert refused.value.detail == REFRESH_REFUSED  # Salesforce's own words, nothing else
+    shown = message + repr(refused.value.detail) + caplog.text + repr(sf.client.auth)
+    for secret in (values["SALESFORCE_REFRESH_TOKEN"], CONSUMER_SECRET):
+        assert secret not in shown
+    assert org.logins == 0 and org.calls == []
+
+
+def test_a_wrong_consumer_key_is_refused_with_salesforces_words(org, http, tmp_path):
+    sf = adapter(tmp_path, **{**refresh_settings(org), "SALESFORCE_CONSUMER_KEY": "not-our-app"})
+    with pytest.raises(CrmPermanent, match="invalid_client"):
+        sf.fetch_deal(next(iter(org.db["Opportunity"])))
+
+
+@pytest.mark.parametrize(
+    ("answer", "problem"),
+    [
+        ({"status": 503, "body": "down"}, "answered 503"),
+        ({"body": requests.ConnectionError("reset")}, r"did not answer \(ConnectionError\)"),
+    ],
+    ids=["5xx", "connection-reset"],
+)
+def test_a_token_endpoint_that_is_down_is_transient(org, tmp_path, answer, problem):
+    sf = adapter(tmp_path, **refresh_settings(org))
+    with responses.RequestsMock() as mock:
+        mock.add(responses.POST, "https://login.salesforce.com/services/oauth2/token", **answer)
+        with pytest.raises(CrmTransient, match=f"token endpoint {problem}"):
+            sf.fetch_deal(next(iter(org.db["Opportunity"])))
+
+
+def test_a_refresh_token_needs_the_consumer_key(org, tmp_path):
+    values = {k: v for k, v in refresh_settings(org).items() if k != "SALESFORCE_CONSUMER_KEY"}
+    with pytest.raises(SettingsInvalid, match="SALESFORCE_CONSUMER_KEY"):
+        adapter(tmp_path, **values)
+
+
+def test_a_rotated_refresh_token_is_kept_for_the_next_renewal(org, http, tmp_path):
+    org.rotate_refresh_tokens = True  # each refresh answers a new token; the used one stops working
+    sf = adapter(tmp_path, **refresh_settings(org))
+    opportunity = next(iter(org.db["Opportunity"]))
+    sf.fetch_deal(opportunity)
+    org.expire_sessions()
+    assert sf.fetch_deal(opportunity).id == opportunity
+    assert org.logins == 2
+
+
+def test_password_login_warns_once_that_soap_login_retires(org, http, tmp_path, caplog):
+    auth._warn_soap_login_retires.cache_clear()
+    caplog.set_level(logging.WARNING, logger="offboard.salesforce")
+    for _ in range(2):
+        adapter(tmp_path, **PASSWORD_MODE).fetch_deal(next(iter(org.db["Opportunity"])))
+    warnings = [r.getMessage() for r in caplog.records if "Summer '27" in r.getMessage()]
+    assert len(warnings) == 1 and "SALESFORCE_REFRESH_TOKEN" in warnings[0]
 
 
 def test_a_session_that_expires_again_right_after_login_is_permanent(org, http, tmp_path, monkeypatch):
@@ -314,3 +435,23 @@ def test_the_budget_reads_the_header_as_simple_salesforce_parses_it():
         budget.reason()
         == "Salesforce daily API usage 99.98% (4999/5000) is past the 80% budget; non-urgent work waits"
     )
+
+
+# --- settings the Salesforce endpoints and surveys need ----------------------------------------
+
+
+def test_the_outbound_key_must_be_at_least_32_characters(tmp_path):
+    with pytest.raises(SettingsInvalid, match=r"SALESFORCE_OUTBOUND_KEY: .*at least 32") as refused:
+        settings(tmp_path, SALESFORCE_OUTBOUND_KEY="short-key-0123456789")
+    assert "short-key-0123456789" not in str(refused.value)
+    assert settings(tmp_path, SALESFORCE_OUTBOUND_KEY="").salesforce_outbound_key is None  # empty is unset
+    key = "k" * 32
+    assert settings(tmp_path, SALESFORCE_OUTBOUND_KEY=key).salesforce_outbound_key.get_secret_value() == key
+
+
+def test_survey_ids_without_a_community_are_a_settings_error_naming_it(tmp_path):
+    with pytest.raises(SettingsInvalid, match=r"SALESFORCE_SURVEY_IDS: .*set SALESFORCE_COMMUNITY_ID"):
+        settings(tmp_path, SALESFORCE_SURVEY_IDS={"nps": "0Kd5g0000000001AAA"})
+    surveys = {"nps": "0Kd5g0000000001AAA"}
+    both = settings(tmp_path, SALESFORCE_SURVEY_IDS=surveys, SALESFORCE_COMMUNITY_ID="0DB5g0000000001AAA")
+    assert both.salesforce_community_id == "0DB5g0000000001AAA"

@@ -7,7 +7,14 @@ from typing import Any
 
 import pytest
 
-from tests.fakes.salesforce import API_VERSION, INSTANCE, FakeSalesforce
+from tests.fakes.salesforce import (
+    API_VERSION,
+    CONSUMER_KEY,
+    CONSUMER_SECRET,
+    INSTANCE,
+    REFRESH_REFUSED,
+    FakeSalesforce,
+)
 
 
 @pytest.fixture
@@ -145,3 +152,78 @@ def test_a_dropped_reply_still_does_the_work(org):
     body = json.dumps({"allOrNone": True, "records": [task(org)]}).encode()
     assert org.transport("POST", url, {"Authorization": f"Bearer {org.access_token}"}, body) is None
     assert len(org.records("Task")) == 1
+
+
+# --- the OAuth token endpoint, sessions and guest invitations ------------------------------------
+
+
+def token_call(org: FakeSalesforce, form: dict[str, str], *, as_json: bool = False) -> tuple[int, Any]:
+    from urllib.parse import urlencode
+
+    body = json.dumps(form) if as_json else urlencode(form)
+    content_type = "application/json" if as_json else "application/x-www-form-urlencoded"
+    status, _, answer = org.handle(
+        "POST", "https://login.salesforce.com/services/oauth2/token", {"Content-Type": content_type}, body
+    )
+    return status, json.loads(answer)
+
+
+def refresh_form(token: str, **extra: str) -> dict[str, str]:
+    return {"grant_type": "refresh_token", "client_id": CONSUMER_KEY, "refresh_token": token, **extra}
+
+
+def test_a_refresh_token_buys_a_new_session_and_ends_the_old_one(org):
+    old = org.access_token
+    status, answer = token_call(org, refresh_form(org.issue_refresh_token(), client_secret=CONSUMER_SECRET))
+    assert status == 200 and answer["instance_url"] == f"https://{INSTANCE}"
+    assert answer["access_token"] != old and "refresh_token" not in answer
+    assert call(org, "GET", "limits", token=old)[0] == 401
+    assert call(org, "GET", "limits", token=answer["access_token"])[0] == 200
+
+
+@pytest.mark.parametrize(
+    ("form", "as_json", "error"),
+    [
+        (refresh_form("5Aep861unknown"), False, REFRESH_REFUSED),
+        (refresh_form("{issued}", client_secret="wrong"), False, {"error": "invalid_client"}),
+        (refresh_form("{issued}"), True, {"error": "unsupported_grant_type"}),
+    ],
+    ids=["unknown-token", "wrong-secret", "json-body"],
+)
+def test_the_token_endpoint_refuses_what_salesforce_refuses(org, form, as_json, error):
+    issued = org.issue_refresh_token()
+    form = {k: v.replace("{issued}", issued) for k, v in form.items()}
+    before = org.access_token
+    status, answer = token_call(org, form, as_json=as_json)
+    assert status == 400 and error.items() <= answer.items()
+    assert org.access_token == before and org.logins == 0
+
+
+def test_revoked_refresh_tokens_and_expired_sessions_stay_refused(org):
+    token = org.issue_refresh_token()
+    org.revoke_refresh_tokens()
+    assert token_call(org, refresh_form(token)) == (400, REFRESH_REFUSED)
+    org.expire_after(match="GET limits")
+    session = org.access_token
+    assert call(org, "GET", "limits", token=session)[0] == 200  # answered, then the session ends
+    assert call(org, "GET", "limits", token=session)[0] == 401
+
+
+def test_a_guest_survey_invitation_needs_its_site(org):
+    seed = org.add_opportunity()
+    invitation = {
+        "Name": "Exit",
+        "SurveyId": org.add_survey(),
+        "ParticipantId": seed.contacts[0],
+        "OptionsAllowGuestUserResponse": True,
+    }
+    status, errors = call(org, "POST", "sobjects/SurveyInvitation", invitation)
+    assert (status, errors[0]["errorCode"], errors[0]["fields"]) == (
+        400,
+        "FIELD_INTEGRITY_EXCEPTION",
+        ["CommunityId"],
+    )
+    status, created = call(
+        org, "POST", "sobjects/SurveyInvitation", invitation | {"CommunityId": org.add_community()}
+    )
+    assert status == 201 and created["success"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from adapters.salesforce import flow, outbound
@@ -120,16 +122,68 @@ def test_flow_callouts_need_the_shared_secret():
 
 
 def test_a_flow_callout_is_stored_like_a_notification():
-    callout = flow.parse(b'{"recordId": "0065g00000AbCdEAAZ", "fields": {"IsClosed": true, "IsWon": false}}')
-    assert callout.payload == {"Id": OPPORTUNITY, "IsClosed": True, "IsWon": False}
+    at = '"LastModifiedDate": "2026-11-20T15:00:00.000Z"'
+    callout = flow.parse(
+        f'{{"recordId": "0065g00000AbCdEAAZ", "fields": {{"IsClosed": true, "IsWon": false, {at}}}}}'.encode()
+    )
+    assert callout.payload == {
+        "Id": OPPORTUNITY,
+        "IsClosed": True,
+        "IsWon": False,
+        "LastModifiedDate": "2026-11-20T15:00:00.000Z",
+    }
     assert callout.event_key.startswith("flow:")
     assert (
         callout.event_key
         == flow.parse(
-            b'{"fields": {"IsWon": false, "IsClosed": true}, "recordId": "0065g00000AbCdEAAZ"}'
+            f'{{"fields": {{{at}, "IsWon": false, "IsClosed": true}}, "recordId": "{OPPORTUNITY}"}}'.encode()
         ).event_key
     )
     assert flow.parse(b'{"recordId": "0065g00000AbCdEAAZ", "eventId": "e-1"}').event_key == "flow:e-1"
+
+
+def test_the_same_fields_at_another_time_are_another_event():
+    def key(at: str) -> str:
+        fields = {"IsClosed": True, "StageName": "Closed Won", "SystemModstamp": at}
+        return flow.parse(json.dumps({"recordId": OPPORTUNITY, "fields": fields}).encode()).event_key
+
+    assert key("2026-11-20T15:00:00.000Z") != key("2026-11-21T09:30:00.000Z")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"recordId": OPPORTUNITY, "fields": {"IsClosed": True}},
+        {"recordId": OPPORTUNITY, "fields": {"IsClosed": True, "LastModifiedDate": ""}},
+        {"recordId": OPPORTUNITY},
+    ],
+    ids=["no-time", "empty-time", "no-fields"],
+)
+def test_a_flow_callout_without_event_id_or_change_time_is_refused_naming_event_id(body):
+    with pytest.raises(PayloadInvalid, match="eventId is required") as refused:
+        flow.parse(json.dumps(body).encode())
+    assert [d["field"] for d in refused.value.details] == ["eventId"]
+
+
+# --- the outbound-message key -------------------------------------------------------------
+
+KEY = "k" * 32
+
+
+def test_the_outbound_key_must_be_given_and_match():
+    outbound.verify_key(KEY, KEY)
+    with pytest.raises(SignatureInvalid, match="no key"):
+        outbound.verify_key(KEY, None)
+    with pytest.raises(SignatureInvalid, match="does not match SALESFORCE_OUTBOUND_KEY") as wrong:
+        outbound.verify_key(KEY, "k" * 31 + "x")
+    assert "k" * 31 not in wrong.value.reason  # neither key is repeated
+    with pytest.raises(SignatureInvalid):
+        outbound.verify_key(KEY, "ключ")  # not ASCII: compared as bytes, refused, no TypeError
+
+
+def test_without_a_configured_key_outbound_messages_are_refused():
+    with pytest.raises(EndpointDisabled, match="SALESFORCE_OUTBOUND_KEY"):
+        outbound.verify_key(None, KEY)
 
 
 @pytest.mark.parametrize(
