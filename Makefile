@@ -8,7 +8,16 @@ STAMP  := $(VENV)/.installed
 # the box. Deployments set their own OFFBOARD_WEBHOOK_SECRET.
 export OFFBOARD_WEBHOOK_SECRET ?= whsec_b2ZmYm9hcmQtZGV2LW9ubHktd2ViaG9vay1zZWNyZXQ=
 
-.PHONY: run test demo lint typecheck bench screenshots clean
+# The adapters' tests run again with the CRM SDKs at the lowest versions pyproject.toml
+# allows, in a second environment, so a lower bound that admits a broken release fails.
+LOWEST        := .venv-lowest
+LOWEST_STAMP  := $(LOWEST)/.installed
+LOWEST_SDKS   := hubspot-api-client simple-salesforce
+ADAPTER_TESTS := tests/unit/test_hubspot_*.py tests/integration/test_hubspot_*.py \
+                 tests/unit/test_salesforce_*.py tests/integration/test_salesforce_*.py \
+                 tests/integration/test_cross_crm.py
+
+.PHONY: run test test-lowest demo lint typecheck bench screenshots clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +32,16 @@ test: $(STAMP)
 	$(BIN)/ruff check connector adapters tests
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+$(LOWEST_STAMP): pyproject.toml
+	test -x $(LOWEST)/bin/python || $(PYTHON) -m venv $(LOWEST)
+	$(LOWEST)/bin/python -m pip install --quiet --upgrade pip
+	$(LOWEST)/bin/python -m pip install --quiet -e '.[test]' $$($(PYTHON) -m tests.lowest $(LOWEST_SDKS))
+	touch $(LOWEST_STAMP)
+
+test-lowest: $(LOWEST_STAMP)
+	$(LOWEST)/bin/python -m tests.lowest --check $(LOWEST_SDKS)
+	$(LOWEST)/bin/python -m pytest -q -p no:cacheprovider $(wildcard $(ADAPTER_TESTS))
 
 demo: $(STAMP)
 	$(BIN)/offboard demo
@@ -41,4 +60,4 @@ bench: $(STAMP)
 	$(BIN)/python -m tests.bench
 
 clean:
-	rm -rf $(VENV) var/*.db
+	rm -rf $(VENV) $(LOWEST) var/*.db

@@ -2,7 +2,7 @@
 
 The modules, from the outside in:
 
-- ``signature``  verifies what HubSpot sends (v3; v1/v2 for workflow webhooks)
+- ``signature``  verifies what HubSpot sends (the v3 signature, within 5 minutes)
 - ``webhook``    parses a webhook body into inbox events, and an event into a stage change
 - ``adapter``    the CRM port (and ``interpret``) on top of the rest
 - ``stages``     which stage ids are closed, won or lost (the deal pipelines API, cached)

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any
 
-from adapters.base import BudgetAware, CrmAdapter, InboundAdapter
+from adapters.base import BudgetAware, CrmAdapter, Ending, InboundAdapter, SweepWindow
 from adapters.hubspot import records, webhook
 from adapters.hubspot.api import HubSpotApi
 from adapters.hubspot.once import CreateOnce
@@ -158,17 +158,22 @@ class HubSpotAdapter:
             properties=props,
         )
 
-    def deals_ending(self, start: date, end: date) -> Iterable[Deal]:
-        low = datetime.combine(start, time(0), tzinfo=UTC)
-        high = datetime.combine(end, time(0), tzinfo=UTC) + timedelta(days=1, milliseconds=-1)
-        between = {
-            "property_name": self.contract_end_property,
-            "operator": "BETWEEN",
-            "value": records.millis(low),
-            "high_value": records.millis(high),
-        }
-        ids = [str(found.id) for found in self.api.search("deals", [between], ["hs_object_id"])]
-        return [self.fetch_deal(deal_id) for deal_id in ids]
+    def deals_ending(self, window: SweepWindow) -> Iterable[Ending]:
+        """One search request per page of 100 deals, for ids and contract ends only."""
+        ending = self.contract_end_property
+        everything = [_between(ending, window.start, window.end)]
+        groups = [everything]
+        if window.changed_since is not None:
+            since = {"property_name": "hs_lastmodifieddate", "operator": "GTE"}
+            groups = [[*everything, since | {"value": records.millis(window.changed_since)}]]
+            if window.new_from is not None:  # the days that came into the window since the last sweep
+                groups.append([_between(ending, window.new_from, window.end)])
+        listed = []
+        for found in self.api.search_any("deals", groups, [ending]):
+            end = day((found.properties or {}).get(ending))
+            if end is not None:
+                listed.append(Ending(crm=self.name, account=self.account, id=str(found.id), contract_end=end))
+        return listed
 
     def _owner(self, owner_id: str | None) -> Owner | None:
         if not owner_id:
@@ -232,7 +237,8 @@ class HubSpotAdapter:
             },
         )
         what = "referral ask" if invite.kind == "referral" else f"{invite.kind.upper()} survey"
-        body = f"Offboard sent the {what} to {invite.email or 'the contact'}: {invite.link}"
+        sender = f" on behalf of {invite.sender}" if invite.sender else ""
+        body = f"Offboard sent the {what}{sender} to {invite.email or 'the contact'}: {invite.link}"
         note = records.note_input(body, key, now, {"contacts": invite.contact_id, "deals": invite.deal_id})
         return self.once.create("notes", [note], key, found=done)[0]
 
@@ -322,6 +328,18 @@ class HubSpotAdapter:
         if left is None or left >= DAILY_RESERVE:
             return None
         return f"only {left:.0%} of the HubSpot account's daily API budget is left"
+
+
+def _between(name: str, start: date, end: date) -> dict[str, str]:
+    """A search filter: the date property ``name`` falls on a day from ``start`` to ``end``."""
+    low = datetime.combine(start, time(0), tzinfo=UTC)
+    high = datetime.combine(end, time(0), tzinfo=UTC) + timedelta(days=1, milliseconds=-1)
+    return {
+        "property_name": name,
+        "operator": "BETWEEN",
+        "value": records.millis(low),
+        "high_value": records.millis(high),
+    }
 
 
 def _value_before(record: Any, change: webhook.StageChange) -> str | None:

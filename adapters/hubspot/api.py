@@ -20,6 +20,7 @@ from urllib3.util.retry import Retry
 
 from adapters.hubspot.errors import translate
 from adapters.hubspot.ratelimit import Limits
+from connector import metrics
 from connector.errors import CrmPermanent, CrmRateLimited
 
 if TYPE_CHECKING:
@@ -124,11 +125,21 @@ class HubSpotApi:
         self, object_type: str, filters: Sequence[Mapping[str, str]], properties: Sequence[str]
     ) -> Iterator[Any]:
         """Every record matching all ``filters``, page by page (each page one search request)."""
+        return self.search_any(object_type, [filters], properties)
+
+    def search_any(
+        self,
+        object_type: str,
+        groups: Sequence[Sequence[Mapping[str, str]]],
+        properties: Sequence[str],
+    ) -> Iterator[Any]:
+        """Every record matching all filters of any group (HubSpot: at most 5), page by page."""
         models = _models(object_type)
+        filter_groups = [models.FilterGroup(filters=[models.Filter(**f) for f in group]) for group in groups]
         after: str | None = None
         while True:
             request = models.PublicObjectSearchRequest(
-                filter_groups=[models.FilterGroup(filters=[models.Filter(**f) for f in filters])],
+                filter_groups=filter_groups,
                 properties=list(properties),
                 limit=SEARCH_PAGE,
                 after=after,
@@ -199,14 +210,16 @@ class HubSpotApi:
         for attempt in range(RATE_LIMIT_WAITS + 1):
             self.limits.acquire(search=search)
             try:
-                data, _status, headers = call(*args, _request_timeout=TIMEOUT, **kwargs)
+                data, status, headers = call(*args, _request_timeout=TIMEOUT, **kwargs)
             except Exception as exc:
                 error = translate(exc, what)
+                metrics.crm_call("hubspot", getattr(error, "status", None) or "error")
                 wait = _wait_here(error, attempt)
                 if wait is None:
                     raise error from exc
                 self.limits.hold(wait)
                 continue
+            metrics.crm_call("hubspot", status)
             self.limits.observe(headers)
             return data
         raise AssertionError("unreachable: the last attempt raises")

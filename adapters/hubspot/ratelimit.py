@@ -1,13 +1,14 @@
 """The budget every HubSpot call of this process shares.
 
-HubSpot counts requests per account in a rolling 10-second window (100 to 250 depending on
-the plan) and search requests at about 5 per second. ``Limits.acquire`` waits, in the
-calling thread, until a request fits both windows and any hold a 429 or an exhausted
-``X-HubSpot-RateLimit-Remaining`` imposed. Waiting here rather than failing keeps every
-action alive: the worker never drops one because of a limit.
+HubSpot counts each app's requests to an account in a rolling 10-second window (100 to 250
+depending on the plan; the account's other apps have windows of their own), every app's
+requests to the account against one daily limit, and search requests at about 5 per second.
+``Limits.acquire`` waits, in the calling thread, until a request fits both windows and any
+hold a 429 or an exhausted ``X-HubSpot-RateLimit-Remaining`` imposed. Waiting here rather
+than failing keeps every action alive: the worker never drops one because of a limit.
 
 One ``Limits`` per account and process (``shared_limits``); with several processes, give
-each its share through HUBSPOT_RATE_LIMIT_PER_10S.
+each its share of the app's 10-second window through HUBSPOT_RATE_LIMIT_PER_10S.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
+
+from connector import metrics
 
 if TYPE_CHECKING:
     from connector.settings import Settings
@@ -70,6 +73,7 @@ class Limits:
 
     def acquire(self, *, search: bool = False) -> None:
         """Wait until one more request may go, and count it."""
+        waited = 0.0
         with self._lock:  # waiting threads queue here, in order
             while True:
                 now = self.now()
@@ -82,15 +86,19 @@ class Limits:
                     self.general.record(now)
                     if search:
                         self.search.record(now)
+                    if waited:
+                        metrics.rate_limit_wait("hubspot", waited)
                     return
                 self._sleep(max(wait, MIN_WAIT))
+                waited += max(wait, MIN_WAIT)
 
     def hold(self, seconds: float) -> None:
         """Send nothing for ``seconds`` (after a 429, or when HubSpot says none remain)."""
         self._held_until = max(self._held_until, self.now() + seconds)
 
     def observe(self, headers: Mapping[str, str] | None) -> None:
-        """Read X-HubSpot-RateLimit-*: other integrations may have spent the account's budget."""
+        """Read X-HubSpot-RateLimit-*: this app's other processes may have spent the 10-second
+        window, and the account's other apps the daily limit."""
         if not headers:
             return
         remaining = _number(headers.get("X-HubSpot-RateLimit-Remaining"))

@@ -27,6 +27,9 @@ CONTACT_TO = {"deals": 4}
 PRIORITY = {"low": "LOW", "normal": "MEDIUM", "high": "HIGH"}
 TASK_TYPE = {"todo": "TODO", "call": "CALL", "email": "EMAIL"}
 SUBJECT_MAX = 255
+NOTE_BODY_MAX = 65_536  # hs_note_body: HubSpot refuses a longer value
+SHORTENED = "<br>… (shortened to fit HubSpot's note limit)"
+PARTIAL_MARKUP = re.compile(r"&[#0-9A-Za-z]*$|<[^>]*$")  # an entity or tag the cut went through
 
 Target = str | tuple[str, ...] | None  # what a record is associated to, per object type
 
@@ -52,7 +55,30 @@ def token(key: str) -> str:
 
 
 def marked(body: str, key: str, position: int) -> str:
-    return f"{body}<br><br>Offboard ref: {token(key)} #{position}"
+    return f"{body}{marker_line(key, position)}"
+
+
+def marker_line(key: str, position: int) -> str:
+    return f"<br><br>Offboard ref: {token(key)} #{position}"
+
+
+def note_body(text: str, key: str) -> str:
+    """A note's HTML body ending in its marker, shortened to fit ``hs_note_body`` when too long.
+
+    HubSpot refuses a longer note outright, so the text is cut (never the marker: without it
+    a retry could not find the note and would write it again) and says it was.
+    """
+    body, marker = as_html(text), marker_line(key, 0)
+    if units(body + marker) <= NOTE_BODY_MAX:
+        return body + marker
+    room = NOTE_BODY_MAX - units(SHORTENED + marker)
+    cut = body.encode("utf-16-le")[: 2 * room].decode("utf-16-le", "ignore")  # no half a pair
+    return PARTIAL_MARKUP.sub("", cut) + SHORTENED + marker
+
+
+def units(text: str) -> int:
+    """Length as HubSpot counts it, assumed to be Java's: UTF-16 code units (an emoji is 2)."""
+    return len(text.encode("utf-16-le")) // 2
 
 
 def position(body: str | None, key: str) -> int | None:
@@ -87,7 +113,7 @@ def task_input(task: TaskSpec, key: str, position: int) -> dict[str, Any]:
 
 
 def note_input(body: str, key: str, at: datetime, targets: Mapping[str, Target]) -> dict[str, Any]:
-    properties = {"hs_timestamp": millis(at), "hs_note_body": marked(as_html(body), key, 0)}
+    properties = {"hs_timestamp": millis(at), "hs_note_body": note_body(body, key)}
     return {"properties": properties, "associations": associations(NOTE_TO, targets)}
 
 

@@ -1,11 +1,11 @@
 """HubSpot's request signatures (developers.hubspot.com/docs/api/webhooks/validating-requests).
 
-- v3 ``X-HubSpot-Signature-v3`` = base64(HMAC-SHA256(secret, method + uri + body + timestamp)),
-  with ``X-HubSpot-Request-Timestamp`` in ms. Checked first, within 5 minutes either way.
-- v1/v2 ``X-HubSpot-Signature`` (``X-HubSpot-Signature-Version``) = hex(sha256(secret + body)) or
-  hex(sha256(secret + method + uri + body)); only when no v3 header is present (workflow
-  webhook actions). They carry no timestamp, so a replay of them cannot be told apart:
-  the inbox's eventId key is what keeps a replay from doing anything twice.
+Only v3 is accepted: ``X-HubSpot-Signature-v3`` = base64(HMAC-SHA256(secret, method + uri +
+body + timestamp)), with ``X-HubSpot-Request-Timestamp`` in ms, within 5 minutes either way.
+HubSpot sends it on every app webhook delivery, beside the older ``X-HubSpot-Signature``
+(v1 = sha256(secret + body), v2 = sha256(secret + method + uri + body)) it keeps for backward
+compatibility. Those older versions sign no time, so a request captured once would verify
+forever; a request that carries only them is refused, saying so.
 
 The SDK's ``Signature.is_valid`` defaults to v2, accepts timestamps from the future and does
 not decode the URI the way the docs require, hence this module.
@@ -59,25 +59,23 @@ def sign_v3(secret: str, method: str, uri: str, body: bytes, timestamp_ms: int) 
     return base64.b64encode(digest).decode()
 
 
-def sign_v1(secret: str, body: bytes) -> str:
-    return hashlib.sha256(secret.encode() + body).hexdigest()
-
-
-def sign_v2(secret: str, method: str, uri: str, body: bytes) -> str:
-    return hashlib.sha256(secret.encode() + method.encode() + uri.encode() + body).hexdigest()
-
-
 def verify(
     secret: str, *, method: str, uri: str, body: bytes, headers: Mapping[str, str], now: datetime
 ) -> None:
     """Return if the request is HubSpot's; raise SignatureInvalid (401) otherwise."""
+    if not secret:
+        # An empty key would make every signature computable by anyone.
+        raise SignatureInvalid("no client secret to verify HubSpot signatures with")
     lowered = {key.lower(): value for key, value in headers.items()}
     if "x-hubspot-signature-v3" in lowered:
         _verify_v3(secret, method, uri, body, lowered, now)
     elif "x-hubspot-signature" in lowered:
-        _verify_legacy(secret, method, uri, body, lowered)
+        raise SignatureInvalid(
+            "only X-HubSpot-Signature-v3 is accepted: X-HubSpot-Signature (v1/v2) signs no time, so a "
+            "captured request would verify forever; HubSpot's app webhooks send v3"
+        )
     else:
-        raise SignatureInvalid("unsigned request: no X-HubSpot-Signature-v3 (or X-HubSpot-Signature) header")
+        raise SignatureInvalid("unsigned request: no X-HubSpot-Signature-v3 header")
 
 
 def _verify_v3(
@@ -93,17 +91,6 @@ def _verify_v3(
         raise SignatureInvalid("X-HubSpot-Request-Timestamp is more than 5 minutes away from now")
     expected = sign_v3(secret, method, uri, body, timestamp)
     _compare(expected, headers["x-hubspot-signature-v3"])
-
-
-def _verify_legacy(secret: str, method: str, uri: str, body: bytes, headers: dict[str, str]) -> None:
-    version = headers.get("x-hubspot-signature-version", "v1").lower()
-    if version == "v1":
-        expected = sign_v1(secret, body)
-    elif version == "v2":
-        expected = sign_v2(secret, method, uri, body)
-    else:
-        raise SignatureInvalid(f"unknown X-HubSpot-Signature-Version {version[:10]!r}")
-    _compare(expected, headers["x-hubspot-signature"].lower())
 
 
 def _compare(expected: str, given: str) -> None:

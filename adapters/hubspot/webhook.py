@@ -37,8 +37,6 @@ class StageChange:
 def parse(body: bytes) -> list[WebhookEvent]:
     """The batch's events, or PayloadInvalid (400) naming every problem."""
     data = load_json(body)  # standard, storable JSON only
-    if isinstance(data, dict):
-        data = [data]  # a workflow webhook action sends one event, not a list
     if not isinstance(data, list):
         raise PayloadInvalid("body must be a JSON array of HubSpot webhook events")
     if len(data) > MAX_EVENTS:
@@ -71,7 +69,7 @@ def _is_id(value: Any) -> bool:
 
 
 def _kind(item: dict[str, Any]) -> Any:
-    # The docs name it subscriptionType; some pages and workflow payloads say eventType.
+    # The docs name it subscriptionType; some pages say eventType.
     return item.get("subscriptionType", item.get("eventType"))
 
 

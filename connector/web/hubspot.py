@@ -1,4 +1,4 @@
-"""Inbound HubSpot webhooks: verify, store, answer 204. The hubspot adapter owns parsing and verifying.
+"""Inbound HubSpot webhooks: verify (v3 only), store, answer 204. The adapter owns parsing and verifying.
 
 HubSpot gives up on an answer slower than 5 s and retries anything but a 2xx, so this does
 no CRM call: it stores each event of the batch (keyed by portal and eventId, so a
@@ -23,7 +23,8 @@ bp = Blueprint("hubspot", __name__, url_prefix="/webhooks/hubspot")
 def receive() -> tuple[str, int]:
     found = services()
     secret = found.settings.hubspot_client_secret
-    if secret is None:
+    # Empty counts as not set: a signature keyed with "" is one anybody can compute.
+    if secret is None or not secret.get_secret_value():
         raise EndpointDisabled("HUBSPOT_CLIENT_SECRET is not set; this endpoint is off")
     if "hubspot" not in found.adapters:
         raise EndpointDisabled("HUBSPOT_ACCESS_TOKEN is not set; events could not be processed")

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from connector.cli_hubspot import hubspot
 from connector.demo import wait_for
-from tests.conftest import BUNDLED_PLAYBOOKS
+from tests.conftest import BUNDLED_PLAYBOOKS, days_from_today
 from tests.e2e.server import ServerProcess
 from tests.fakes.hubspot import (
     CLIENT_SECRET,
@@ -64,9 +64,11 @@ def post(url: str, body: bytes, headers: dict[str, str]) -> int:
 
 
 def test_a_signed_batch_becomes_tasks_on_deal_company_and_contact(server, fake):
-    won = add_deal(fake, name="Acme website", stage="closedwon", contract_type="project")
+    today = {"close_date": days_from_today(), "contract_end": days_from_today(41)}
+    won = add_deal(fake, name="Acme website", stage="closedwon", contract_type="project", **today)
     lost = add_deal(
         fake,
+        **today,
         name="Globex renewal",
         pipeline=RENEWALS,
         stage="1003",  # the custom pipeline's closed-lost stage: a numeric id

@@ -7,7 +7,8 @@ URL for HUBSPOT_API_BASE_URL. It is strict the way HubSpot is:
 - 401 (HubSpot's body) without ``Authorization: Bearer <token>`` or with a wrong token;
   403 MISSING_SCOPES for routes listed in ``denied``
 - only defined properties may be written, enumerations take their options only (owners,
-  stages…), dates and datetimes must parse; tasks and notes require ``hs_timestamp``
+  stages…), dates and datetimes must parse; tasks and notes require ``hs_timestamp``; a note
+  body longer than 65,536 characters is refused (400 VALIDATION_ERROR naming ``hs_note_body``)
 - inline associations: HUBSPOT_DEFINED, a valid type id for the pair, an existing target
 - batch calls take at most 100 inputs; a batch answer lists results in reverse input order
   (HubSpot does not promise the input order)
@@ -34,6 +35,7 @@ slowing it, or one slow call holds up every other.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import random
@@ -78,6 +80,8 @@ GROUPS = {
     "notes": "engagement",
 }
 REQUIRED = {"tasks": ("hs_timestamp",), "notes": ("hs_timestamp",)}
+# Longest values HubSpot takes, counted as Java counts (UTF-16 units; the unit is unconfirmed).
+MAX_LENGTH = {("notes", "hs_note_body"): 65_536}
 SEARCH_OPERATORS = {"EQ", "NEQ", "LT", "LTE", "GT", "GTE", "BETWEEN", "IN", "HAS_PROPERTY"}
 SEARCH_OPERATORS |= {"NOT_HAS_PROPERTY", "CONTAINS_TOKEN"}
 
@@ -588,6 +592,10 @@ class FakeHubSpot:
         text = "" if value is None else str(value)
         if text == "":
             return None
+        longest = MAX_LENGTH.get((object_type, name))
+        if longest is not None and len(text.encode("utf-16-le")) // 2 > longest:
+            message = f"{name} is longer than the limit of {longest} characters"
+            return _invalid(name, message, "INVALID_LENGTH")
         kind, options = definition["type"], self._options(object_type, name)
         if kind == "enumeration" and text not in options:
             return _invalid(name, f"{text} was not one of the allowed options: {options}", "INVALID_OPTION")
@@ -649,6 +657,8 @@ class FakeHubSpot:
         if operator not in SEARCH_OPERATORS:
             raise HubSpotError(400, f"unknown operator {operator}", "VALIDATION_ERROR")
         value = record.id if name == "hs_object_id" else record.properties.get(name) or None
+        if name == "hs_lastmodifieddate":  # kept by HubSpot itself, searchable like any datetime
+            value = _iso(record.updated_at)
         if operator in ("HAS_PROPERTY", "NOT_HAS_PROPERTY"):
             return (value is not None) == (operator == "HAS_PROPERTY")
         if value is None:
@@ -674,6 +684,7 @@ class FakeHubSpot:
             ("closedate", "datetime"),
             ("hubspot_owner_id", "enumeration"),
             ("hs_object_id", "string"),
+            ("hs_lastmodifieddate", "datetime"),
         ]:
             self.define_property("deals", name, kind, hubspotDefined=True)
         for name in ("email", "firstname", "lastname", "company", "hs_object_id"):
@@ -925,6 +936,7 @@ def add_deal(
     pipeline: str = "default",
     contract_type: str = "project",
     contract_end: str = "2026-12-31",
+    close_date: str = "2026-11-20",
     company: str = "Acme Corp",
     contact: tuple[str, str, str] = ("pat@acme.example", "Pat", "Lee"),
     owner: str = OWNER,
@@ -945,7 +957,7 @@ def add_deal(
             "amount": "24000",
             "pipeline": pipeline,
             "dealstage": stage,
-            "closedate": "2026-11-20T10:00:00.000Z",
+            "closedate": f"{close_date}T10:00:00.000Z",
             "hubspot_owner_id": owner,
             "contract_type": contract_type,
             "contract_end_date": contract_end,
@@ -1022,7 +1034,7 @@ def hubspot_services(settings: Any, store: Any, clock: Any) -> Any:
 def signed(
     events: Any, *, url: str, at: datetime, secret: str = CLIENT_SECRET, method: str = "POST"
 ) -> tuple[bytes, dict[str, str]]:
-    """A webhook body and HubSpot's v3 headers for it, as HubSpot would send them to ``url``."""
+    """A webhook body and the headers HubSpot sends with it to ``url``: v3, and v1 beside it."""
     from adapters.hubspot.signature import sign_v3
 
     body = json.dumps(events).encode()
@@ -1031,5 +1043,20 @@ def signed(
         "Content-Type": "application/json",
         "X-HubSpot-Signature-v3": sign_v3(secret, method, url, body, timestamp),
         "X-HubSpot-Request-Timestamp": str(timestamp),
-        "X-HubSpot-Signature-Version": "v3",
+        "X-HubSpot-Signature": sign_v1(secret, body),
+        "X-HubSpot-Signature-Version": "v1",
+    }
+
+
+def sign_v1(secret: str, body: bytes) -> str:
+    """The v1 signature HubSpot still sends beside v3: hex(sha256(secret + body)), signing no time."""
+    return hashlib.sha256(secret.encode() + body).hexdigest()
+
+
+def legacy_headers(body: bytes, secret: str = CLIENT_SECRET) -> dict[str, str]:
+    """A request signed the old way only, as a replayed or forged one would be."""
+    return {
+        "Content-Type": "application/json",
+        "X-HubSpot-Signature": sign_v1(secret, body),
+        "X-HubSpot-Signature-Version": "v1",
     }

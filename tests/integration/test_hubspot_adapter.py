@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
+from adapters.base import SweepWindow
 from adapters.hubspot import api as hubspot_api
 from adapters.hubspot.errors import OutcomeUnknown
 from adapters.hubspot.records import token
@@ -264,6 +266,20 @@ def test_a_note_is_associated_to_deal_company_and_contact_once(adapter, fake, id
     assert fake.linked(record, "contacts") == {ids["contact"]: 202}
 
 
+@pytest.mark.parametrize("text", ["Long " * 14_000, "Q&A <b> " * 9_000, "😀\n" * 40_000])
+def test_a_note_over_hubspots_limit_is_written_shortened_with_its_marker(adapter, fake, ids, text):
+    note = NoteSpec(step_id="n", body=text, deal_id=ids["deal"])
+    first = adapter.add_note(note, KEY)
+    assert adapter.add_note(note, KEY) == first  # the marker survived: the retry found the note
+    (record,) = fake.records("notes")
+    body = record.properties["hs_note_body"]
+    assert len(body.encode("utf-16-le")) // 2 <= 65_536
+    assert body.endswith(f"Offboard ref: {token(KEY)} #0")
+    assert "(shortened to fit HubSpot's note limit)" in body
+    kept = body.split("<br>… (shortened")[0]
+    assert kept and not re.search(r"&[#0-9A-Za-z]*$|<[^>]*$", kept)  # no entity or tag cut in half
+
+
 def test_properties_are_set_on_deals_companies_and_contacts(adapter, fake, ids):
     for target, object_type, name in [
         ("deal", "deals", "offboarding_status"),
@@ -355,8 +371,9 @@ def test_deals_ending_searches_the_contract_end_page_by_page(adapter, fake, monk
     inside = [add_deal(fake, name=f"In {n}", contract_end=f"2027-01-{n:02d}")["deal"] for n in (1, 15, 31)]
     add_deal(fake, name="After", contract_end="2027-02-01")
     add_deal(fake, name="Before", contract_end="2026-12-31")
-    found = adapter.deals_ending(date(2027, 1, 1), date(2027, 1, 31))
+    found = adapter.deals_ending(SweepWindow(date(2027, 1, 1), date(2027, 1, 31)))
     assert sorted(d.id for d in found) == sorted(inside)
+    assert {d.contract_end for d in found} == {date(2027, 1, 1), date(2027, 1, 15), date(2027, 1, 31)}
     assert fake.calls["POST /crm/v3/objects/deals/search"] == 2
 
 

@@ -150,8 +150,10 @@ def test_a_referral_through_the_page_is_one_attributed_contact_with_tasks(
     assert "Know someone we could help, Pat?" in page.get_data(as_text=True)
     assert submit(client, path, **REFERRAL).status_code == 200
     services.worker().run_until_idle()
-    # The same person again, typed differently: no second contact, no second follow-up.
-    assert submit(client, path, **REFERRAL | {"email": "jo.park@globex.example "}).status_code == 200
+    # The link takes one submission: sent again, nothing new (no second contact, no second follow-up).
+    csrf = client.get_cookie("offboard_form").value
+    again = client.post(path, data={"csrf": csrf, **REFERRAL, "email": "jo.park@globex.example "})
+    assert again.status_code == 409 and "Already sent" in again.get_data(as_text=True)
     services.worker().run_until_idle()
 
     (new,) = [c for c in fake.records("contacts") if c.id not in before]

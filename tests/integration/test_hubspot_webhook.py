@@ -1,4 +1,4 @@
-"""POST /webhooks/hubspot: verified batches are stored once per eventId; anything else stores nothing."""
+"""POST /webhooks/hubspot: v3-signed batches are stored once per eventId; anything else stores nothing."""
 
 from __future__ import annotations
 
@@ -8,11 +8,17 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select
 
-from adapters.hubspot.signature import sign_v1
 from connector.store import Event
 from connector.web import create_app
 from tests.conftest import make_settings
-from tests.fakes.hubspot import CLIENT_SECRET, hubspot_services, settings_overrides, signed, stage_event
+from tests.fakes.hubspot import (
+    CLIENT_SECRET,
+    hubspot_services,
+    legacy_headers,
+    settings_overrides,
+    signed,
+    stage_event,
+)
 
 PUBLIC = "https://offboard.example.com"
 PATH = "/webhooks/hubspot?tenant=acme&note=a%3Ab%20c"  # a query string, as configured in the app
@@ -42,6 +48,7 @@ def batch(*event_ids: int) -> list[dict]:
 def test_a_signed_batch_is_stored_event_by_event_and_answered_204(client, store, clock):
     events = batch(1, 2)
     body, headers = signed(events, url=PUBLIC + PATH, at=clock.now)
+    assert {"X-HubSpot-Signature-v3", "X-HubSpot-Signature"} <= set(headers)  # both, as HubSpot sends
     reply = post(client, body, headers)
     assert (reply.status_code, reply.get_data()) == (204, b"")
     with store.session() as session:
@@ -102,17 +109,27 @@ def test_a_redelivered_event_id_stores_nothing_new(client, store, clock):
     assert count(store) == 3
 
 
-def test_a_v1_signed_workflow_webhook_is_accepted_when_v3_is_absent(client, store):
-    body = json.dumps(stage_event("701", "closedwon", event_id=9)).encode()
-    headers = {"X-HubSpot-Signature": sign_v1(CLIENT_SECRET, body), "X-HubSpot-Signature-Version": "v1"}
-    assert post(client, body, headers).status_code == 204
-    assert count(store) == 1
+@pytest.mark.parametrize("secret", [CLIENT_SECRET, ""], ids=["right-secret", "sha256-of-body"])
+def test_a_v1_signature_alone_is_401_with_the_reason(client, store, secret):
+    # Right or not, v1 signs no time: the same request captured once would be accepted forever.
+    body = json.dumps(batch(9)).encode()
+    reply = post(client, body, legacy_headers(body, secret))
+    assert reply.status_code == 401
+    assert "only X-HubSpot-Signature-v3 is accepted" in reply.get_json()["error"]
+    assert count(store) == 0
+
+
+def test_a_single_event_object_is_400_only_app_webhook_batches_are_taken(client, store, clock):
+    body, headers = signed(stage_event("701", "closedwon", event_id=9), url=PUBLIC + PATH, at=clock.now)
+    reply = post(client, body, headers)
+    assert reply.status_code == 400 and "JSON array" in reply.get_json()["error"]
+    assert count(store) == 0
 
 
 @pytest.mark.parametrize(
     ("events", "says"),
     [
-        ({"not": "an event"}, "schema"),
+        ({"not": "an event"}, "JSON array"),
         ([{"eventId": 1}], "schema"),
         ([stage_event("701", "closedwon", event_id=n) for n in range(101)], "at most 100"),
     ],
@@ -125,12 +142,15 @@ def test_a_malformed_body_is_400_with_a_reason(client, store, clock, events, say
     assert count(store) == 0
 
 
-def test_without_a_client_secret_the_endpoint_is_off(db_url, store, clock):
-    overrides = settings_overrides("http://127.0.0.1:9") | {"HUBSPOT_CLIENT_SECRET": None}
+@pytest.mark.parametrize("unset", [None, ""], ids=["absent", "empty"])
+def test_without_a_client_secret_the_endpoint_is_off(db_url, store, clock, unset):
+    overrides = settings_overrides("http://127.0.0.1:9") | {"HUBSPOT_CLIENT_SECRET": unset}
     settings = make_settings(db_url, OFFBOARD_PUBLIC_URL=PUBLIC, **overrides)
     client = create_app(hubspot_services(settings, store, clock)).test_client()
-    body, headers = signed(batch(1), url=PUBLIC + PATH, at=clock.now)
-    reply = post(client, body, headers)
-    assert reply.status_code == 503
-    assert "HUBSPOT_CLIENT_SECRET" in reply.get_json()["error"]
+    body, headers = signed(batch(1), url=PUBLIC + PATH, at=clock.now, secret="")
+    v1_of_body = legacy_headers(body, secret="")  # hex(sha256(body)): what an empty secret would accept
+    for attempt in (headers, v1_of_body, headers | v1_of_body):
+        reply = post(client, body, attempt)
+        assert reply.status_code == 503
+        assert "HUBSPOT_CLIENT_SECRET is not set" in reply.get_json()["error"]
     assert count(store) == 0

@@ -131,3 +131,21 @@ def test_search_finds_tokens_and_pages_and_lags_like_hubspot(fake):
     assert page["total"] == 3 and page["paging"]["next"]["after"] == "2"
     fake.search_lag = timedelta(seconds=5)
     assert call(fake, "POST", "/crm/v3/objects/tasks/search", search)[2]["total"] == 0
+
+
+def test_a_note_body_over_65536_characters_is_refused_with_hubspots_error(fake):
+    fake.limit_per_10s = 1000
+    deal = add_deal(fake)["deal"]
+    types = [{"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": 214}]
+    link = {"to": {"id": deal}, "types": types}
+    create = "/crm/v3/objects/notes/batch/create"
+
+    def note(body: str) -> dict:
+        return {"properties": {"hs_timestamp": "1798707600000", "hs_note_body": body}, "associations": [link]}
+
+    for body in ("x" * 65_537, "😀" * 32_769):  # an emoji counts twice, as in Java
+        status, _, answer = call(fake, "POST", create, {"inputs": [note(body)]})
+        assert status == 400 and answer["category"] == "VALIDATION_ERROR"
+        assert "hs_note_body" in answer["message"] and "65536" in answer["message"]
+    assert fake.records("notes") == []
+    assert call(fake, "POST", create, {"inputs": [note("x" * 65_536)]})[0] == 201

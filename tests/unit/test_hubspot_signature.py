@@ -1,4 +1,4 @@
-"""HubSpot signatures: the documented examples, v3's window both ways and its URI decoding."""
+"""HubSpot signatures: v3 only, its window both ways and its URI decoding; v1/v2 and empty secrets refused."""
 
 from __future__ import annotations
 
@@ -41,24 +41,25 @@ def verify(headers: dict[str, str], *, body: bytes = DOC_BODY, uri: str = URI, n
     signature.verify(DOC_SECRET, method="POST", uri=uri, body=body, headers=headers, now=now)
 
 
-def test_the_documented_v1_example_verifies():
-    assert signature.sign_v1(DOC_SECRET, DOC_BODY) == (
-        "232db2615f3d666fe21a8ec971ac7b5402d33b9a925784df3ca654d05f4817de"
-    )
-    verify(
-        {"X-HubSpot-Signature": signature.sign_v1(DOC_SECRET, DOC_BODY), "X-HubSpot-Signature-Version": "v1"}
-    )
+def v1(secret: str, body: bytes) -> str:
+    return hashlib.sha256(secret.encode() + body).hexdigest()
 
 
-def test_the_documented_v2_examples_verify():
-    uri = "https://www.example.com/webhook_uri"
-    assert signature.sign_v2(DOC_SECRET, "GET", uri, b"") == (
-        "eee2dddcc73c94d699f5e395f4b9d454a069a6855fbfa152e91e88823087200e"
-    )
-    body = b'{"example_field":"example_value"}'
-    expected = "9569219f8ba981ffa6f6f16aa0f48637d35d728c7e4d93d0d52efaa512af7900"
-    assert signature.sign_v2(DOC_SECRET, "POST", uri, body) == expected
-    verify({"X-HubSpot-Signature": expected, "X-HubSpot-Signature-Version": "v2"}, body=body, uri=uri)
+def test_the_documented_v1_example_is_refused_though_correct():
+    # HubSpot's own example: right, but it signs no time, so a captured copy would verify forever.
+    assert v1(DOC_SECRET, DOC_BODY) == "232db2615f3d666fe21a8ec971ac7b5402d33b9a925784df3ca654d05f4817de"
+    for version in ("v1", "v2", ""):
+        headers = {"X-HubSpot-Signature": v1(DOC_SECRET, DOC_BODY), "X-HubSpot-Signature-Version": version}
+        with pytest.raises(SignatureInvalid, match="only X-HubSpot-Signature-v3 is accepted"):
+            verify(headers)
+
+
+def test_an_empty_secret_verifies_nothing():
+    # sha256(body) is a "v1 signature" with the empty secret; v3 with it is no better.
+    empty = {"X-HubSpot-Signature": v1("", DOC_BODY), "X-HubSpot-Signature-Version": "v1"}
+    for headers in (empty, v3_headers(DOC_BODY, secret="")):
+        with pytest.raises(SignatureInvalid, match="no client secret"):
+            signature.verify("", method="POST", uri=URI, body=DOC_BODY, headers=headers, now=NOW)
 
 
 def test_v3_verifies_with_a_query_string_whose_listed_escapes_are_decoded():
@@ -105,15 +106,15 @@ def test_v3_refuses_another_uri_body_or_secret():
 def test_v3_wins_over_a_valid_v1_header():
     # A request carrying both is judged by v3 alone: v1 has no timestamp to stop a replay.
     headers = v3_headers(DOC_BODY, at=NOW - timedelta(minutes=10))
-    headers |= {"X-HubSpot-Signature": signature.sign_v1(DOC_SECRET, DOC_BODY)}
+    headers |= {"X-HubSpot-Signature": v1(DOC_SECRET, DOC_BODY)}
     with pytest.raises(SignatureInvalid, match="5 minutes"):
         verify(headers)
 
 
-def test_unsigned_and_unknown_versions_are_refused():
+def test_unsigned_and_other_versions_are_refused():
     with pytest.raises(SignatureInvalid, match="unsigned"):
         verify({})
-    with pytest.raises(SignatureInvalid, match="unknown"):
+    with pytest.raises(SignatureInvalid, match="only X-HubSpot-Signature-v3"):
         verify({"X-HubSpot-Signature": "ab", "X-HubSpot-Signature-Version": "v9"})
 
 

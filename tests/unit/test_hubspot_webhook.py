@@ -24,9 +24,13 @@ def test_a_batch_becomes_one_inbox_event_per_item_kept_as_sent():
     assert parsed[0].payload == events[0]
 
 
-def test_a_workflow_webhook_sends_one_event_not_a_list():
-    (event,) = webhook.parse(json.dumps(stage_event("701", "closedwon")).encode())
-    assert event.kind == "deal.propertyChange"
+def test_a_single_object_is_not_an_app_webhook_batch():
+    # Workflow "Send a webhook" actions post one record's properties, without eventId, portalId or
+    # subscriptionType; Offboard subscribes through the app's webhooks, which always send a list.
+    workflow = {"objectId": 701, "properties": {"dealstage": "closedwon"}}
+    for item in (stage_event("701", "closedwon"), workflow):
+        with pytest.raises(PayloadInvalid, match="JSON array"):
+            webhook.parse(json.dumps(item).encode())
 
 
 @pytest.mark.parametrize(
