@@ -1,25 +1,117 @@
-"""``offboard serve``: gunicorn serving the Flask app, with the worker as a thread beside it.
+"""``offboard serve``: the Flask app behind waitress, in processes kept by gunicorn's arbiter,
+with the worker as a thread beside the app in each process.
 
-Each gunicorn worker process builds its own services after the fork (engines
-must not cross a fork) and, unless ``--no-worker``, runs one outbox worker
-thread that stops with the process.
+Why this server. A sender that trickles its headers or its body (one byte every few seconds)
+must not hold an application thread: with gunicorn's gthread workers a thread reads the
+request itself, blocking, with no read timeout, so eight slow connections stopped every
+webhook. The alternatives weighed:
+
+- gunicorn ``gthread`` or ``sync``: a thread (or the process) is taken as soon as the first
+  byte arrives and waits for the rest. A read timeout would only shorten the stall.
+- gunicorn ``gevent``/``eventlet``: cheap per connection, but they monkey-patch the whole
+  process: the worker thread beside the app becomes a greenlet, and every SQLite call, every
+  psycopg call without a green wait, and every playbook render blocks all intake while it runs.
+- uvicorn/hypercorn with a WSGI adapter: the body is streamed into the application thread as
+  it arrives, so a slow body still holds a thread.
+- waitress (chosen): its single-threaded asynchronous front reads each whole request, headers
+  and body, before handing it to the thread pool; a large body is spooled to a temporary
+  file. A slow sender costs a socket and a small buffer, never a thread. Idle connections are
+  dropped after ``CHANNEL_TIMEOUT``; the body limit is enforced while the body arrives.
+
+Waitress serves one process. For ``--workers N`` gunicorn's arbiter stays the process
+manager (it binds the socket, forks, restarts a child that dies, forwards SIGTERM and SIGKILLs
+a child still busy after the graceful timeout); ``WaitressWorker`` is the small worker class
+that runs waitress's front on the arbiter's sockets instead of gunicorn's own HTTP parser.
+
+Each process builds its own services after the fork (engines must not cross a fork) and,
+unless ``--no-worker``, runs one outbox worker thread. On SIGTERM the process stops
+accepting, answers the requests it has read, and the worker thread finishes the row in hand
+and puts back the rest (``Worker.run_forever``), all within the graceful timeout.
+
+Access lines are written by the app itself (logger ``offboard.access``), so neither gunicorn
+nor waitress writes one. In front of this, the reverse proxy bounds how long a client may take
+(docs/deploy.md); this server stays answerable even without one.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
+import time
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
+from gunicorn.workers.base import Worker as GunicornWorker
+from waitress import wasyncore
+from waitress.channel import HTTPChannel
+from waitress.server import BaseWSGIServer, create_server
 
+from connector.logs import gunicorn_logger_class
 from connector.services import build
 from connector.settings import Settings
-from connector.web import create_app
+from connector.web import MAX_BODY_BYTES, create_app
 
 log = logging.getLogger("offboard.serve")
 
-GRACE_MARGIN = 5.0  # seconds of gunicorn's graceful timeout left for the process to exit after the worker
+THREADS = 8  # application threads per process: they only ever see whole requests
+CONNECTION_LIMIT = 1000  # open connections per process before it stops accepting for a moment
+CHANNEL_TIMEOUT = 30  # seconds a connection may stay silent (no byte either way) before it is closed
+# Waitress refuses a body past this while it arrives (413) and counts chunk framing too; the
+# app then applies the exact MAX_BODY_BYTES to what waitress let through.
+FRONT_BODY_LIMIT = MAX_BODY_BYTES + 64 * 1024
+LOOP_SECONDS = 0.5  # how often the front checks for a stop signal and tells the arbiter it is alive
+GRACEFUL_TIMEOUT = 30  # seconds from SIGTERM to the arbiter's SIGKILL
+GRACE_MARGIN = 5.0  # seconds of the graceful timeout kept for the process to exit after the worker
+
+
+def front_options() -> dict[str, Any]:
+    """Waitress's adjustments for one process."""
+    return {
+        "threads": THREADS,
+        "connection_limit": CONNECTION_LIMIT,
+        "channel_timeout": CHANNEL_TIMEOUT,
+        "max_request_body_size": FRONT_BODY_LIMIT,
+        "asyncore_use_poll": True,  # select() stops at 1024 descriptors; poll() does not
+        "ident": "offboard",
+        "expose_tracebacks": False,
+    }
+
+
+class WaitressWorker(GunicornWorker):  # type: ignore[misc]
+    """A gunicorn worker process whose HTTP front is waitress (see the module docstring)."""
+
+    def run(self) -> None:
+        front: dict[int, Any] = {}
+        server = create_server(
+            self.wsgi, map=front, sockets=[listener.sock for listener in self.sockets], **front_options()
+        )
+        try:
+            while self.alive:
+                self.notify()
+                if self.ppid != os.getppid():
+                    log.warning("the process manager is gone; this process stops")
+                    break
+                wasyncore.loop(timeout=LOOP_SECONDS, map=front, use_poll=True, count=1)
+            deadline = time.monotonic() + max(float(self.cfg.graceful_timeout) - GRACE_MARGIN, 1.0)
+            self.offboard_deadline = deadline
+            _signal_worker(self)  # the worker thread winds down while the last answers go out
+            _drain(front, deadline)
+        finally:
+            server.task_dispatcher.shutdown(cancel_pending=True, timeout=1)
+            wasyncore.close_all(front)
+
+
+def _drain(front: dict[int, Any], deadline: float) -> None:
+    """Stop accepting; answer every request already read in full; drop connections still sending."""
+    for dispatcher in list(front.values()):
+        if isinstance(dispatcher, BaseWSGIServer):
+            dispatcher.accepting = False
+    while time.monotonic() < deadline and any(
+        isinstance(channel, HTTPChannel) and (channel.requests or channel.total_outbufs_len)
+        for channel in list(front.values())
+    ):
+        wasyncore.loop(timeout=0.1, map=front, use_poll=True, count=1)
 
 
 class Server(BaseApplication):  # type: ignore[misc]
@@ -32,6 +124,11 @@ class Server(BaseApplication):  # type: ignore[misc]
     def load_config(self) -> None:
         for key, value in self.options.items():
             self.cfg.set(key, value)
+        if "control_socket_disable" in self.cfg.settings:
+            # gunicorn >= 25.1 opens a control socket at one path per user: servers side by side
+            # would take it from each other, and nothing here uses it.
+            self.cfg.set("control_socket_disable", True)
+        self.cfg.set("logger_class", gunicorn_logger_class())  # its lines go through ours (connector.logs)
         if self.with_worker:
             self.cfg.set("post_worker_init", _start_worker)
             self.cfg.set("worker_exit", _stop_worker)
@@ -49,14 +146,22 @@ def _start_worker(gunicorn_worker: Any) -> None:
     thread.start()
 
 
+def _signal_worker(gunicorn_worker: Any) -> None:
+    stop, _thread = getattr(gunicorn_worker, "offboard_stop", (None, None))
+    if stop is not None:
+        stop.set()
+
+
 def _stop_worker(_server: Any, gunicorn_worker: Any) -> None:
-    """The gunicorn worker is exiting: the outbox worker stops claiming, finishes the row in hand
-    and puts back the rest (``Worker.run_forever``), within gunicorn's graceful timeout."""
+    """The process is exiting: the outbox worker stops claiming, finishes the row in hand
+    and puts back the rest (``Worker.run_forever``), within the graceful timeout."""
     stop, thread = getattr(gunicorn_worker, "offboard_stop", (None, None))
     if stop is None or thread is None:
         return
     stop.set()
-    thread.join(timeout=max(float(gunicorn_worker.cfg.graceful_timeout) - GRACE_MARGIN, 1.0))
+    fallback = time.monotonic() + max(float(gunicorn_worker.cfg.graceful_timeout) - GRACE_MARGIN, 1.0)
+    deadline = getattr(gunicorn_worker, "offboard_deadline", fallback)
+    thread.join(timeout=max(deadline - time.monotonic(), 1.0))
     if thread.is_alive():
         log.warning(
             "the worker thread is still busy as the process exits; "
@@ -68,11 +173,10 @@ def serve(settings: Settings, *, host: str, port: int, workers: int, with_worker
     options = {
         "bind": f"{host}:{port}",
         "workers": workers,
-        "worker_class": "gthread",
-        "threads": 8,
-        "timeout": 60,
-        "graceful_timeout": 30,
-        "accesslog": "-",
+        "worker_class": WaitressWorker,
+        "timeout": 60,  # a process that stops telling the arbiter it is alive is replaced
+        "graceful_timeout": GRACEFUL_TIMEOUT,
+        "accesslog": None,  # the app writes the access lines (logger offboard.access)
         "loglevel": settings.log_level.lower(),
         "proc_name": "offboard",
     }

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
+import logging
 import os
 import re
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -21,6 +24,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -34,7 +38,13 @@ from pydantic_settings import (
 
 from connector.errors import SettingsInvalid
 
+log = logging.getLogger("offboard.settings")
+
 DEV_SECRET_KEY = "offboard-development-key-not-for-production"
+MIN_SECRET_CHARS = 32  # production's floor for the secret key and the shared webhook secrets
+# Shared secrets that authenticate inbound calls (the generic endpoint's whsec_ secret has its
+# own rule: at least 16 random bytes, in every environment).
+WEBHOOK_SECRETS = ("hubspot_client_secret", "salesforce_webhook_secret", "salesforce_outbound_key")
 
 
 def _env(name: str, default: Any = None, **kw: Any) -> Any:
@@ -46,7 +56,12 @@ def _env(name: str, default: Any = None, **kw: Any) -> Any:
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        extra="ignore", case_sensitive=True, populate_by_name=False, frozen=True
+        # env_ignore_empty: an empty variable never reaches a JSON-decoded field (OFFBOARD_ROLES="").
+        extra="ignore",
+        case_sensitive=True,
+        populate_by_name=False,
+        frozen=True,
+        env_ignore_empty=True,
     )
 
     env: Literal["development", "test", "production"] = _env("OFFBOARD_ENV", "development")
@@ -60,6 +75,8 @@ class Settings(BaseSettings):
     fallback_owner: str | None = _env("OFFBOARD_FALLBACK_OWNER")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = _env("OFFBOARD_LOG_LEVEL", "INFO")
     log_format: Literal["text", "json"] = _env("OFFBOARD_LOG_FORMAT", "text")
+    # When set, GET /metrics answers only to "Authorization: Bearer <token>".
+    metrics_token: SecretStr | None = _env("OFFBOARD_METRICS_TOKEN")
     # A deal whose close lies further back than this starts nothing (a replayed or forged close).
     max_close_age_days: int = _env("OFFBOARD_MAX_CLOSE_AGE_DAYS", 30, ge=0, le=3650)
 
@@ -91,8 +108,8 @@ class Settings(BaseSettings):
     hubspot_api_base_url: str = _env("HUBSPOT_API_BASE_URL", "https://api.hubapi.com")
     hubspot_contract_type_property: str = _env("HUBSPOT_CONTRACT_TYPE_PROPERTY", "contract_type")
     hubspot_contract_end_property: str = _env("HUBSPOT_CONTRACT_END_PROPERTY", "contract_end_date")
-    # HubSpot's budget is per account and shared with its other integrations; this is our share,
-    # per process (a rolling 10 s window), and the search API's own per-second limit.
+    # HubSpot's 10-second limit is per app and account (the daily one is shared by the account's
+    # apps); this is one process's share of the app's window, and the search API's own limit.
     hubspot_rate_limit_per_10s: int = _env("HUBSPOT_RATE_LIMIT_PER_10S", 100, ge=1, le=1000)
     hubspot_search_rate_limit_per_s: int = _env("HUBSPOT_SEARCH_RATE_LIMIT_PER_S", 4, ge=1, le=50)
 
@@ -126,6 +143,29 @@ class Settings(BaseSettings):
         unknown = sorted(set(value) - {"nps", "csat", "ces"})
         if unknown:
             raise ValueError(f"survey kinds must be nps, csat or ces (not {', '.join(unknown)})")
+        return value
+
+    @field_validator("salesforce_survey_ids")
+    @classmethod
+    def _surveys_need_a_site(cls, value: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        # Guests answer survey invitations on an Experience Cloud site; Salesforce refuses them without one.
+        if value and not info.data.get("salesforce_community_id"):
+            raise ValueError(
+                "guest survey invitations need the Experience Cloud site: set SALESFORCE_COMMUNITY_ID "
+                "(the site's Network id, 0DB…) or leave SALESFORCE_SURVEY_IDS unset to send links by email"
+            )
+        return value
+
+    @field_validator("salesforce_outbound_key")
+    @classmethod
+    def _long_outbound_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        if len(value.get_secret_value()) < 32:
+            raise ValueError(
+                "the outbound-message key must be at least 32 characters; generate one with "
+                "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+            )
         return value
 
     @field_validator("timezone")
@@ -165,10 +205,22 @@ class Settings(BaseSettings):
             raise ValueError("the secret is too short: use at least 16 random bytes (whsec_ + base64)")
         return value
 
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_is_unset(cls, data: Any) -> Any:
+        """An empty or blank value, from any source, is "not set": the setting keeps its default.
+
+        A template's ``HUBSPOT_CLIENT_SECRET=`` must not switch an endpoint on with an empty key.
+        """
+        if not isinstance(data, dict):
+            return data
+        return {name: value for name, value in data.items() if not _blank(value)}
+
     @model_validator(mode="after")
-    def _production_needs_real_secret(self) -> Settings:
-        if self.env == "production" and self.secret_key.get_secret_value() == DEV_SECRET_KEY:
-            raise ValueError("OFFBOARD_SECRET_KEY must be set when OFFBOARD_ENV=production")
+    def _production_is_safe(self) -> Settings:
+        problems = production_problems(self)
+        if problems:
+            raise ValueError("OFFBOARD_ENV=production refuses what is unsafe:\n" + "\n".join(problems))
         return self
 
     @property
@@ -193,6 +245,85 @@ class Settings(BaseSettings):
         if toml_path.is_file():
             sources.append(_NoSecretsToml(settings_cls, toml_path))
         return tuple(sources)
+
+
+def _blank(value: Any) -> bool:
+    if isinstance(value, SecretStr):
+        value = value.get_secret_value()
+    return isinstance(value, str) and not value.strip()
+
+
+def production_problems(settings: Settings, *, web_processes: int = 1) -> list[str]:
+    """What ``OFFBOARD_ENV=production`` refuses: one line per problem, each naming its variable."""
+    if settings.env != "production":
+        return []
+    problems = _secret_problems(settings)
+    if settings.sandbox_enabled:
+        problems.append(
+            "OFFBOARD_SANDBOX: the sandbox CRM is on (the default); set OFFBOARD_SANDBOX=false in production"
+        )
+    problems.extend(_public_url_problems(settings.public_url))
+    if settings.is_sqlite and web_processes > 1:
+        problems.append(
+            f"OFFBOARD_DATABASE_URL: SQLite serves one web process, not {web_processes}; "
+            "use Postgres, or serve with --workers 1"
+        )
+    return problems
+
+
+def _secret_problems(settings: Settings) -> list[str]:
+    problems = []
+    key = settings.secret_key.get_secret_value()
+    if key == DEV_SECRET_KEY:
+        problems.append(
+            "OFFBOARD_SECRET_KEY: not set, so client links would be signed with the public development "
+            f"key; set at least {MIN_SECRET_CHARS} random characters"
+        )
+    elif len(key) < MIN_SECRET_CHARS:
+        problems.append(f"OFFBOARD_SECRET_KEY: shorter than {MIN_SECRET_CHARS} characters")
+    for name in WEBHOOK_SECRETS:
+        secret: SecretStr | None = getattr(settings, name)
+        if secret is not None and len(secret.get_secret_value()) < MIN_SECRET_CHARS:
+            problems.append(f"{variable_name(name)}: shorter than {MIN_SECRET_CHARS} characters")
+    return problems
+
+
+def _public_url_problems(url: str) -> list[str]:
+    parts = urlsplit(url)
+    problems = []
+    if parts.scheme != "https":
+        problems.append("OFFBOARD_PUBLIC_URL: must start with https:// (clients open its links)")
+    if _is_loopback(parts.hostname or ""):
+        problems.append(
+            f"OFFBOARD_PUBLIC_URL: {parts.hostname or 'no host'} is this machine, not an address "
+            "clients and CRMs can reach"
+        )
+    return problems
+
+
+def _is_loopback(host: str) -> bool:
+    host = host.lower().rstrip(".")
+    if not host or host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return address.is_loopback or address.is_unspecified
+
+
+def log_startup_warnings(settings: Settings) -> list[str]:
+    """Log (and return) what ``serve`` and ``worker`` warn about when they start."""
+    warnings = []
+    if settings.secret_key.get_secret_value() == DEV_SECRET_KEY:
+        warnings.append(
+            "OFFBOARD_SECRET_KEY is not set: client links are signed with the public development key, "
+            f"so anyone could forge them; set at least {MIN_SECRET_CHARS} random characters before "
+            "sending links to clients"
+        )
+    for warning in warnings:
+        log.warning(warning)
+    return warnings
 
 
 def secret_variables() -> set[str]:
@@ -245,5 +376,8 @@ def _describe(exc: ValidationError) -> str:
         loc = error["loc"][0] if error["loc"] else ""
         name = variable_name(str(loc)) if loc in Settings.model_fields else str(loc or "settings")
         message = str(error["msg"]).removeprefix("Value error, ")
-        lines.append(f"{name}: {message}")
+        if loc:
+            lines.append(f"{name}: {message}")
+        else:  # a rule over several settings: its lines name their own variables
+            lines.extend(message.splitlines())
     return "invalid settings:\n  " + "\n  ".join(lines)

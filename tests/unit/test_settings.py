@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 
 from connector.errors import SettingsInvalid
-from connector.settings import load_settings
+from connector.settings import (
+    DEV_SECRET_KEY,
+    Settings,
+    all_variables,
+    load_settings,
+    log_startup_warnings,
+    production_problems,
+    variable_name,
+)
 
 
 def test_defaults_are_the_documented_ones():
@@ -51,14 +59,6 @@ def test_a_bad_value_names_its_variable(monkeypatch, variable, value, says):
         assert value not in message
 
 
-def test_production_refuses_the_development_secret_key(monkeypatch):
-    monkeypatch.setenv("OFFBOARD_ENV", "production")
-    with pytest.raises(SettingsInvalid, match="OFFBOARD_SECRET_KEY"):
-        load_settings()
-    monkeypatch.setenv("OFFBOARD_SECRET_KEY", "a-real-key-from-the-vault")
-    assert load_settings().env == "production"
-
-
 def test_secrets_never_print(monkeypatch):
     monkeypatch.setenv("HUBSPOT_ACCESS_TOKEN", "pat-na1-very-secret")
     settings = load_settings()
@@ -77,3 +77,193 @@ def test_toml_file_holds_plain_settings_but_not_secrets(monkeypatch, tmp_path):
     config.write_text('HUBSPOT_ACCESS_TOKEN = "pat-in-a-file"\n')
     with pytest.raises(SettingsInvalid, match="HUBSPOT_ACCESS_TOKEN must come from the environment"):
         load_settings()
+
+
+# --- empty is "not set" ---------------------------------------------------------------------
+
+
+def _settable() -> list[str]:
+    return [variable_name(name) for name in Settings.model_fields]
+
+
+def test_an_empty_variable_is_not_set_for_every_setting(monkeypatch):
+    defaults = load_settings().model_dump()
+    for variable in _settable():
+        monkeypatch.setenv(variable, "")
+    assert load_settings().model_dump() == defaults
+
+
+@pytest.mark.parametrize(
+    "variable",
+    [
+        "OFFBOARD_WEBHOOK_SECRET",
+        "HUBSPOT_CLIENT_SECRET",
+        "HUBSPOT_ACCESS_TOKEN",
+        "SALESFORCE_WEBHOOK_SECRET",
+        "SALESFORCE_OUTBOUND_KEY",
+        "SALESFORCE_ACCESS_TOKEN",
+    ],
+)
+@pytest.mark.parametrize("blank", ["", "   "])
+def test_an_empty_secret_is_none_so_its_endpoint_stays_off(monkeypatch, variable, blank):
+    monkeypatch.setenv(variable, blank)
+    field = next(name for name in Settings.model_fields if variable_name(name) == variable)
+    assert getattr(load_settings(), field) is None
+
+
+def test_an_empty_secret_key_falls_back_to_the_development_key_and_production_refuses_it(monkeypatch):
+    monkeypatch.setenv("OFFBOARD_SECRET_KEY", "")
+    assert load_settings().secret_key.get_secret_value() == DEV_SECRET_KEY
+    _production(monkeypatch, OFFBOARD_SECRET_KEY="")
+    with pytest.raises(SettingsInvalid, match="OFFBOARD_SECRET_KEY: not set"):
+        load_settings()
+
+
+def test_an_empty_generic_secret_leaves_the_generic_endpoint_answering_503(monkeypatch, sqlite_url):
+    from connector.services import build
+    from connector.store import Store
+    from connector.store.migrate import upgrade
+    from connector.web import create_app
+    from tests.conftest import deal_closed_event, signed
+
+    store = Store.from_url(sqlite_url)
+    upgrade(store.engine)
+    settings = load_settings(OFFBOARD_DATABASE_URL=sqlite_url, OFFBOARD_WEBHOOK_SECRET="")
+    client = create_app(build(settings, store=store)).test_client()
+    body, headers = signed(deal_closed_event())
+    assert client.post("/webhooks/generic", data=body, headers=headers).status_code == 503
+    store.dispose()
+
+
+# --- the development key warns -----------------------------------------------------------
+
+
+def test_the_development_key_logs_a_warning_at_start(caplog):
+    with caplog.at_level("WARNING", logger="offboard.settings"):
+        warnings = log_startup_warnings(load_settings())
+    assert len(warnings) == 1 and "OFFBOARD_SECRET_KEY is not set" in warnings[0]
+    assert [r.getMessage() for r in caplog.records if r.name == "offboard.settings"] == warnings
+
+
+def test_a_real_secret_key_starts_quietly(monkeypatch, caplog):
+    monkeypatch.setenv("OFFBOARD_SECRET_KEY", "k" * 40)
+    with caplog.at_level("WARNING", logger="offboard.settings"):
+        assert log_startup_warnings(load_settings()) == []
+    assert not [r for r in caplog.records if r.name == "offboard.settings"]
+
+
+def test_the_worker_command_warns_about_the_development_key(monkeypatch, sqlite_url, caplog):
+    from click.testing import CliRunner
+
+    from connector.cli import main
+    from tests.conftest import BUNDLED_PLAYBOOKS
+
+    monkeypatch.setenv("OFFBOARD_DATABASE_URL", sqlite_url)
+    monkeypatch.setenv("OFFBOARD_PLAYBOOKS", str(BUNDLED_PLAYBOOKS))
+    with caplog.at_level("WARNING", logger="offboard.settings"):
+        result = CliRunner().invoke(main, ["worker", "--once"])
+    assert result.exit_code == 0, result.output
+    assert any("development key" in r.getMessage() for r in caplog.records if r.name == "offboard.settings")
+
+
+# --- production refuses what is unsafe ----------------------------------------------------
+
+SAFE_PRODUCTION = {
+    "OFFBOARD_ENV": "production",
+    "OFFBOARD_SECRET_KEY": "s" * 32,
+    "OFFBOARD_SANDBOX": "false",
+    "OFFBOARD_PUBLIC_URL": "https://offboard.example.com",
+    "OFFBOARD_DATABASE_URL": "postgresql://offboard@db/offboard",
+    "OFFBOARD_WEBHOOK_SECRET": "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldY",  # 24 bytes
+    "HUBSPOT_CLIENT_SECRET": "h" * 36,
+    "SALESFORCE_WEBHOOK_SECRET": "f" * 32,
+    "SALESFORCE_OUTBOUND_KEY": "o" * 32,
+}
+
+
+def _production(monkeypatch, **changes: str) -> None:
+    for variable, value in {**SAFE_PRODUCTION, **changes}.items():
+        monkeypatch.setenv(variable, value)
+
+
+def test_a_safe_production_configuration_starts(monkeypatch):
+    _production(monkeypatch)
+    settings = load_settings()
+    assert settings.env == "production"
+    assert production_problems(settings, web_processes=4) == []  # Postgres: many web processes
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "says"),
+    [
+        ("OFFBOARD_SECRET_KEY", "a", "OFFBOARD_SECRET_KEY: shorter than 32 characters"),
+        ("OFFBOARD_SECRET_KEY", "x" * 31, "OFFBOARD_SECRET_KEY: shorter than 32 characters"),
+        ("OFFBOARD_SECRET_KEY", DEV_SECRET_KEY, "OFFBOARD_SECRET_KEY: not set"),
+        ("HUBSPOT_CLIENT_SECRET", "hubspot-client-secret", "HUBSPOT_CLIENT_SECRET: shorter than 32"),
+        ("SALESFORCE_WEBHOOK_SECRET", "flow-secret", "SALESFORCE_WEBHOOK_SECRET: shorter than 32"),
+        ("SALESFORCE_OUTBOUND_KEY", "short-key", "SALESFORCE_OUTBOUND_KEY"),
+        ("OFFBOARD_WEBHOOK_SECRET", "whsec_c2hvcnQ=", "OFFBOARD_WEBHOOK_SECRET"),
+        ("OFFBOARD_SANDBOX", "true", "OFFBOARD_SANDBOX: the sandbox CRM is on"),
+        ("OFFBOARD_PUBLIC_URL", "http://offboard.example.com", "OFFBOARD_PUBLIC_URL: must start with https"),
+        ("OFFBOARD_PUBLIC_URL", "https://localhost:8443", "OFFBOARD_PUBLIC_URL: localhost is this machine"),
+        ("OFFBOARD_PUBLIC_URL", "https://127.0.0.2", "OFFBOARD_PUBLIC_URL: 127.0.0.2 is this machine"),
+        ("OFFBOARD_PUBLIC_URL", "https://[::1]:8443", "OFFBOARD_PUBLIC_URL: ::1 is this machine"),
+        ("OFFBOARD_PUBLIC_URL", "https://0.0.0.0", "OFFBOARD_PUBLIC_URL: 0.0.0.0 is this machine"),
+        ("OFFBOARD_PUBLIC_URL", "https://app.localhost", "OFFBOARD_PUBLIC_URL: app.localhost is this"),
+    ],
+)
+def test_production_refuses_each_unsafe_setting_naming_it(monkeypatch, variable, value, says):
+    _production(monkeypatch, **{variable: value})
+    with pytest.raises(SettingsInvalid) as raised:
+        load_settings()
+    message = str(raised.value)
+    assert says in message
+    if ("SECRET" in variable or "KEY" in variable) and len(value) > 3:
+        assert value not in message.replace(variable, "")
+
+
+def test_production_refuses_the_sandbox_by_default(monkeypatch):
+    _production(monkeypatch)
+    monkeypatch.delenv("OFFBOARD_SANDBOX")
+    with pytest.raises(SettingsInvalid, match="OFFBOARD_SANDBOX"):
+        load_settings()
+
+
+def test_production_lists_every_problem_at_once(monkeypatch):
+    _production(
+        monkeypatch,
+        OFFBOARD_SECRET_KEY="short",
+        HUBSPOT_CLIENT_SECRET="also-short",
+        OFFBOARD_SANDBOX="true",
+        OFFBOARD_PUBLIC_URL="http://127.0.0.1:8080",
+    )
+    with pytest.raises(SettingsInvalid) as raised:
+        load_settings()
+    lines = str(raised.value).splitlines()
+    named = [line.strip().split(":")[0] for line in lines[2:]]
+    assert named == [
+        "OFFBOARD_SECRET_KEY",
+        "HUBSPOT_CLIENT_SECRET",
+        "OFFBOARD_SANDBOX",
+        "OFFBOARD_PUBLIC_URL",
+        "OFFBOARD_PUBLIC_URL",
+    ], lines
+    assert "short" not in str(raised.value).replace("shorter", "")
+
+
+def test_production_refuses_sqlite_with_more_than_one_web_process(monkeypatch):
+    _production(monkeypatch, OFFBOARD_DATABASE_URL="sqlite:///var/offboard.db")
+    settings = load_settings()  # one process on SQLite is allowed
+    assert production_problems(settings) == []
+    (problem,) = production_problems(settings, web_processes=2)
+    assert problem.startswith("OFFBOARD_DATABASE_URL: SQLite serves one web process, not 2")
+
+
+def test_development_refuses_nothing(monkeypatch):
+    monkeypatch.setenv("OFFBOARD_SECRET_KEY", "a")
+    monkeypatch.setenv("OFFBOARD_PUBLIC_URL", "http://localhost:8080")
+    assert production_problems(load_settings(), web_processes=8) == []
+
+
+def test_every_variable_is_known(monkeypatch):
+    assert set(_settable()) <= set(all_variables())
