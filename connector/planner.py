@@ -6,12 +6,17 @@ exactly what the worker will write, because both call this module.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from datetime import date, datetime, time
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from jinja2 import TemplateError
+
+from connector.errors import PlaybookError
 from connector.models import Deal
 from connector.playbooks import templates
 from connector.playbooks.loader import LoadedPlaybook
@@ -21,6 +26,8 @@ from connector.settings import Settings
 
 # Tasks and sends land at this local time of day on their due date.
 WORKDAY_START = time(9, 0)
+# Steps whose time has passed go out now, this far apart, so they keep their order.
+LATE_SPACING = timedelta(minutes=1)
 
 
 @dataclass(frozen=True)
@@ -142,6 +149,14 @@ class PlannedStep:
     body: str
     detail: dict[str, Any] = field(default_factory=dict)
     condition: str | None = None
+    # When the step's time had already passed: when it was due (it goes out now instead).
+    was_due: datetime | None = None
+    # How the owner was found, when that is not what the playbook says (a role with no mapping).
+    owner_note: str | None = None
+
+    @property
+    def late_note(self) -> str | None:
+        return f"was due {self.was_due:%a %d %b}, goes out now" if self.was_due else None
 
     @property
     def conditional(self) -> bool:
@@ -194,15 +209,54 @@ def anchor_for(deal: Deal, playbook: Playbook, today: date) -> tuple[date, str, 
 def plan(deal: Deal, playbook: Playbook, ctx: PlanContext) -> Plan:
     anchor, kind, note = anchor_for(deal, playbook, ctx.today)
     context = templates.deal_context(deal, playbook.model_dump(mode="json"), anchor, ctx.today)
-    steps = [_plan_step(step, deal, playbook, anchor, context, ctx) for step in playbook.steps]
-    return Plan(playbook, anchor, kind, note, steps)
+    steps = []
+    for step in playbook.steps:
+        with _rendering(step, playbook):
+            steps.append(_plan_step(step, deal, playbook, anchor, context, ctx))
+    return Plan(playbook, anchor, kind, note, goes_out_now(steps, playbook, ctx))
 
 
 def plan_follow_ups(deal: Deal, playbook: Playbook, ctx: PlanContext, steps: list[Step]) -> list[PlannedStep]:
     """Steps whose condition just came true, laid out from today (the answer, or the deadline)."""
     anchor = ctx.today
     context = templates.deal_context(deal, playbook.model_dump(mode="json"), anchor, ctx.today)
-    return [_plan_step(step, deal, playbook, anchor, context, ctx, follow_up=True) for step in steps]
+    planned = []
+    for step in steps:
+        with _rendering(step, playbook):
+            planned.append(_plan_step(step, deal, playbook, anchor, context, ctx, follow_up=True))
+    return goes_out_now(planned, playbook, ctx)
+
+
+def goes_out_now(steps: list[PlannedStep], playbook: Playbook, ctx: PlanContext) -> list[PlannedStep]:
+    """Steps whose time has passed (a backdated deal) go out now, keeping the timeline's order.
+
+    Late steps are re-dated to now, one ``LATE_SPACING`` apart in the order they
+    were due (playbook order on ties), and no step is due before one that came
+    before it: the thank-you never lands before the survey it follows. A survey's
+    answer window then counts from its new send time.
+    """
+    models = {step.id: step for step in playbook.steps}
+    order = sorted(
+        (i for i, s in enumerate(steps) if s.due_at is not None),
+        key=lambda i: (steps[i].due_at, i),
+    )
+    laid_out = list(steps)
+    cursor = ctx.now
+    for index in order:
+        step = steps[index]
+        assert step.due_at is not None
+        if step.due_at >= cursor:
+            cursor = step.due_at
+            continue
+        detail = dict(step.detail)
+        if "deadline_at" in detail:
+            detail["deadline_at"] = _deadline(models[step.step_id], cursor, playbook, ctx).isoformat()
+        was_due = step.due_at if step.due_at < ctx.now else None
+        if was_due is not None:
+            detail["was_due"] = was_due.isoformat()
+        laid_out[index] = replace(step, due_at=cursor, detail=detail, was_due=was_due)
+        cursor += LATE_SPACING
+    return laid_out
 
 
 def _plan_step(
@@ -217,28 +271,22 @@ def _plan_step(
 ) -> PlannedStep:
     condition = None if follow_up else _condition(step)
     when = _offset_of(step)
-    if condition:
-        due_at = None
-    elif when is None:
-        due_at = ctx.now
-    else:
-        day = when.apply(anchor)
-        if playbook.weekends == "next_weekday":
-            day = add_business_days(day, 0)
-        due_at = at_workday_start(day, ctx.zone)
+    due_at = None if condition else _due_at(when, playbook, anchor, ctx)
     contact = deal.primary_contact
     detail: dict[str, Any] = {"offset": str(when) if when else "at run start"}
     if step.task is not None:
         task = step.task
+        owner, owner_note = owner_for(task.owner, deal, ctx)
         return PlannedStep(
             step.id,
             "task",
             due_at,
-            resolve_owner(task.owner, deal, ctx),
+            owner,
             _text(task.title, playbook, context),
             _text(task.body, playbook, context),
             {**detail, "priority": task.priority, "type": task.type},
             condition,
+            owner_note=owner_note,
         )
     if step.note is not None:
         text = _text(step.note.body, playbook, context)
@@ -266,6 +314,16 @@ def _plan_step(
     detail |= {"object": step.property.object, "set": values}
     title = f"Set {', '.join(f'{k}={v}' for k, v in values.items())} on the {step.property.object}"
     return PlannedStep(step.id, "property", due_at, None, title, "", detail, condition)
+
+
+def _due_at(when: Offset | None, playbook: Playbook, anchor: date, ctx: PlanContext) -> datetime:
+    """``when`` from the anchor, at the start of that working day; now for steps without an offset."""
+    if when is None:
+        return ctx.now
+    day = when.apply(anchor)
+    if playbook.weekends == "next_weekday":
+        day = add_business_days(day, 0)
+    return at_workday_start(day, ctx.zone)
 
 
 def _deadline(step: Step, sent_at: datetime, playbook: Playbook, ctx: PlanContext) -> datetime:
@@ -303,21 +361,46 @@ def _text(value: str | ToneText, playbook: Playbook, context: dict[str, Any]) ->
     return templates.render(source or "", context)
 
 
+def _rendering(step: Step, playbook: Playbook) -> AbstractContextManager[None]:
+    """Say which playbook and step a template failed in, for this deal's data (limits included)."""
+    return _named_failure(f"playbook {playbook.id} v{playbook.version}: step {step.id} ({step.kind})")
+
+
+@contextmanager
+def _named_failure(where: str) -> Iterator[None]:
+    try:
+        yield
+    except TemplateError as exc:
+        raise PlaybookError([f"{where}: template error: {exc.message or exc}"]) from None
+    except (TypeError, ValueError, ArithmeticError, RecursionError) as exc:
+        raise PlaybookError([f"{where}: template error: {exc}"]) from None
+
+
 def _first_line(text: str) -> str:
     return text.strip().splitlines()[0][:120] if text.strip() else ""
 
 
 def resolve_owner(rule: str, deal: Deal, ctx: PlanContext) -> str | None:
     """The CRM user a task goes to; the fallback owner when the rule finds nobody."""
+    return owner_for(rule, deal, ctx)[0]
+
+
+def owner_for(rule: str, deal: Deal, ctx: PlanContext) -> tuple[str | None, str | None]:
+    """The CRM user a task goes to, and a note when a role had to fall back (for ``plan``)."""
+    deal_owner = deal.owner.id if deal.owner else None
     if rule == "deal_owner":
-        owner = deal.owner.id if deal.owner else None
+        owner = deal_owner
     elif rule.startswith("role:"):
         mapped = ctx.roles.get(rule.removeprefix("role:"))
         # A role maps to one user id, or to one per CRM: {"hubspot": "123", "salesforce": "005…"}.
         owner = mapped.get(deal.crm) if isinstance(mapped, dict) else mapped
+        if not owner:
+            to = "fallback owner" if ctx.fallback_owner else "deal owner"
+            missing = f"no mapping for {deal.crm}" if isinstance(mapped, dict) else "no mapping"
+            return ctx.fallback_owner or deal_owner, f"{rule} → {to} ({missing})"
     else:
         owner = rule.removeprefix("user:")
-    return owner or ctx.fallback_owner or (deal.owner.id if deal.owner else None)
+    return owner or ctx.fallback_owner or deal_owner, None
 
 
 def at_workday_start(day: date, zone: ZoneInfo) -> datetime:

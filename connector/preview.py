@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from connector.models import Deal
-from connector.planner import Plan, PlanContext, Verdict, choose, plan
+from connector.planner import Plan, PlanContext, PlannedStep, Verdict, choose, plan
 from connector.playbooks.loader import LoadedPlaybook
 
 
@@ -68,7 +68,10 @@ class Preview:
             waiting = [s for s in self.plan.steps if s.conditional]
             if waiting:
                 lines += ["", "Waiting on an answer:"]
-                lines += [f"  {s.kind:<9} {s.title}  ({s.condition})" for s in waiting]
+                lines += [
+                    f"  {s.kind:<9} {s.title}  ({'; '.join(n for n in (s.condition, s.owner_note) if n)})"
+                    for s in waiting
+                ]
         return "\n".join(lines)
 
 
@@ -101,11 +104,14 @@ def _chosen_lines(chosen: LoadedPlaybook, laid_out: Plan) -> list[str]:
 
 def _timeline(laid_out: Plan) -> list[str]:
     steps = sorted((s for s in laid_out.steps if not s.conditional), key=lambda s: (s.due_at, s.step_id))
-    return [
-        f"  {s.due_at:%Y-%m-%d %a %H:%M} UTC  {s.kind:<9} {s.owner_id or '-':<12} {s.title}"
-        for s in steps
-        if s.due_at is not None
-    ]
+    return [_timeline_line(s) for s in steps if s.due_at is not None]
+
+
+def _timeline_line(step: PlannedStep) -> str:
+    """One step of the timeline, with why it is not where the playbook put it."""
+    line = f"  {step.due_at:%Y-%m-%d %a %H:%M} UTC  {step.kind:<9} {step.owner_id or '-':<12} {step.title}"
+    notes = [note for note in (step.late_note, step.owner_note) if note]
+    return f"{line}  ({'; '.join(notes)})" if notes else line
 
 
 def _playbook_json(loaded: LoadedPlaybook) -> dict[str, Any]:
@@ -128,5 +134,7 @@ def _step_json(step: Any) -> dict[str, Any]:
         "title": step.title,
         "body": step.body,
         "condition": step.condition,
+        "was_due": step.was_due.isoformat() if step.was_due else None,
+        "owner_note": step.owner_note,
         "detail": step.detail,
     }

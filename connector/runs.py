@@ -1,7 +1,9 @@
 """Start runs and lay their actions into the outbox, in the caller's transaction.
 
-A run is unique per (crm, account, deal, playbook): whichever trigger comes
-first starts it, and every later one finds it already there.
+A deal has one open (active or done) run at a time: whichever trigger comes
+first starts it, and every later one finds it already there. Only a cancelled run
+(the deal re-opened) makes room: the next close starts the playbook's next
+generation, with idempotency keys of its own.
 """
 
 from __future__ import annotations
@@ -11,12 +13,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from connector.models import Deal, NoteSpec, PropertyUpdate, TaskSpec
 from connector.planner import Plan, PlannedStep
-from connector.playbooks.loader import LoadedPlaybook
+from connector.playbooks.loader import LoadedPlaybook, from_pinned
+from connector.playbooks.offsets import add_business_days
 from connector.store import Action, AuditEntry, Run
 from connector.store.db import insert
 
@@ -24,8 +27,14 @@ TASK_BATCH = "tasks"
 
 
 def idempotency_key(run: Run, name: str) -> str:
-    """Stable across retries and processes: the CRM-side marker of this write."""
+    """Stable across retries and processes: the CRM-side marker of this write.
+
+    A first generation's keys leave the generation out, so they are what they were
+    before runs had generations.
+    """
     raw = f"{run.crm}|{run.account}|{run.deal_id}|{run.playbook_id}|{name}"
+    if run.generation and run.generation > 1:
+        raw = f"{raw}|{run.generation}"
     return hashlib.sha256(raw.encode()).hexdigest()
 
 
@@ -53,6 +62,7 @@ def start_run(
         "playbook_id": loaded.id,
         "playbook_version": loaded.playbook.version,
         "playbook_hash": loaded.hash,
+        "generation": _next_generation(session, deal, loaded.id),
         "playbook": loaded.pinned(),
         "deal": deal.model_dump(mode="json"),
         "trigger": trigger,
@@ -63,7 +73,7 @@ def start_run(
         "created_at": now,
         "updated_at": now,
     }
-    # No conflict target: both the per-playbook key and the one-open-run-per-deal index count.
+    # No conflict target: both the one-open-run-per-deal index and the generation's key count.
     statement = insert(session, Run).values(**values).on_conflict_do_nothing().returning(Run.id)
     run_id = session.execute(statement).scalar()
     if run_id is None:
@@ -90,13 +100,23 @@ def start_run(
 
 
 def _existing_run(session: Session, deal: Deal, playbook_id: str) -> Run:
-    """The run that stopped this one: the same playbook's, or the deal's open run."""
+    """The run that stopped this one: the deal's open run, or (a race lost) the playbook's latest."""
     runs = session.scalars(
-        select(Run).filter_by(crm=deal.crm, account=deal.account, deal_id=deal.id).order_by(Run.id)
+        select(Run).filter_by(crm=deal.crm, account=deal.account, deal_id=deal.id).order_by(Run.id.desc())
     ).all()
-    same = [run for run in runs if run.playbook_id == playbook_id]
     open_runs = [run for run in runs if run.state != "cancelled"]
-    return (same or open_runs)[0]
+    same = [run for run in runs if run.playbook_id == playbook_id]
+    return (open_runs or same)[0]
+
+
+def _next_generation(session: Session, deal: Deal, playbook_id: str) -> int:
+    """One more than the deal's latest run of this playbook (all cancelled, or the insert stops)."""
+    latest = session.scalar(
+        select(func.max(Run.generation)).filter_by(
+            crm=deal.crm, account=deal.account, deal_id=deal.id, playbook_id=playbook_id
+        )
+    )
+    return (latest or 0) + 1
 
 
 def _midnight(plan: Plan) -> datetime:
@@ -218,5 +238,36 @@ def step_payload(step: PlannedStep, deal: Deal) -> dict[str, Any]:
         "deal_id": deal.id,
         "contact_id": contact.id if contact else None,
         "email": contact.email if contact else None,
-        **{k: v for k, v in step.detail.items() if k != "offset"},
+        **{k: v for k, v in step.detail.items() if k not in ("offset", "was_due")},
     }
+
+
+def survey_sent(session: Session, action: Action, sent_at: datetime) -> None:
+    """A survey went out: its answer window counts from ``sent_at``, not from when it was planned.
+
+    Its deadline (which runs the reminder and the no-answer steps) moves to
+    ``sent_at`` + the survey's ``deadline`` window when that is later than planned,
+    so a survey sent late (a backdated deal, a retried or deferred send) is not
+    followed by its reminder seconds later. Reminders have no window of their own.
+    """
+    if action.kind != "survey" or action.payload.get("answers", action.step_id) != action.step_id:
+        return
+    run = session.get_one(Run, action.run_id)
+    playbook = from_pinned(run.playbook)
+    step = next((s for s in playbook.steps if s.id == action.step_id and s.survey), None)
+    if step is None or step.survey is None:
+        return
+    day = step.survey.deadline.apply(sent_at.date())
+    if playbook.weekends == "next_weekday":
+        day = add_business_days(day, 0)
+    deadline = datetime.combine(day, sent_at.timetz())
+    session.execute(
+        update(Action)
+        .where(
+            Action.run_id == run.id,
+            Action.step_id == f"{action.step_id}:deadline",
+            Action.state == "pending",
+            Action.due_at < deadline,
+        )
+        .values(due_at=deadline, updated_at=sent_at)
+    )

@@ -1,1 +1,3 @@
-"""Playbooks: the language (model), loading and checking (loader), and templates."""
+"""Playbooks: the language (model), loading and checking (loader, messages, roles), the
+running set (registry), templates and their sandbox with hard limits, and the checklist
+coverage table (coverage)."""

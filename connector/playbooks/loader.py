@@ -17,9 +17,13 @@ import yaml
 from pydantic import ValidationError
 
 from connector.errors import PlaybookError
-from connector.playbooks.model import Playbook
+from connector.playbooks import limits
+from connector.playbooks.messages import describe, yaml_reason
+from connector.playbooks.model import PINNED, Playbook
+from connector.playbooks.sandbox import nearest
 
 SUFFIXES = (".yaml", ".yml")
+MAX_FILE_BYTES = 1_000_000  # a playbook is a page of YAML; anything near this is a mistake or an attack
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,26 @@ def content_hash(playbook: Playbook) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+_pinned: dict[str, Playbook] = {}
+
+
+def from_pinned(content: dict[str, Any]) -> Playbook:
+    """The playbook a run pinned, rebuilt once per process for each distinct content.
+
+    Its templates were checked when it was pinned (and are rendered within the
+    hard limits whenever used), so they are not rendered again here: client pages
+    and the worker can call this on every request at the cost of a hash.
+    """
+    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), default=str)
+    key = hashlib.sha256(canonical.encode()).hexdigest()
+    found = _pinned.get(key)
+    if found is None:
+        if len(_pinned) >= 256:
+            _pinned.clear()  # a handful of playbook versions are in use at once; start over rarely
+        found = _pinned[key] = Playbook.model_validate(content, context=PINNED)
+    return found
+
+
 def playbook_files(paths: Iterable[Path]) -> list[Path]:
     files: list[Path] = []
     for path in paths:
@@ -57,13 +81,17 @@ def playbook_files(paths: Iterable[Path]) -> list[Path]:
 def load_file(path: Path) -> LoadedPlaybook:
     """One playbook, or PlaybookError with one line per problem."""
     try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            limit = f"a playbook file may be at most {MAX_FILE_BYTES:,}"
+            raise PlaybookError([f"{path}: the file is {size:,} bytes; {limit}"])
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise PlaybookError([f"{path}: cannot read: {exc.strerror or exc}"]) from None
     except UnicodeDecodeError:
         raise PlaybookError([f"{path}: not UTF-8 text"]) from None
     except yaml.YAMLError as exc:
-        raise PlaybookError([f"{path}: not valid YAML: {_yaml_reason(exc)}"]) from None
+        raise PlaybookError([f"{path}: not valid YAML: {yaml_reason(exc)}"]) from None
     except ValueError as exc:  # a scalar YAML cannot turn into a value: 2026-13-45, a 5000-digit number
         raise PlaybookError([f"{path}: not valid YAML: {exc}"]) from None
     except RecursionError:
@@ -71,9 +99,10 @@ def load_file(path: Path) -> LoadedPlaybook:
     if not isinstance(data, dict):
         raise PlaybookError([f"{path}: expected a mapping with id, name, version and steps"])
     try:
-        playbook = Playbook.model_validate(data)
+        with limits.file_budget():
+            playbook = Playbook.model_validate(data)
     except ValidationError as exc:
-        raise PlaybookError([f"{path}: {line}" for line in describe(exc)]) from None
+        raise PlaybookError([f"{path}: {line}" for line in describe(exc, data)]) from None
     problems = [f"{path}: {line}" for line in step_problems(playbook)]
     if problems:
         raise PlaybookError(problems)
@@ -115,7 +144,9 @@ def step_problems(playbook: Playbook) -> list[str]:
             continue
         field = f"steps[{position}].{step.kind}.after"
         if after not in index:
-            problems.append(f"{field}: no step has id {after!r} (ids: {', '.join(index)})")
+            guess = nearest(after, index)
+            hint = f"; did you mean {guess}?" if guess else ""
+            problems.append(f"{field}: no step has id {after!r}{hint} (ids: {', '.join(index)})")
         elif after == step.id:
             problems.append(f"{field}: a step cannot wait for itself")
         elif step.body.when and step.body.when.score and playbook.steps[index[after]].kind != "survey":
@@ -157,34 +188,3 @@ def set_problems(loaded: list[LoadedPlaybook]) -> list[str]:
             )
         by_match.setdefault(key, item)
     return problems
-
-
-def describe(exc: ValidationError) -> list[str]:
-    lines = []
-    for error in exc.errors(include_url=False, include_input=True):
-        path = field_path(error["loc"])
-        message = str(error["msg"]).removeprefix("Value error, ")
-        if error["type"] == "extra_forbidden":
-            message = "unknown key (check the spelling; see docs/playbooks.md)"
-        elif error["type"] == "missing":
-            message = "required"
-        lines.append(f"{path or '(top)'}: {message}")
-    return lines
-
-
-def field_path(loc: tuple[int | str, ...]) -> str:
-    path = ""
-    for part in loc:
-        if isinstance(part, int):
-            path += f"[{part}]"
-        elif "[" in part or part[:1].isupper() or part in ("text", "by_tone"):
-            continue  # pydantic's names for union members, not a field of the file
-        else:
-            path += f".{part}" if path else part
-    return path
-
-
-def _yaml_reason(exc: yaml.YAMLError) -> str:
-    mark = getattr(exc, "problem_mark", None)
-    problem = getattr(exc, "problem", None) or str(exc)
-    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark else problem

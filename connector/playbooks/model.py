@@ -18,6 +18,7 @@ from pydantic import (
     Field,
     PlainSerializer,
     Tag,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -43,9 +44,16 @@ def _offset(value: Any) -> Offset:
 OffsetField = Annotated[Offset, BeforeValidator(_offset), PlainSerializer(str, return_type=str)]
 
 
-def _template(value: Any) -> str:
+# Validation context under which a run's pinned copy is rebuilt: its templates were checked
+# when it was pinned, and are rendered within the limits whenever they are used.
+PINNED = {"pinned": True}
+
+
+def _template(value: Any, info: ValidationInfo) -> str:
     if not isinstance(value, str):
         raise ValueError("expected text (a Jinja2 template)")
+    if isinstance(info.context, dict) and info.context.get("pinned"):
+        return value
     problem = templates.check(value)
     if problem:
         raise ValueError(problem)

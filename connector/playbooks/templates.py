@@ -15,8 +15,10 @@ another format) and ``money`` (``12500`` → ``12,500.00``).
 
 Nothing else: no globals (``range``, ``lipsum``, ``cycler``…), no ``self``, no
 ``include``/``import``/``extends`` (there is no loader either), no attribute that
-starts with ``_``, no method that changes a value, and ``*``/``**`` cannot build
-a huge string or number. A template that tries is a validation error.
+starts with ``_``, no method that changes a value. Every render has hard limits on
+the size of what it builds, its loop iterations and its time (limits.py). A
+template that breaks any of this is a validation error; at run time it fails the
+text being rendered instead of hanging the worker.
 """
 
 from __future__ import annotations
@@ -26,17 +28,13 @@ from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 from typing import Any
 
-from jinja2 import StrictUndefined, Template, TemplateError, nodes
-from jinja2.exceptions import SecurityError
-from jinja2.runtime import Context
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2 import TemplateError
 
 from connector.models import Deal
+from connector.playbooks import limits, sandbox
+from connector.playbooks.sandbox import NAMES, Fields
 
-NAMES = ("deal", "company", "contact", "owner", "playbook", "dates")
-MAX_REPEAT = 100_000  # characters or items ``*`` may build
-MAX_EXPONENT = 1_000
-_OUTSIDE = (nodes.Include, nodes.Import, nodes.FromImport, nodes.Extends)
+__all__ = ["NAMES", "check", "deal_context", "render", "sample_context"]
 
 
 def _date(value: Any, fmt: str = "%-d %B %Y") -> str:
@@ -60,50 +58,20 @@ def _money(value: Any) -> str:
         raise ValueError(f"the money filter needs a number, not {str(value)[:40]!r}") from None
 
 
-class _Sandbox(ImmutableSandboxedEnvironment):
-    """Jinja's immutable sandbox, with ``*`` and ``**`` bounded (they could exhaust memory or time)."""
-
-    intercepted_binops = frozenset({"*", "**"})
-
-    def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
-        numeric = isinstance(right, int | float | Decimal)
-        if operator == "**" and numeric and not -MAX_EXPONENT <= right <= MAX_EXPONENT:
-            raise SecurityError(f"an exponent above {MAX_EXPONENT} is not allowed")
-        if operator == "*":
-            for sequence, count in ((left, right), (right, left)):
-                repeats = isinstance(sequence, str | list | tuple) and isinstance(count, int)
-                if repeats and len(sequence) * count > MAX_REPEAT:
-                    raise SecurityError(f"repeating text or a list beyond {MAX_REPEAT} is not allowed")
-        return super().call_binop(context, operator, left, right)
-
-
-@lru_cache(maxsize=1)
-def environment() -> ImmutableSandboxedEnvironment:
-    env = _Sandbox(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False)
-    env.globals.clear()  # only the documented names: no range, lipsum, cycler, joiner, namespace, dict
-    env.filters["date"] = _date
-    env.filters["money"] = _money
-    return env
+FILTERS = {"date": _date, "money": _money}
 
 
 def render(source: str, context: dict[str, Any]) -> str:
-    return _compiled(source).render(context).strip()
+    """``source`` rendered for ``context``, within the hard limits of limits.py.
 
-
-@lru_cache(maxsize=4096)
-def _compiled(source: str) -> Template:
-    """Each playbook text is compiled once per process, not once per deal.
-
-    TemplateError when the text reaches outside itself: ``include``, ``import``,
-    ``extends`` or ``self`` (the template's own object).
+    TemplateError (TemplateLimit when a limit is broken) or the TypeError, ValueError
+    or ArithmeticError a filter raised; never more than ``MAX_TEXT`` characters.
     """
-    env = environment()
-    tree = env.parse(source)
-    if any(True for _ in tree.find_all(_OUTSIDE)):
-        raise SecurityError("templates cannot include, import or extend other templates")
-    if any(name.name == "self" for name in tree.find_all(nodes.Name)):
-        raise SecurityError("'self' is not available in playbook templates")
-    return env.from_string(tree)
+    with limits.budget():
+        text = "".join(sandbox.compiled(source).generate(context)).strip()
+    if len(text) > limits.MAX_TEXT:
+        raise limits.TemplateLimit(f"the rendered text is over {limits.MAX_TEXT:,} characters")
+    return text
 
 
 def check(source: str) -> str | None:
@@ -111,7 +79,7 @@ def check(source: str) -> str | None:
     try:
         render(source, sample_context())
     except TemplateError as exc:
-        return f"template error: {exc.message or exc}" + _hint(exc)
+        return f"template error: {exc.message or exc}"
     except (TypeError, ValueError, ArithmeticError) as exc:
         return f"template error: {exc}"
     except RecursionError:
@@ -119,18 +87,12 @@ def check(source: str) -> str | None:
     return None
 
 
-def _hint(exc: TemplateError) -> str:
-    if "is undefined" in str(exc):
-        return f" (templates may use: {', '.join(NAMES)}; see docs/playbooks.md)"
-    return ""
-
-
 def deal_context(deal: Deal, playbook: dict[str, Any], anchor: date, today: date) -> dict[str, Any]:
     """The names a template sees for this deal."""
     company = deal.company
     contact = deal.primary_contact
     owner = deal.owner
-    return {
+    names: dict[str, dict[str, Any]] = {
         "deal": {
             "id": deal.id,
             "name": deal.name,
@@ -142,7 +104,7 @@ def deal_context(deal: Deal, playbook: dict[str, Any], anchor: date, today: date
             "close_date": deal.close_date,
             "contract_type": deal.contract_type or "",
             "contract_end": deal.contract_end,
-            "properties": dict(deal.properties),
+            "properties": Fields("deal.properties", dict(deal.properties)),
         },
         "company": {
             "id": company.id if company else "",
@@ -169,6 +131,7 @@ def deal_context(deal: Deal, playbook: dict[str, Any], anchor: date, today: date
             "contract_end": deal.contract_end,
         },
     }
+    return {name: Fields(name, values) for name, values in names.items()}
 
 
 @lru_cache(maxsize=1)

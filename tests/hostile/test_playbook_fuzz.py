@@ -74,6 +74,14 @@ TEMPLATE_ATTACKS = [
     "{{ 1 | date }}",
     "{{ deal.name | money }}",
     "{% debug %}",
+    # ... and templates that try to exhaust memory or time: each is refused before it costs much
+    "{{ 'x'.center(400000000) }}",
+    "{{ '%400000000s' | format('x') }}",
+    "{{ '{:>400000000}'.format('x') }}",
+    "{{ 'x' | indent(400000000) }}",
+    "{% set a = 'xxxxxxxxxxxxxxxx' %}" + "{% set a = a ~ a %}" * 40 + "{{ a }}",
+    "{% for i in 'x' * 100000 %}{% for j in 'x' * 100000 %}{{ j }}{% endfor %}{% endfor %}",
+    "{{ (9 ** 1000) ** 1000 }}",
 ]
 
 

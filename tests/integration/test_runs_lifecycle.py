@@ -41,13 +41,13 @@ def test_a_run_keeps_the_playbook_it_started_with(client, services, store, tmp_p
 
     path = folder / "completed-project.yaml"
     path.write_text(path.read_text().replace("Confirm the end date with", "Double-check the end date with"))
-    problems, _ = check_against_database(services.settings.database_url, services.playbooks.current())
+    problems, _ = check_against_database(services.settings.database_url, services.playbooks())
     assert problems == [
         f"{path}: version: the content changed but the version is still 1, and runs started with the old "
         "content; set version: 2 so runs tell the two apart"
     ]
     path.write_text(path.read_text().replace("version: 1", "version: 2", 1))
-    assert check_against_database(services.settings.database_url, services.playbooks.current())[0] == []
+    assert check_against_database(services.settings.database_url, services.playbooks())[0] == []
 
     deliver(client, deal_closed_event("D-2"))
     services.worker().run_until_idle()

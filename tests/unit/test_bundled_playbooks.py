@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from connector.playbooks.coverage import COMMAND, table_in
 from connector.playbooks.loader import load_all
 from connector.playbooks.model import Playbook, Step
 from tests.conftest import BUNDLED_PLAYBOOKS, ROOT
@@ -77,13 +78,53 @@ def test_referral_asks_go_only_to_promoters_and_detractors_get_a_task(playbook_i
 
 def test_the_docs_table_matches_the_playbooks():
     docs = (ROOT / "docs" / "playbooks.md").read_text()
-    start = docs.index("-->\n", docs.index("<!-- coverage table")) + len("-->\n")
-    end = docs.index("<!-- end coverage table -->")
-    assert docs[start:end].strip() == coverage_table(list(LOADED.values())), (
-        "docs/playbooks.md is out of date: regenerate the table with tests.unit.checklist.coverage_table"
+    assert table_in(docs) == coverage_table(list(LOADED.values())), (
+        f"docs/playbooks.md's coverage table is out of date: run `{COMMAND}`"
     )
 
 
 def test_coverage_table_lists_each_step_under_its_line():
     table = coverage_table([LOADED["completed-project"]])
     assert "| 6 | Access revocation, right after transfer | `revoke-access` |" in table
+
+
+def test_the_coverage_command_prints_and_rewrites_the_table(tmp_path, monkeypatch):
+    """A new playbook changes the table; the command the failing test names brings the docs back in step."""
+    import shutil
+
+    from click.testing import CliRunner
+
+    from connector.cli import main
+
+    books = tmp_path / "playbooks"
+    shutil.copytree(BUNDLED_PLAYBOOKS, books)
+    (books / "new.yaml").write_text(
+        "id: new-one\nname: New\nversion: 1\nmatch: {contract_type: [pilot]}\n"
+        "steps:\n  - id: wave\n    covers: [14]\n    task: {title: Bye}\n"
+    )
+    docs = tmp_path / "playbooks.md"
+    shutil.copy(ROOT / "docs" / "playbooks.md", docs)
+    monkeypatch.setenv("OFFBOARD_PLAYBOOKS", str(books))
+    printed = CliRunner().invoke(main, ["playbooks", "coverage"])
+    assert printed.exit_code == 0, printed.output
+    assert "`new-one`" in printed.output.splitlines()[0] and "| 14 |" in printed.output
+    assert table_in(docs.read_text()) != printed.output.strip()  # the docs are now out of date
+    written = CliRunner().invoke(main, ["playbooks", "coverage", "--write", "--docs", str(docs)])
+    assert written.exit_code == 0, written.output
+    assert table_in(docs.read_text()) == printed.output.strip()
+    assert docs.read_text().count("<!-- end coverage table -->") == 1
+    again = CliRunner().invoke(main, ["playbooks", "coverage", "--write", "--docs", str(docs)])
+    assert "up to date" in again.output
+
+
+def test_the_coverage_command_says_when_the_markers_are_missing(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from connector.cli import main
+
+    docs = tmp_path / "playbooks.md"
+    docs.write_text("# no table here\n")
+    monkeypatch.setenv("OFFBOARD_PLAYBOOKS", str(BUNDLED_PLAYBOOKS))
+    result = CliRunner().invoke(main, ["playbooks", "coverage", "--write", "--docs", str(docs)])
+    assert result.exit_code == 1
+    assert "no '<!-- coverage table … -->' and '<!-- end coverage table -->' markers" in result.output

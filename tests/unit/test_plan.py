@@ -67,7 +67,10 @@ def test_each_kind_of_deal_gets_its_playbook(tmp_path, deal, playbook):
 def test_a_deal_without_contract_end_counts_from_the_close_date_and_says_so(tmp_path):
     out = plan(tmp_path, deal_closed_event(contract_end=None))
     assert "anchor: close date 2026-11-20 (deal has no contract end date; counted from the close date)" in out
-    assert "2026-10-21 Wed 09:00 UTC  task      owner-1      Confirm the end date" in out
+    assert (  # -30d from the close date has passed: it goes out now, and says so
+        "2026-11-20 Fri 15:00 UTC  task      owner-1      Confirm the end date with Acme Corp  "
+        "(was due Wed 21 Oct, goes out now)" in out
+    )
 
 
 BUSINESS_DAYS = """
@@ -95,7 +98,7 @@ def test_business_day_offsets_skip_weekends(tmp_path):
     out = plan(tmp_path, deal_closed_event(close_date="2026-11-20"), "--playbooks", str(folder))  # a Friday
     assert "2026-11-23 Mon 09:00 UTC  task      owner-1      +1bd" in out
     assert "2026-11-27 Fri 09:00 UTC  task      owner-1      +5bd" in out
-    assert "2026-11-19 Thu 09:00 UTC  task      owner-1      -1bd" in out
+    assert "2026-11-20 Fri 15:00 UTC  task      owner-1      -1bd  (was due Thu 19 Nov, goes out now)" in out
     assert "2026-11-22 Sun 09:00 UTC  task      owner-1      +2d kept" in out  # weekends: keep
 
 
@@ -164,3 +167,58 @@ def test_plan_fetches_the_deal_from_a_crm(tmp_path, monkeypatch, sqlite_url):
     missing = CliRunner().invoke(main, ["plan", "--crm", "sandbox", "--deal", "nope"])
     assert missing.exit_code == 1
     assert "cannot fetch deal nope" in missing.output
+
+
+# --- backdated deals: what has passed goes out now, in order -------------------------------------
+
+
+def test_a_backdated_deal_sends_what_has_passed_now_in_playbook_order(tmp_path):
+    # The contract ended on 1 Oct; the run starts on 20 Nov: every step's time has passed.
+    data = json.loads(plan(tmp_path, deal_closed_event(contract_end="2026-10-01"), "--format", "json"))
+    timeline = {s["step"]: s for s in data["timeline"]}
+    survey, thank_you = timeline["exit-nps"], timeline["thank-you"]
+    assert survey["due_at"] == "2026-11-20T15:08:00+00:00"  # after the eight late tasks, a minute apart
+    assert survey["was_due"] == "2026-10-02T09:00:00+00:00"
+    assert thank_you["due_at"] > survey["due_at"]  # never due before the survey it follows
+    assert thank_you["was_due"] == "2026-10-12T09:00:00+00:00"
+    # The answer window counts from the new send, not from the planned one.
+    assert survey["detail"]["deadline_at"] == "2026-11-25T09:00:00+00:00"  # +5d (a Wednesday)
+    dues = [s["due_at"] for s in data["timeline"]]
+    order = [s["step"] for s in sorted(data["timeline"], key=lambda s: s["was_due"] or s["due_at"])]
+    assert [s["step"] for s in sorted(data["timeline"], key=lambda s: s["due_at"])] == order
+    assert len(set(dues)) == len(dues)  # no two late steps at the same minute: their order is kept
+
+
+def test_plan_text_says_a_late_step_goes_out_now(tmp_path):
+    out = plan(tmp_path, deal_closed_event(contract_end="2026-10-01"))
+    assert (
+        "2026-11-20 Fri 15:08 UTC  survey    -            Send the NPS survey to Pat Lee  "
+        "(was due Fri 02 Oct, goes out now)" in out
+    )
+    assert "Check in with Pat at Acme Corp  (was due Thu 12 Nov, goes out now)" in out  # +6w has passed too
+
+
+def test_steps_still_ahead_keep_their_time(tmp_path):
+    out = plan(tmp_path, deal_closed_event())  # contract ends 31 Dec, after 20 Nov
+    assert "goes out now" not in out
+
+
+# --- roles with no mapping -----------------------------------------------------------------------
+
+
+def test_plan_shows_a_role_with_no_mapping_going_to_the_deal_owner(tmp_path):
+    out = plan(tmp_path, deal_closed_event(), env={"OFFBOARD_ROLES": "{}"})
+    assert (
+        "2026-12-21 Mon 09:00 UTC  task      owner-1      Send the final invoice to Acme Corp  "
+        "(role:finance → deal owner (no mapping))" in out
+    )
+    mapped = plan(tmp_path, deal_closed_event())
+    assert "no mapping" not in mapped
+
+
+def test_plan_names_the_fallback_owner_when_one_is_set(tmp_path):
+    env = {"OFFBOARD_ROLES": "{}", "OFFBOARD_FALLBACK_OWNER": "ops-1"}
+    data = json.loads(plan(tmp_path, deal_closed_event(), "--format", "json", env=env))
+    invoice = next(s for s in data["timeline"] if s["step"] == "final-invoice")
+    note = "role:finance → fallback owner (no mapping)"
+    assert (invoice["owner"], invoice["owner_note"]) == ("ops-1", note)

@@ -180,3 +180,117 @@ def test_the_design_example_loads_and_means_what_it_says(tmp_path: Path):
     assert referral.referral and referral.referral.after == "exit-nps"
     assert referral.referral.when and referral.referral.when.score and referral.referral.when.score.gte == 9
     assert call.task and str(call.task.due) == "+1bd" and call.task.when.score.lte == 6
+
+
+# --- messages RevOps can act on ------------------------------------------------------------------
+
+STEPS_HEADER = "id: a\nname: A\nversion: 1\n"
+CLEARER = [
+    # (name, file content, the exact line after "<file>: ")
+    (
+        "misspelt-template-field",
+        STEPS_HEADER + "steps:\n  - id: x\n    task: {title: '{{ contact.firstname }}'}\n",
+        "steps[0].task.title: template error: contact has no field 'firstname'; did you mean first_name? "
+        "(fields: id, first_name, last_name, name, email)",
+    ),
+    (
+        "after-typo",
+        STEPS_HEADER + "steps:\n  - id: exit-survey\n    survey: {kind: nps}\n"
+        "  - id: y\n    task: {title: x, after: exit-survy}\n",
+        "steps[1].task.after: no step has id 'exit-survy'; did you mean exit-survey? (ids: exit-survey, y)",
+    ),
+    (
+        "task-field-at-step-level",
+        STEPS_HEADER + "steps:\n  - id: x\n    task:\n      title: hi\n    due: -3d\n",
+        "steps[0].due: indentation: 'due' is a task field; indent it under `task:`, not at the step's level",
+    ),
+    (
+        "step-field-inside-task",
+        STEPS_HEADER + "steps:\n  - id: x\n    task:\n      title: hi\n      covers: [1]\n",
+        "steps[0].task.covers: indentation: 'covers' belongs to the step, not inside it; "
+        "indent it less, level with `id:`",
+    ),
+    (
+        "match-key-at-top",
+        STEPS_HEADER + "outcome: [won]\nsteps:\n  - id: x\n    task: {title: hi}\n",
+        "outcome: indentation: 'outcome' belongs under `match:`; indent it there",
+    ),
+    (
+        "misspelt-key",
+        STEPS_HEADER + "steps:\n  - id: x\n    task:\n      title: hi\n      prority: high\n",
+        "steps[0].task.prority: unknown key; did you mean priority? "
+        "(keys here: after, when, title, body, due, owner, priority, type); see docs/playbooks.md",
+    ),
+    (
+        "yaml-colon",
+        STEPS_HEADER + "steps:\n  - id: x\n    task:\n      title: Note: this\n",
+        "not valid YAML: line 7, column 18: a ':' YAML did not expect: put text containing ': ' in quotes, "
+        "or check that this line is indented like the keys it belongs with "
+        "(YAML: mapping values are not allowed here)",
+    ),
+    (
+        "yaml-tab",
+        STEPS_HEADER + "steps:\n  - id: x\n    task:\n\ttitle: hi\n",
+        "not valid YAML: line 7, column 1: a tab: indent with spaces only "
+        "(YAML: found character '\\t' that cannot start any token)",
+    ),
+    (
+        "yaml-unclosed-quote",
+        'id: a\nname: "A\nversion: 1\n',
+        "not valid YAML: line 4, column 1: the file ends inside a quote that was never closed "
+        "(YAML: found unexpected end of stream); the quoted text began at line 2",
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "content", "line"), CLEARER, ids=[c[0] for c in CLEARER])
+def test_problems_say_what_to_do(tmp_path: Path, name, content, line):
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(content)
+    result = CliRunner().invoke(main, ["validate", str(path)])
+    assert result.exit_code == 1
+    assert f"{path}: {line}" in result.output.splitlines(), result.output
+
+
+def test_an_unknown_template_name_suggests_the_nearest(tmp_path: Path):
+    path = tmp_path / "a.yaml"
+    path.write_text(STEPS_HEADER + "steps:\n  - id: x\n    task: {title: '{{ contacts.name }}'}\n")
+    result = CliRunner().invoke(main, ["validate", str(path)])
+    assert (
+        "'contacts' is undefined; did you mean contact? (templates may use: deal, company," in result.output
+    )
+
+
+# --- roles with no mapping: a warning, not an error ----------------------------------------------
+
+ROLE_BOOK = (
+    STEPS_HEADER
+    + "steps:\n  - id: x\n    task: {title: hi}\n  - id: y\n    task: {title: pay, owner: role:finance}\n"
+)
+
+
+def test_a_role_with_no_mapping_is_a_warning_naming_file_and_field(tmp_path: Path):
+    path = tmp_path / "a.yaml"
+    path.write_text(ROLE_BOOK)
+    result = CliRunner().invoke(main, ["validate", str(path)], env={"OFFBOARD_ROLES": '{"it": "u-1"}'})
+    assert result.exit_code == 0, result.output
+    assert (
+        f"{path}: steps[1].task.owner: warning: role:finance has no mapping in OFFBOARD_ROLES; "
+        "its tasks go to the deal owner"
+    ) in result.output.splitlines()
+    assert f"ok  {path}  a v1  (2 steps)" in result.output
+
+
+def test_a_mapped_role_is_not_warned_about(tmp_path: Path):
+    path = tmp_path / "a.yaml"
+    path.write_text(ROLE_BOOK)
+    result = CliRunner().invoke(main, ["validate", str(path)], env={"OFFBOARD_ROLES": '{"finance": "f-1"}'})
+    assert result.exit_code == 0 and "warning" not in result.output
+
+
+def test_the_warning_names_the_fallback_owner_when_set(tmp_path: Path):
+    path = tmp_path / "a.yaml"
+    path.write_text(ROLE_BOOK)
+    env = {"OFFBOARD_ROLES": "{}", "OFFBOARD_FALLBACK_OWNER": "ops-1"}
+    result = CliRunner().invoke(main, ["validate", str(path)], env=env)
+    assert "its tasks go to the fallback owner (ops-1)" in result.output
