@@ -3,11 +3,20 @@
 Everything a client submits is stored and turned into outbox actions in one
 transaction: the answer written back to the CRM, the steps its score unlocks,
 and a record of the steps it rules out. The CRM calls happen later, in the worker.
+
+Each link is used once: a survey link gives one answer, a referral link one
+submission (unique rows decide, so two posts at the same instant make one
+answer and one "already sent" page, never an error). Links of a cancelled run
+are closed: they show the closed page and write nothing. The run's row is
+locked while a submission is written, so a cancel and a submission never
+interleave.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -16,12 +25,14 @@ from email_validator import EmailNotValidError, validate_email
 from itsdangerous import BadSignature, SignatureExpired
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from connector import links
 from connector.errors import ConnectorError
 from connector.models import AnswerSpec, Deal, ReferralSpec, TaskSpec, category
 from connector.planner import PlanContext, at_workday_start, plan_follow_ups, resolve_owner
+from connector.playbooks.loader import from_pinned
 from connector.playbooks.model import Playbook, Step
 from connector.playbooks.offsets import add_business_days
 from connector.runs import follow_up_actions, new_action, skipped_action
@@ -33,11 +44,12 @@ SCALES = {"nps": (0, 10), "csat": (1, 5), "ces": (1, 7)}
 COMMENT_LIMIT = 5000
 # Control characters but tab and newlines: nobody types them, and Postgres refuses NUL outright.
 _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-Problem = Literal["expired", "forged", "used", "closed"]
+Problem = Literal["expired", "forged", "used", "sent", "closed"]
 
 
 class LinkProblem(ConnectorError):
-    """A link that cannot be used: expired, forged (or mangled), already used, or its run closed."""
+    """A link that cannot be used: expired, forged (or mangled), already answered ("used") or
+    sent ("sent"), or its run cancelled ("closed")."""
 
     def __init__(self, problem: Problem) -> None:
         super().__init__(problem)
@@ -93,14 +105,37 @@ def open_link(store: Store, claims: Claims) -> LinkPage:
         run = session.get(Run, claims.run)
         if run is None:
             raise LinkProblem("forged")
+        if run.state == "cancelled":
+            raise LinkProblem("closed")
+        if claims.kind == "referral" and _referred(session, run.id, claims.step):
+            raise LinkProblem("sent")
         if claims.kind != "referral" and _answered(session, run.id, claims.step):
             raise LinkProblem("used")
         return _page(run, claims)
 
 
+def _open_run(session: Session, claims: Claims) -> Run:
+    """The link's run, locked until the submission is written; LinkProblem when it is gone or cancelled."""
+    run = session.get(Run, claims.run, with_for_update=True)
+    if run is None:
+        raise LinkProblem("forged")
+    if run.state == "cancelled":
+        raise LinkProblem("closed")
+    return run
+
+
+@contextmanager
+def _once(problem: Problem) -> Iterator[None]:
+    """A unique row another request wrote first (a race the inserts did not see): the link is used."""
+    try:
+        yield
+    except IntegrityError:
+        raise LinkProblem(problem) from None
+
+
 def _page(run: Run, claims: Claims) -> LinkPage:
     deal = Deal.model_validate(run.deal)
-    playbook = Playbook.model_validate(run.playbook)
+    playbook = from_pinned(run.playbook)
     step = _step(playbook, claims.step)
     contact = next((c for c in deal.contacts if c.id == claims.contact), deal.primary_contact)
     company = deal.company.name if deal.company else deal.name
@@ -115,6 +150,10 @@ def _step(playbook: Playbook, step_id: str) -> Step | None:
 
 def _answered(session: Session, run_id: int, step_id: str) -> bool:
     return session.scalar(select(Answer.id).filter_by(run_id=run_id, step_id=step_id)) is not None
+
+
+def _referred(session: Session, run_id: int, step_id: str) -> bool:
+    return session.scalar(select(Referral.id).filter_by(run_id=run_id, step_id=step_id)) is not None
 
 
 def plain_text(value: object, limit: int) -> str:
@@ -140,10 +179,8 @@ def record_answer(
     store: Store, settings: Settings, claims: Claims, score: int, comment: str, now: datetime
 ) -> Answer:
     """Store the answer once, and queue its write-back and the steps it unlocks."""
-    with store.session() as session:
-        run = session.get(Run, claims.run)
-        if run is None:
-            raise LinkProblem("forged")
+    with _once("used"), store.session() as session:
+        run = _open_run(session, claims)
         answer_id = session.execute(
             insert(session, Answer)
             .values(
@@ -173,8 +210,7 @@ def record_answer(
                 detail={"step": claims.step, "kind": claims.kind, "score": score},
             )
         )
-        if run.state != "cancelled":  # a late answer to a finished run still counts
-            unlock(session, settings, run, claims.step, score, now)
+        unlock(session, settings, run, claims.step, score, now)  # a late answer to a finished run counts
         return answer
 
 
@@ -200,7 +236,7 @@ def unlock(
     ``score`` is None when the survey's deadline passed without an answer. Steps
     that already have an action (queued or skipped earlier) are left alone.
     """
-    playbook = Playbook.model_validate(run.playbook)
+    playbook = from_pinned(run.playbook)
     deal = Deal.model_validate(run.deal)
     taken = set(session.scalars(select(Action.step_id).where(Action.run_id == run.id)))
     waiting = [s for s in playbook.steps if s.body.after == survey_step and s.id not in taken]
@@ -287,61 +323,64 @@ class ReferralForm:
 
 def record_referral(
     store: Store, settings: Settings, claims: Claims, form: ReferralForm, now: datetime
-) -> bool:
-    """Store what the client offered and queue it for the CRM; False when it was all sent before."""
-    with store.session() as session:
-        run = session.get(Run, claims.run)
-        if run is None:
-            raise LinkProblem("forged")
+) -> int:
+    """Store the link's one submission and queue it for the CRM; the number of actions queued.
+
+    LinkProblem("sent") when the link was used before (or by a concurrent post),
+    LinkProblem("closed") when its run is cancelled.
+    """
+    with _once("sent"), store.session() as session:
+        run = _open_run(session, claims)
+        referral_id = session.execute(
+            insert(session, Referral)
+            .values(
+                run_id=run.id,
+                step_id=claims.step,
+                referrer_contact_id=claims.contact,
+                name=form.name,
+                email=form.email,
+                company=form.company,
+                note=form.note,
+                testimonial=form.testimonial,
+                case_study=form.case_study,
+                created_at=now,
+            )
+            .on_conflict_do_nothing()
+            .returning(Referral.id)
+        ).scalar()
+        if referral_id is None:
+            raise LinkProblem("sent")
         deal = Deal.model_validate(run.deal)
         ctx = PlanContext.from_settings(settings, now)
         actions: list[Action] = []
         if form.email:
-            actions += _introduction(session, run, deal, claims, form, ctx, now)
+            actions += _introduction(run, deal, claims, form, referral_id, ctx, now)
         for consent in ("testimonial", "case_study"):
             if getattr(form, consent):
                 actions += _consent(session, run, deal, claims, consent, ctx, now)
         session.add_all(actions)
-        if actions:
-            session.add(
-                AuditEntry(
-                    actor="referral",
-                    verb="referral.received",
-                    run_id=run.id,
-                    crm=run.crm,
-                    at=now,
-                    detail={"step": claims.step, "actions": len(actions)},
-                )
+        session.add(
+            AuditEntry(
+                actor="referral",
+                verb="referral.received",
+                run_id=run.id,
+                crm=run.crm,
+                at=now,
+                detail={"step": claims.step, "actions": len(actions)},
             )
-        return bool(actions)
+        )
+        return len(actions)
 
 
 def _introduction(
-    session: Session,
     run: Run,
     deal: Deal,
     claims: Claims,
     form: ReferralForm,
+    referral_id: int,
     ctx: PlanContext,
     now: datetime,
 ) -> list[Action]:
-    new_id = session.execute(
-        insert(session, Referral)
-        .values(
-            run_id=run.id,
-            step_id=claims.step,
-            referrer_contact_id=claims.contact,
-            name=form.name,
-            email=form.email,
-            company=form.company,
-            note=form.note,
-            created_at=now,
-        )
-        .on_conflict_do_nothing()
-        .returning(Referral.id)
-    ).scalar()
-    if new_id is None:
-        return []  # the same person again: one contact, one follow-up
     first, _, last = form.name.partition(" ")
     spec = ReferralSpec(
         step_id=claims.step,
@@ -356,7 +395,7 @@ def _introduction(
         company=form.company,
         note=form.note,
     )
-    step_id = f"{claims.step}:referral:{new_id}"
+    step_id = f"{claims.step}:referral:{referral_id}"
     title = (
         f"Follow up with {form.name}"
         + (f" ({form.company})" if form.company else "")

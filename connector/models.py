@@ -125,6 +125,20 @@ class Invite(_Model):
     contact_id: str
     email: str | None = None
     link: str
+    # Who is asking (OFFBOARD_BRAND_NAME, OFFBOARD_BRAND_REPLY_TO): the texts that ask for an answer say so.
+    sender: str | None = None
+    reply_to: str | None = None
+
+    def subject(self, text: str) -> str:
+        """An email subject that names the sender."""
+        return f"{text} · {self.sender}" if self.sender else text
+
+    def closing(self) -> str:
+        """The end of a message that asks for an answer: thanks, who is asking, where to reply."""
+        lines = ["Thank you.", *([self.sender] if self.sender else [])]
+        if self.reply_to:
+            lines.append(f"Questions? Write to {self.reply_to}.")
+        return "\n".join(lines)
 
 
 Category = Literal["promoter", "passive", "detractor"]

@@ -1,18 +1,32 @@
-"""The Flask app factory: verify, store, answer fast. No CRM calls happen here."""
+"""The Flask app factory: verify, store, answer fast. No CRM calls happen here.
+
+The app writes its own access log (logger ``offboard.access``, one line per
+request, link tokens and keys redacted by ``connector.logs``) whatever server
+runs it, and counts every webhook answer for ``/metrics``. Under /s/ and /r/
+(pages a client reads) every error is an HTML page; elsewhere errors are JSON.
+"""
 
 from __future__ import annotations
 
 import io
 import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from flask import Flask, Response, current_app, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from connector.errors import WebhookRejected
+from connector.logs import redact_path
+from connector.metrics import event_received
 from connector.services import Services
+from connector.web.brand import Brand
 
 MAX_BODY_BYTES = 1024 * 1024
 log = logging.getLogger("offboard.web")
+access_log = logging.getLogger("offboard.access")
+CLIENT_PAGES = ("/s/", "/r/")
 
 
 def create_app(services: Services) -> Flask:
@@ -27,14 +41,68 @@ def create_app(services: Services) -> Flask:
     app.url_map.merge_slashes = False  # "//healthz" is not a path we serve: 404, not a redirect
     app.extensions["offboard"] = services
 
-    from connector.web import health, hubspot, pages, salesforce, webhooks
+    from connector.web import health, hubspot, metrics, pages, salesforce, webhooks
 
-    for blueprint in (health.bp, webhooks.bp, hubspot.bp, salesforce.bp, pages.bp):
+    for blueprint in (health.bp, metrics.bp, webhooks.bp, hubspot.bp, salesforce.bp, pages.bp):
         app.register_blueprint(blueprint)
     _register_errors(app)
     app.before_request(_bounded_stream)
     app.after_request(_security_headers)
+    app.after_request(_count_webhook)
+    app.wsgi_app = AccessLog(app.wsgi_app)  # type: ignore[method-assign]
     return app
+
+
+class AccessLog:
+    """One line per request on ``offboard.access``: who, what, the answer, how long (paths redacted)."""
+
+    def __init__(self, app: Callable[..., Iterable[bytes]]) -> None:
+        self.app = app
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        started = time.perf_counter()
+        seen: dict[str, str] = {}
+
+        def _start(status: str, headers: list[tuple[str, str]], *args: Any) -> Any:
+            seen["status"] = status.split(" ", 1)[0]
+            seen["length"] = next((v for k, v in headers if k.lower() == "content-length"), "-")
+            return start_response(status, headers, *args)
+
+        try:
+            return self.app(environ, _start)
+        finally:
+            self._line(environ, seen, time.perf_counter() - started)
+
+    @staticmethod
+    def _line(environ: dict[str, Any], seen: dict[str, str], seconds: float) -> None:
+        query = environ.get("QUERY_STRING", "")
+        path = redact_path(environ.get("PATH_INFO", "") + (f"?{query}" if query else ""))
+        fields = {
+            "remote_addr": environ.get("REMOTE_ADDR", "-"),
+            "method": environ.get("REQUEST_METHOD", "-"),
+            "path": path,
+            "status": int(seen.get("status", "500")),
+            "length": seen.get("length", "-"),
+            "duration_ms": round(seconds * 1000, 1),
+        }
+        access_log.info(
+            '%s "%s %s" %s %s %.1fms',
+            fields["remote_addr"],
+            fields["method"],
+            path,
+            fields["status"],
+            fields["length"],
+            fields["duration_ms"],
+            extra=fields,
+        )
+
+
+def _count_webhook(response: Response) -> Response:
+    """Every answer a webhook endpoint gives, by source (the endpoint) and status."""
+    rule = request.url_rule.rule if request.url_rule else ""
+    if rule.startswith("/webhooks/"):
+        event_received(rule.removeprefix("/webhooks/").replace("/", "_"), response.status_code)
+    return response
 
 
 def _bounded_stream() -> None:
@@ -66,12 +134,13 @@ def _security_headers(response: Response) -> Response:
     headers.setdefault("X-Content-Type-Options", "nosniff")
     headers.setdefault("Referrer-Policy", "no-referrer")
     headers.setdefault("X-Frame-Options", "DENY")
+    logo = Brand.from_settings(services().settings).logo_origin
     headers.setdefault(
         "Content-Security-Policy",
-        "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
-        "frame-ancestors 'none'; base-uri 'none'",
+        f"default-src 'none'; style-src 'self'; img-src 'self'{' ' + logo if logo else ''}; "
+        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
     )
-    if response.mimetype == "text/html" or request.path.startswith(("/s/", "/r/")):
+    if response.mimetype == "text/html" or request.path.startswith(CLIENT_PAGES):
         headers["Cache-Control"] = "no-store"  # personal pages and what their links answer
     return response
 
@@ -103,10 +172,22 @@ def _register_errors(app: Flask) -> None:
         return body, exc.status
 
     @app.errorhandler(HTTPException)
-    def _http(exc: HTTPException) -> tuple[dict[str, object], int, list[tuple[str, str]]]:
-        return {"error": http_reason(exc)}, exc.code or 500, http_headers(exc)
+    def _http(exc: HTTPException) -> Any:
+        status = exc.code or 500
+        if request.path.startswith(CLIENT_PAGES):
+            detail = http_reason(exc) if status == 413 else None  # the limit, in bytes
+            return _client_error(status, detail), status, http_headers(exc)
+        return {"error": http_reason(exc)}, status, http_headers(exc)
 
     @app.errorhandler(Exception)
-    def _unexpected(exc: Exception) -> tuple[dict[str, object], int]:
+    def _unexpected(exc: Exception) -> Any:
         log.exception("unhandled error")
+        if request.path.startswith(CLIENT_PAGES):
+            return _client_error(500), 500
         return {"error": "internal error; nothing was stored"}, 500
+
+
+def _client_error(status: int, detail: str | None = None) -> Response:
+    from connector.web.pages import error_page
+
+    return error_page(status, detail)

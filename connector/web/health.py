@@ -1,4 +1,10 @@
-"""Liveness and readiness."""
+"""Liveness and readiness.
+
+Both answer anyone (load balancers and orchestrators call them without
+credentials), so they say only whether the service can work and how much it
+has loaded: no playbook ids, CRM names or error text. Those details are for
+operators, from the command line (``offboard playbooks list``, ``offboard connections``).
+"""
 
 from __future__ import annotations
 
@@ -18,14 +24,12 @@ def healthz() -> tuple[dict[str, object], int]:
 def readyz() -> tuple[dict[str, object], int]:
     found = services()
     database = found.store.ping()
-    playbooks = [p.id for p in found.playbooks.current()]
-    ready = database and bool(playbooks)
+    playbooks = len(found.playbooks.current())
+    ready = database and playbooks > 0
     body: dict[str, object] = {
         "status": "ready" if ready else "not ready",
         "database": "ok" if database else "unreachable",
         "playbooks": playbooks,
-        "crms": sorted(found.adapters),
+        "crms": len(found.adapters),
     }
-    if found.playbooks.last_error:
-        body["playbook_errors"] = found.playbooks.last_error.splitlines()
     return body, 200 if ready else 503

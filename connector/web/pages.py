@@ -2,7 +2,9 @@
 
 Plain HTML forms that work without JavaScript. Cross-site posts are refused:
 each form carries a random value that must match a SameSite=Strict cookie set
-with the page, and a foreign Origin is refused outright.
+with the page, and a foreign Origin is refused outright. Every page names the
+sender (``OFFBOARD_BRAND_*``), and every answer under /s/ and /r/ is HTML,
+errors included.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from flask import Blueprint, Response, make_response, render_template, request
 from connector import feedback
 from connector.feedback import Claims, FormProblem, LinkPage, LinkProblem
 from connector.web import services
+from connector.web.brand import Brand
 
 bp = Blueprint("pages", __name__)
 CSRF_COOKIE = "offboard_form"
@@ -106,7 +109,23 @@ PROBLEMS = {
         "This link is not valid",
         ["It may have been cut short when it was copied. Please open it again from the email."],
     ),
-    "closed": (410, "This survey is closed", ["Thank you for your interest."]),
+    "sent": (
+        409,
+        "Already sent",
+        ["Thank you, we have what you sent. Each link can be used once."],
+    ),
+    "closed": (
+        410,
+        "This link is closed",
+        ["The work it was about has been closed, so there is nothing more to send. Thank you."],
+    ),
+}
+ERRORS = {
+    400: ("Something was not right", "The page could not read what was sent. Please open the link again."),
+    404: ("This page does not exist", "Please open the link again from the email."),
+    405: ("This page cannot do that", "Please open the link again from the email."),
+    413: ("That was too long", "Please shorten what you wrote and send it again."),
+    500: ("Something went wrong on our side", "Nothing was stored. Please try again in a moment."),
 }
 
 
@@ -182,6 +201,17 @@ class _Refused(Exception):
 @bp.errorhandler(_Refused)
 def _refused(exc: _Refused) -> Response:
     return exc.response
+
+
+@bp.app_context_processor
+def _brand() -> dict[str, Any]:
+    return {"brand": Brand.from_settings(services().settings)}
+
+
+def error_page(status: int, detail: str | None = None) -> Response:
+    """The HTML answer to an HTTP error under /s/ or /r/ (a client reads it, not a program)."""
+    heading, line = ERRORS.get(status, ERRORS[500 if status >= 500 else 400])
+    return _message(status, heading, [*([f"What was sent is {detail}."] if detail else []), line])
 
 
 def _open(purpose: str, token: str) -> tuple[Claims, LinkPage]:

@@ -17,7 +17,7 @@ from connector import links
 from connector.demo import post, wait_for
 from connector.settings import DEV_SECRET_KEY
 from connector.store import Store
-from tests.conftest import WEBHOOK_SECRET, deal_closed_event, signed
+from tests.conftest import WEBHOOK_SECRET, deal_closed_today, signed
 from tests.e2e.browser import DESKTOP, PHONE, browser, chromium_path
 from tests.e2e.server import ServerProcess
 
@@ -94,7 +94,7 @@ def shoot(server: ServerProcess, sandbox: SandboxAdapter, chromium: str, out: Pa
 def surveys_for(server: ServerProcess, sandbox: SandboxAdapter, deal_id: str) -> dict[str, str]:
     # Each deal its own contact: the fatigue guard would rightly stop a second survey to one person.
     contact = {"id": f"contact-{deal_id}", "first_name": "Pat", "last_name": "Lee", "primary": True}
-    body, headers = signed(deal_closed_event(deal_id, contacts=[contact]))
+    body, headers = signed(deal_closed_today(deal_id, contacts=[contact]))
     post(server.url, body, headers)
     invites = wait_for(lambda: sandbox.invites(deal_id) if len(sandbox.invites(deal_id)) == 3 else None, 20)
     return {invite.kind: invite.link for invite in invites}

@@ -10,7 +10,7 @@ from sqlalchemy import select
 from adapters.sandbox import SandboxAdapter
 from connector.demo import post, wait_for
 from connector.store import Action, Run, Store
-from tests.conftest import WEBHOOK_SECRET, deal_closed_event, signed
+from tests.conftest import WEBHOOK_SECRET, deal_closed_today, signed
 from tests.e2e.browser import DESKTOP, PHONE, browser, require_browser
 from tests.e2e.server import ServerProcess
 
@@ -59,7 +59,7 @@ def live(tmp_path, sqlite_url):
 
 
 def survey_link(server, sandbox, deal_id):
-    body, headers = signed(deal_closed_event(deal_id))
+    body, headers = signed(deal_closed_today(deal_id))
     assert post(server.url, body, headers)[0] == 202
     invites = wait_for(lambda: sandbox.invites(deal_id), 20)
     assert invites, "the survey was not sent"

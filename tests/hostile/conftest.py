@@ -23,7 +23,7 @@ from connector.settings import Settings
 from connector.store import Base, Run, Store
 from tests.conftest import deal_closed_event, make_settings, signed
 from tests.fakes.hubspot import settings_overrides
-from tests.fakes.salesforce import ORG_ID
+from tests.fakes.salesforce import ORG_ID, OUTBOUND_KEY
 
 EXAMPLES = int(os.environ.get("OFFBOARD_TEST_HOSTILE_EXAMPLES", "100"))
 FLOW_SECRET = "flow-shared-secret-for-hostile-tests"
@@ -51,6 +51,7 @@ def settings(db_url: str) -> Settings:
         db_url,
         **settings_overrides("http://127.0.0.1:9"),  # the HubSpot adapter is built, never called
         SALESFORCE_ORG_ID=ORG_ID,
+        SALESFORCE_OUTBOUND_KEY=OUTBOUND_KEY,
         SALESFORCE_WEBHOOK_SECRET=FLOW_SECRET,
         OFFBOARD_SWEEP_INTERVAL_SECONDS=0,  # no contract-end sweep: it would ask the (absent) HubSpot
     )

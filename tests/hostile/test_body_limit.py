@@ -17,6 +17,7 @@ from werkzeug.test import EnvironBuilder, run_wsgi_app
 
 from adapters.salesforce import flow
 from connector.web import MAX_BODY_BYTES
+from tests.fakes.salesforce import OUTBOUND_PATH
 from tests.hostile.conftest import FLOW_SECRET, Tables
 
 BIG = 64 * MAX_BODY_BYTES  # what the stream would deliver if the app kept reading
@@ -60,7 +61,7 @@ def endpoints(pages: dict[str, str]) -> dict[str, tuple[str, dict[str, str]]]:
     return {
         "generic": ("/webhooks/generic", {"Content-Type": "application/json"}),
         "hubspot": ("/webhooks/hubspot", {"Content-Type": "application/json"}),
-        "outbound": ("/webhooks/salesforce", {"Content-Type": "text/xml; charset=utf-8", "SOAPAction": '""'}),
+        "outbound": (OUTBOUND_PATH, {"Content-Type": "text/xml; charset=utf-8", "SOAPAction": '""'}),
         "flow": (
             "/webhooks/salesforce/flow",
             {"Content-Type": "application/json", flow.SECRET_HEADER: FLOW_SECRET},

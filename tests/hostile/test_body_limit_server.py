@@ -1,4 +1,4 @@
-"""The body limit on the real server (gunicorn): refused with 413 before the body is read whole.
+"""The body limit on the real server (waitress): refused with 413 before the body is read whole.
 
 Over a raw socket: a Content-Length of 64 MiB with no body sent at all is answered
 413 at once (nothing was waited for); a chunked body that would go on for 64 MiB
@@ -16,7 +16,7 @@ import pytest
 from connector.web import MAX_BODY_BYTES
 from tests.conftest import BUNDLED_PLAYBOOKS, WEBHOOK_SECRET
 from tests.e2e.server import ServerProcess
-from tests.fakes.salesforce import ORG_ID
+from tests.fakes.salesforce import ORG_ID, OUTBOUND_KEY, OUTBOUND_PATH
 from tests.hostile.conftest import FLOW_SECRET
 
 pytestmark = pytest.mark.e2e
@@ -34,6 +34,7 @@ def server(sqlite_url, tmp_path):
         "HUBSPOT_CLIENT_SECRET": "hubspot-client-secret",
         "HUBSPOT_API_BASE_URL": "http://127.0.0.1:9",
         "SALESFORCE_ORG_ID": ORG_ID,
+        "SALESFORCE_OUTBOUND_KEY": OUTBOUND_KEY,
         "SALESFORCE_WEBHOOK_SECRET": FLOW_SECRET,
     }
     process = ServerProcess(env, "--no-worker", log=tmp_path / "server.log").start()
@@ -62,7 +63,7 @@ def read_reply(sock: socket.socket) -> bytes:
 
 
 def test_a_declared_oversized_body_is_refused_without_waiting_for_it(server):
-    paths = ["/webhooks/generic", "/webhooks/hubspot", "/webhooks/salesforce", "/webhooks/salesforce/flow"]
+    paths = ["/webhooks/generic", "/webhooks/hubspot", OUTBOUND_PATH, "/webhooks/salesforce/flow"]
     for path in paths:
         with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
             started = time.monotonic()

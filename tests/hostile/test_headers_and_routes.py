@@ -122,7 +122,6 @@ def test_static_serves_the_stylesheet_and_nothing_else(client):
 UNDOCUMENTED_PATHS = [
     "/",
     "/admin",
-    "/metrics",
     "/webhooks",
     "/webhooks/",
     "/webhooks/generic/",
@@ -154,6 +153,10 @@ OTHER_METHODS = ["PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "PROPFIND"]
 
 def check_json_refusal(reply: Any, what: str) -> None:
     assert reply.status_code in (404, 405), (what, reply.status_code, reply.get_data()[:200])
+    if what.split(" ", 1)[-1].startswith(("/s/", "/r/")):  # a client's page: errors are HTML too
+        assert reply.mimetype == "text/html" and b"<h1>" in reply.get_data(), (what, reply.get_data()[:200])
+        check_security_headers(reply, what)
+        return
     assert reply.is_json, (what, reply.get_data()[:200])
     assert isinstance(reply.get_json()["error"], str) and reply.get_json()["error"].strip(), what
     check_security_headers(reply, what)

@@ -21,7 +21,6 @@ import pytest
 import responses
 from sqlalchemy import inspect, select, text
 
-from adapters.hubspot.signature import sign_v1
 from connector.errors import SettingsInvalid
 from connector.settings import load_settings, secret_variables
 from connector.store import Action, AuditEntry, Event
@@ -33,6 +32,7 @@ from tests.fakes.hubspot import (
     hubspot_services,
     offboard_properties,
     serve,
+    sign_v1,
     stage_event,
     standard_portal,
 )
@@ -51,6 +51,9 @@ SECRETS = {
     "SALESFORCE_SECURITY_TOKEN": f"{MARK}-salesforce-security-token-3b3b",
     "SALESFORCE_CONSUMER_SECRET": f"{MARK}-salesforce-consumer-secret-e9e9",
     "SALESFORCE_WEBHOOK_SECRET": f"{MARK}-salesforce-flow-secret-2f2f",
+    "SALESFORCE_OUTBOUND_KEY": f"{MARK}-salesforce-outbound-message-key-1a1a",
+    "SALESFORCE_REFRESH_TOKEN": f"5Aep861{MARK}-salesforce-refresh-token-4c4c",
+    "OFFBOARD_METRICS_TOKEN": f"{MARK}-metrics-token-1d1d",
 }
 SESSION_ID = f"{ORG_ID[:15]}!{MARK}-outbound-session-id-6c6c"  # sent to us by Salesforce: a secret too
 # Every form a secret could take in text: as set, without its prefix, decoded.
@@ -160,7 +163,8 @@ def test_no_secret_reaches_logs_error_bodies_the_audit_trail_or_the_database(
     seed = org.add_opportunity("Globex rollout", account="Globex")
     message = outbound_message([("04l5g0000000001AAA", opportunity_fields(org, seed.opportunity))])
     message = message.replace(b'<SessionId xsi:nil="true"/>', f"<SessionId>{SESSION_ID}</SessionId>".encode())
-    assert post("/webhooks/salesforce", data=message, headers={"Content-Type": "text/xml"}).status_code == 200
+    outbound = f"/webhooks/salesforce?key={SECRETS['SALESFORCE_OUTBOUND_KEY']}"
+    assert post(outbound, data=message, headers={"Content-Type": "text/xml"}).status_code == 200
     callout = {"recordId": seed.opportunity, "fields": {"IsClosed": True, "IsWon": True}, "eventId": "flow-1"}
     flow_headers = {"X-Offboard-Secret": SECRETS["SALESFORCE_WEBHOOK_SECRET"]}
     assert post("/webhooks/salesforce/flow", json=callout, headers=flow_headers).status_code == 202
@@ -197,11 +201,18 @@ def test_no_secret_reaches_logs_error_bodies_the_audit_trail_or_the_database(
     )
     assert post("/webhooks/salesforce/flow", data=b"{", headers=flow_headers).status_code == 400
     foreign = message.replace(ORG_ID.encode(), b"00D5g00000Othr1AAA")
-    assert post("/webhooks/salesforce", data=foreign, headers={"Content-Type": "text/xml"}).status_code == 403
-    assert post("/webhooks/salesforce", data=b"<x", headers={"Content-Type": "text/xml"}).status_code == 400
+    assert post(outbound, data=foreign, headers={"Content-Type": "text/xml"}).status_code == 403
+    assert post(outbound, data=b"<x", headers={"Content-Type": "text/xml"}).status_code == 400
+    assert post("/webhooks/salesforce", data=message, headers={"Content-Type": "text/xml"}).status_code == 401
     assert client.get(survey[:-4] + "AAAA").status_code == 404
     assert post(survey, data={"score": "9"}).status_code in (403, 409)
     assert client.get("/readyz").status_code == 200
+    scraped = [client.get("/metrics"), client.get("/metrics", headers={"Authorization": "Bearer guess"})]
+    scraped.append(
+        client.get("/metrics", headers={"Authorization": f"Bearer {SECRETS['OFFBOARD_METRICS_TOKEN']}"})
+    )
+    assert [r.status_code for r in scraped] == [401, 401, 200]
+    answers.extend(scraped)
     with pytest.raises(SettingsInvalid) as refused:
         load_settings(OFFBOARD_WEBHOOK_SECRET=f"whsec_{MARK}")  # too short: refused, and not repeated
     assert MARK not in str(refused.value)

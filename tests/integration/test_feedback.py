@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import threading
 from datetime import UTC, datetime
 
 import pytest
@@ -231,8 +232,9 @@ def test_a_referral_creates_one_attributed_contact_and_a_follow_up(client, servi
         "testimonial": "yes",
     }
     assert answer(client, path, **form).status_code == 200
-    again = form | {"email": "jo.park@example.com"}
-    assert answer(client, path, **again).status_code == 200  # the same person again
+    again = client.get(path)  # the link is used: the "already sent" page, no form
+    assert again.status_code == 409 and "Already sent" in again.get_data(as_text=True)
+    assert 'name="csrf"' not in again.get_data(as_text=True)
     services.worker().run_until_idle()
     sandbox = services.adapters["sandbox"]
     (contact,) = sandbox.contacts()
@@ -292,3 +294,163 @@ def test_no_second_survey_of_a_kind_within_the_fatigue_window(client, services, 
     assert second.last_error == (
         "skipped: the contact got a NPS survey on 2027-01-01 (run 1); no second one within 90 days"
     )
+
+
+# --- one use per link, closed links, races ------------------------------------------
+
+
+def the_run_id(store):
+    with store.session() as session:
+        return session.scalars(select(Run.id)).one()
+
+
+def counts(store):
+    with store.session() as session:
+        return {
+            "answers": session.scalar(select(func.count()).select_from(Answer)),
+            "referrals": session.scalar(select(func.count()).select_from(Referral)),
+            "answer actions": session.scalar(select(func.count()).where(Action.kind == "answer")),
+            "referral actions": session.scalar(
+                select(func.count()).where(Action.step_id.like("referral-ask:%"))
+            ),
+        }
+
+
+def test_a_referral_link_takes_one_submission(client, services, store, surveyed, clock):
+    path = referral_path(client, services, surveyed, clock)
+    csrf = re.search(r'name="csrf" value="([^"]+)"', client.get(path).get_data(as_text=True)).group(1)
+    replies = [
+        client.post(path, data={"csrf": csrf, "name": f"Person {n}", "email": f"p{n}@example.com"})
+        for n in range(50)
+    ]
+    assert [r.status_code for r in replies] == [200] + [409] * 49
+    assert all("Already sent" in r.get_data(as_text=True) for r in replies[1:])
+    services.worker().run_until_idle()
+    assert [c.email for c in services.adapters["sandbox"].contacts()] == ["p0@example.com"]
+    assert counts(store)["referrals"] == 1
+    assert counts(store)["referral actions"] == 2  # the contact and its follow-up task
+
+
+def test_links_of_a_cancelled_run_show_the_closed_page_and_write_nothing(
+    client, services, store, surveyed, clock
+):
+    from connector import operator
+
+    csrf = re.search(r'name="csrf" value="([^"]+)"', client.get(surveyed).get_data(as_text=True)).group(1)
+    operator.cancel(store, the_run_id(store), actor="test", now=clock.now, reason="deal reopened")
+    for reply in (client.get(surveyed), client.post(surveyed, data={"csrf": csrf, "score": "10"})):
+        assert reply.status_code == 410
+        assert "This link is closed" in reply.get_data(as_text=True)
+    services.worker().run_until_idle()
+    assert counts(store) == {"answers": 0, "referrals": 0, "answer actions": 0, "referral actions": 0}
+    assert "offboard_last_exit_score" not in services.adapters["sandbox"].properties("contact", "contact-1")
+
+
+def test_a_referral_link_of_a_cancelled_run_is_closed(client, services, store, surveyed, clock):
+    from connector import operator
+
+    path = referral_path(client, services, surveyed, clock)
+    csrf = re.search(r'name="csrf" value="([^"]+)"', client.get(path).get_data(as_text=True)).group(1)
+    operator.cancel(store, the_run_id(store), actor="test", now=clock.now, reason="deal reopened")
+    form = {"csrf": csrf, "name": "Jo Park", "email": "jo@example.com", "testimonial": "yes"}
+    for reply in (client.get(path), client.post(path, data=form)):
+        assert reply.status_code == 410
+        assert "This link is closed" in reply.get_data(as_text=True)
+    services.worker().run_until_idle()
+    assert counts(store)["referrals"] == 0 and counts(store)["referral actions"] == 0
+    assert services.adapters["sandbox"].contacts() == []
+
+
+def race(app, path, form, n=8):
+    """``n`` clients post the same form to ``path`` at the same instant; their answers."""
+    barrier = threading.Barrier(n)
+    replies: list = [None] * n
+
+    def post(i):
+        own = app.test_client()
+        own.set_cookie("offboard_form", "r" * 32)
+        barrier.wait()
+        replies[i] = own.post(path, data={"csrf": "r" * 32, **form})
+
+    threads = [threading.Thread(target=post, args=(i,)) for i in range(n)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return replies
+
+
+def test_concurrent_consents_on_one_referral_link_make_one_submission(
+    app, client, services, store, surveyed, clock
+):
+    path = referral_path(client, services, surveyed, clock)
+    replies = race(app, path, {"testimonial": "yes", "case_study": "yes"})
+    statuses = sorted(r.status_code for r in replies)
+    assert statuses == [200] + [409] * 7, statuses
+    assert all(r.mimetype == "text/html" for r in replies)
+    assert counts(store)["referrals"] == 1
+    assert counts(store)["referral actions"] == 2  # one testimonial task, one case-study task
+
+
+def test_concurrent_answers_on_one_survey_link_make_one_answer(app, client, store, surveyed):
+    client.get(surveyed)
+    replies = race(app, surveyed, {"score": "9"})
+    statuses = sorted(r.status_code for r in replies)
+    assert statuses == [200] + [409] * 7, statuses
+    assert all(r.mimetype == "text/html" for r in replies)
+    assert counts(store)["answers"] == 1 and counts(store)["answer actions"] == 1
+
+
+def test_client_pages_answer_errors_in_html(app, client, surveyed, monkeypatch):
+    from connector import feedback
+
+    csrf = re.search(r'name="csrf" value="([^"]+)"', client.get(surveyed).get_data(as_text=True)).group(1)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr(feedback, "record_answer", broken)
+    replies = {
+        500: client.post(surveyed, data={"csrf": csrf, "score": "9"}),
+        413: client.post(surveyed, data={"csrf": csrf, "comment": "x" * (2 * 1024 * 1024)}),
+        405: client.delete(surveyed),
+        404: client.get("/s/"),
+    }
+    for status, reply in replies.items():
+        assert reply.status_code == status
+        assert reply.mimetype == "text/html" and "<h1>" in reply.get_data(as_text=True), status
+        assert "the database went away" not in reply.get_data(as_text=True)
+    assert client.get("/webhooks/nothing").is_json  # elsewhere: JSON
+
+
+def test_referrals_sent_twice_before_the_one_submission_rule_are_kept(sqlite_url):
+    from sqlalchemy import text
+
+    from connector.store import Store
+    from connector.store.migrate import upgrade
+
+    store = Store.from_url(sqlite_url)
+    upgrade(store.engine, "0004")
+    with store.engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO runs (id, crm, account, deal_id, playbook_id, playbook_version,"
+                ' playbook_hash, playbook, deal, "trigger", anchor_at, state, created_at, updated_at)'
+                " VALUES (1, 'sandbox', '-', 'D-1', 'p', 1, 'h', '{}', '{}', 'event', '2026-01-01',"
+                " 'active', '2026-01-01', '2026-01-01')"
+            )
+        )
+        for n, email in enumerate(["a@example.com", "b@example.com"]):
+            connection.execute(
+                text(
+                    "INSERT INTO referrals (run_id, step_id, referrer_contact_id, name, email, company, note,"
+                    " testimonial, case_study, created_at) VALUES (1, 'referral-ask', 'c-1', :name, :email,"
+                    " '', '', 0, 0, '2026-01-01')"
+                ),
+                {"name": f"Person {n}", "email": email},
+            )
+    upgrade(store.engine)
+    with store.session() as session:
+        kept = [(r.step_id, r.email) for r in session.scalars(select(Referral).order_by(Referral.id))]
+    store.dispose()
+    assert kept == [("referral-ask", "a@example.com"), ("referral-ask:2", "b@example.com")]

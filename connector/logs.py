@@ -1,0 +1,213 @@
+"""Logging for every process: one format (text or JSON lines), and no credential in any line.
+
+``configure_logging(settings)`` is called once at start-up by the CLI commands
+and the server. It puts one handler on the root logger (every logger that
+propagates writes through it: ours, Flask's, werkzeug's, waitress', the SDKs')
+and installs the same redaction on the handlers of loggers that do not
+propagate. What is redacted, in the message, the exception text and the
+finished line alike:
+
+- personal link tokens: ``/s/<token>`` and ``/r/<token>`` are credentials for
+  one client (they answer a survey or introduce someone);
+- the value of any ``key=`` query parameter (the Salesforce outbound-message key
+  is a query value because outbound messages cannot carry headers), and of the
+  OAuth query values ``code``, ``token``, ``access_token``, ``refresh_token`` and
+  ``client_secret`` (an install's callback carries a one-time code);
+- the literal value of every secret setting, wherever it appears.
+
+``OFFBOARD_LOG_FORMAT=json`` writes one JSON object per line (python-json-logger)
+with ``time``, ``level``, ``logger`` and ``message``, plus the fields a record
+carries as ``extra`` (the access log's method, path, status, duration).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import sys
+from collections.abc import Iterable
+from typing import IO, Any
+
+from pythonjsonlogger.json import JsonFormatter
+
+from connector.settings import Settings
+
+REDACTED = "[redacted]"
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# itsdangerous tokens are URL-safe base64 with dots; anything after /s/ or /r/ up to a delimiter.
+_LINK = re.compile(r"(/[sr]/)[A-Za-z0-9_.~%=+-]{6,}")
+# The value ends where a query value ends, and before a backslash (a quote escaped in a JSON line).
+_KEY = re.compile(
+    r"((?:[?&;]|%3[Ff]|%26)(?:key|code|token|access_token|refresh_token|client_secret)(?:=|%3[Dd]))"
+    r"[^&#\s\"'<>\\]+",
+    re.IGNORECASE,
+)
+_MIN_SECRET = 6  # shorter values would blank out ordinary words
+
+
+class Redactor:
+    """Removes link tokens, ``key=`` values and known secret values from text."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        values = sorted({s for s in secrets if len(s) >= _MIN_SECRET}, key=len, reverse=True)
+        self._secrets = re.compile("|".join(re.escape(v) for v in values)) if values else None
+
+    def __call__(self, text: str) -> str:
+        text = _LINK.sub(lambda m: m.group(1) + REDACTED, text)
+        text = _KEY.sub(lambda m: m.group(1) + REDACTED, text)
+        if self._secrets is not None:
+            text = self._secrets.sub(REDACTED, text)
+        return text
+
+
+_TOKENS_AND_KEYS = Redactor()
+
+
+def redact_path(text: str) -> str:
+    """A request path (and query) with link tokens and ``key=`` values replaced."""
+    return _TOKENS_AND_KEYS(text)
+
+
+class RedactingFilter(logging.Filter):
+    """Rewrites each record before any formatter sees it: message, exception text and string extras."""
+
+    def __init__(self, redact: Redactor) -> None:
+        super().__init__()
+        self.redact = redact
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = self.redact(record.getMessage())
+        record.args = None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = self.redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = self.redact(record.stack_info)
+        for name, value in list(vars(record).items()):
+            if name not in _STANDARD and isinstance(value, str):
+                setattr(record, name, self.redact(value))
+        return True  # redacting twice changes nothing: every handler may carry this filter
+
+
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+
+
+class TextFormatter(logging.Formatter):
+    """The plain format, with a last redaction pass over the finished line."""
+
+    def __init__(self, redact: Redactor) -> None:
+        super().__init__(TEXT_FORMAT)
+        self.redact = redact
+
+    def format(self, record: logging.LogRecord) -> str:
+        return self.redact(super().format(record))
+
+
+class JsonLineFormatter(JsonFormatter):
+    """One JSON object per line, with a last redaction pass over the finished line."""
+
+    def __init__(self, redact: Redactor) -> None:
+        super().__init__(
+            "{asctime}{levelname}{name}{message}",
+            style="{",
+            rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+        )
+        self.redact = redact
+
+    def format(self, record: logging.LogRecord) -> str:
+        return self.redact(super().format(record))
+
+
+def redactor_for(settings: Settings) -> Redactor:
+    """A redactor that also knows the literal values of the deployment's secret settings."""
+    values = []
+    for name in type(settings).model_fields:
+        value: Any = getattr(settings, name)
+        if hasattr(value, "get_secret_value"):
+            values.append(str(value.get_secret_value()))
+    return Redactor(values)
+
+
+def configure_logging(settings: Settings, stream: IO[str] | None = None) -> logging.Handler:
+    """Route every logger through one redacting handler on ``stream`` (stderr); returns the handler.
+
+    Records are also redacted as they are made (a record factory), so a handler added
+    later by a library or a test sees no credential either.
+    """
+    redact = redactor_for(settings)
+    _redact_at_creation(RedactingFilter(redact))
+    handler = logging.StreamHandler(stream) if stream is not None else _Stderr()
+    handler.set_name("offboard")
+    formatter: logging.Formatter = (
+        JsonLineFormatter(redact) if settings.log_format == "json" else TextFormatter(redact)
+    )
+    handler.setFormatter(formatter)
+    handler.addFilter(RedactingFilter(redact))
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if h.get_name() == "offboard"]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(settings.log_level)
+    for logger in _loggers_with_own_handlers():
+        for own in logger.handlers:
+            own.addFilter(RedactingFilter(redact))
+            own.setFormatter(formatter)
+    return handler
+
+
+class _Stderr(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is when a line is written (as logging's last resort does),
+    so a command run inside another program that swaps stderr never writes to a closed stream."""
+
+    def __init__(self) -> None:
+        logging.Handler.__init__(self)
+
+    @property  # type: ignore[override]
+    def stream(self) -> IO[str]:
+        return sys.stderr
+
+
+_base_factory = logging.getLogRecordFactory()
+
+
+def _redact_at_creation(redacting: RedactingFilter) -> None:
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = _base_factory(*args, **kwargs)
+        # A malformed call (bad arguments) is left to the handler's filter and its error report.
+        with contextlib.suppress(Exception):
+            redacting.filter(record)
+        return record
+
+    logging.setLogRecordFactory(factory)
+
+
+def _loggers_with_own_handlers() -> list[logging.Logger]:
+    return [
+        logger
+        for logger in logging.root.manager.loggerDict.values()
+        if isinstance(logger, logging.Logger) and logger.handlers and not logger.propagate
+    ]
+
+
+def route_through_root(*names: str) -> None:
+    """Loggers that a server set up with handlers of their own write through ours instead
+    (gunicorn's error log): the same format and the same redaction as every other line."""
+    for name in names:
+        logger = logging.getLogger(name)
+        for handler in list(logger.handlers):
+            logger.removeHandler(handler)
+        logger.propagate = True
+
+
+def gunicorn_logger_class() -> type:
+    """gunicorn's logger, with its lines sent through ours after each of its set-ups (start, reload)."""
+    from gunicorn.glogging import Logger
+
+    class ThroughRoot(Logger):  # type: ignore[misc]
+        def setup(self, cfg: Any) -> None:
+            super().setup(cfg)
+            route_through_root("gunicorn.error", "gunicorn.access")
+
+    return ThroughRoot
