@@ -12,7 +12,8 @@ adapters import one module.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import date
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
 
 from connector.errors import CrmError, CrmPermanent, CrmRateLimited, CrmTransient
@@ -34,8 +35,48 @@ __all__ = [
     "CrmPermanent",
     "CrmRateLimited",
     "CrmTransient",
+    "DealKeeper",
+    "Ending",
     "InboundAdapter",
+    "SweepWindow",
 ]
+
+
+@dataclass(frozen=True)
+class SweepWindow:
+    """The contracts a sweep asks about: ending between ``start`` and ``end`` inclusive.
+
+    A sweep that ran before narrows the question to what it has not seen: deals
+    modified at or after ``changed_since``, or whose contract ends after ``new_after``
+    (the days that have come into the window since). Both None: every deal in the window.
+    """
+
+    start: date
+    end: date
+    changed_since: datetime | None = None
+    new_after: date | None = None
+
+    @property
+    def new_from(self) -> date | None:
+        """The first day of the window the last sweep did not cover, or None if it covered it all."""
+        if self.new_after is None or self.new_after >= self.end:
+            return None
+        return max(self.start, self.new_after + timedelta(days=1))
+
+
+@dataclass(frozen=True)
+class Ending:
+    """A deal in a sweep's listing: enough to tell whether it is already queued."""
+
+    crm: str
+    account: str
+    id: str
+    contract_end: date
+
+    @property
+    def event_key(self) -> str:
+        """The inbox key of its contract-end event: one per deal and end date."""
+        return f"{self.crm}:{self.id}:{self.contract_end.isoformat()}"
 
 
 @runtime_checkable
@@ -69,8 +110,12 @@ class CrmAdapter(Protocol):
         """Put a survey or referral link in front of the contact; return an id for the send."""
         ...
 
-    def deals_ending(self, start: date, end: date) -> Iterable[Deal]:
-        """Deals whose contract ends between ``start`` and ``end`` inclusive."""
+    def deals_ending(self, window: SweepWindow) -> Iterable[Ending]:
+        """The deals in ``window``: ids and contract ends only, listed page by page.
+
+        A cheap listing (one search or query per page, through the adapter's rate
+        limits), never the full deals: the sweep fetches those it has not queued yet.
+        """
         ...
 
     def record_answer(self, answer: AnswerSpec, key: str) -> str:
@@ -104,4 +149,18 @@ class BudgetAware(Protocol):
 
     def deferral_reason(self) -> str | None:
         """Why non-urgent writes should wait now (a sentence for operators), or None to go ahead."""
+        ...
+
+
+@runtime_checkable
+class DealKeeper(Protocol):
+    """A CRM that holds only the deals it is told about (the built-in sandbox).
+
+    The worker hands it every deal a generic event names, so that ``offboard plan
+    --crm`` and the contract-end sweep find the deal later. A real CRM already holds
+    its deals and does not implement this.
+    """
+
+    def put_deal(self, deal: Deal) -> None:
+        """Create or replace the deal."""
         ...

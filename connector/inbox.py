@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -11,6 +12,8 @@ from sqlalchemy.orm import Session
 
 from connector.store import Event, Store
 from connector.store.db import insert
+
+KNOWN_CHUNK = 500  # keys per query: well under every database's limit on bound parameters
 
 
 @dataclass(frozen=True)
@@ -59,3 +62,19 @@ def _accept_one(session: Session, item: Incoming, now: datetime) -> Accepted:
         select(Event.id).filter_by(source=item.source, account=item.account, event_key=item.event_key)
     ).scalar_one()
     return Accepted(int(existing), duplicate=True)
+
+
+def known(store: Store, source: str, keys: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
+    """Which of these (account, event key) pairs the inbox already holds for ``source``."""
+    wanted = sorted(set(keys))
+    found: set[tuple[str, str]] = set()
+    for start in range(0, len(wanted), KNOWN_CHUNK):
+        chunk = wanted[start : start + KNOWN_CHUNK]
+        with store.read() as session:
+            rows = session.execute(
+                select(Event.account, Event.event_key).where(
+                    Event.source == source, Event.event_key.in_([key for _, key in chunk])
+                )
+            ).all()
+        found.update((account, key) for account, key in rows)
+    return found & set(wanted)
