@@ -7,9 +7,11 @@ from connector.store.tables import (
     AuditEntry,
     ContactTouch,
     Event,
+    MetricCount,
     Referral,
     Run,
     Schedule,
+    SweepCursor,
     WorkerBeat,
 )
 
@@ -20,9 +22,11 @@ __all__ = [
     "Base",
     "ContactTouch",
     "Event",
+    "MetricCount",
     "Referral",
     "Run",
     "Schedule",
     "Store",
+    "SweepCursor",
     "WorkerBeat",
 ]

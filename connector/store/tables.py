@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
+from sqlalchemy import Date, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from connector.clock import utcnow
@@ -38,11 +38,13 @@ class Event(Base):
 
 
 class Run(Base):
-    """One playbook applied to one deal. A deal never gets the same playbook twice."""
+    """One playbook applied to one deal. The same playbook again only after its run was cancelled."""
 
     __tablename__ = "runs"
     __table_args__ = (
-        UniqueConstraint("crm", "account", "deal_id", "playbook_id", name="uq_runs_deal_playbook"),
+        UniqueConstraint(
+            "crm", "account", "deal_id", "playbook_id", "generation", name="uq_runs_deal_playbook_generation"
+        ),
         # One offboarding at a time per deal: whichever trigger comes first wins,
         # and only a cancelled run (the deal re-opened) makes room for another.
         Index(
@@ -63,6 +65,9 @@ class Run(Base):
     playbook_id: Mapped[str] = mapped_column(String(100))
     playbook_version: Mapped[int] = mapped_column(Integer)
     playbook_hash: Mapped[str] = mapped_column(String(64))
+    # 1 for a deal's first run of this playbook, one more for each started after the last was cancelled
+    # (the deal re-opened, then closed again): its idempotency keys, so its CRM records, are its own.
+    generation: Mapped[int] = mapped_column(Integer, default=1, server_default=text("1"))
     # The playbook exactly as it was when the run started: edits never reach a run under way.
     playbook: Mapped[Any] = mapped_column(JsonType)
     deal: Mapped[Any] = mapped_column(JsonType)
@@ -141,6 +146,30 @@ class WorkerBeat(Base):
     beat_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
+class MetricCount(Base):
+    """A counter every process adds to (CRM calls, 429s, webhook answers), read by /metrics."""
+
+    __tablename__ = "metric_counts"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    labels: Mapped[str] = mapped_column(String(255), primary_key=True)  # sorted JSON object
+    value: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class SweepCursor(Base):
+    """Where a CRM account's contract-end sweep left off, so the next one lists only what is new."""
+
+    __tablename__ = "sweep_cursors"
+
+    crm: Mapped[str] = mapped_column(String(32), primary_key=True)
+    account: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # Deals modified before this were listed by a completed sweep (less a margin for the CRM's index lag).
+    changed_since: Mapped[datetime] = mapped_column(UtcDateTime)
+    # The last day of that sweep's window: days after it are new to the next one.
+    horizon: Mapped[date] = mapped_column(Date)
+    swept_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
 class Answer(Base):
     """A survey answer. One per run and survey step: a link can be answered once."""
 
@@ -158,10 +187,11 @@ class Answer(Base):
 
 
 class Referral(Base):
-    """Someone a client introduced, or their consent to a testimonial. One per run and email."""
+    """What a client sent on a referral link: someone introduced, consent to a testimonial or
+    case study, or both. One per run and referral step: a link accepts one submission."""
 
     __tablename__ = "referrals"
-    __table_args__ = (UniqueConstraint("run_id", "email", name="uq_referrals_run_email"),)
+    __table_args__ = (UniqueConstraint("run_id", "step_id", name="uq_referrals_run_step"),)
 
     id: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=True)
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), index=True)
