@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import json
-import logging
 import sys
 import threading
-from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import click
 
+from connector.cli_operator import ID, LIMIT, TIMES, failed_lines, run_lines, stream_json, timeline_lines
+from connector.cli_sandbox import SANDBOX_OPERATIONS, echo_answers, echo_faults, echo_invites, echo_notes
 from connector.clock import utcnow
 from connector.errors import PlaybookError, SettingsInvalid
-from connector.settings import Settings, load_settings
+from connector.settings import Settings, load_settings, log_startup_warnings, production_problems
 
 
 def _settings() -> Settings:
@@ -26,14 +26,22 @@ def _settings() -> Settings:
 
 
 def _logging(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    """A long-running command's logs and counters: set up once, before any work."""
+    from connector import metrics
+    from connector.logs import configure_logging
+
+    configure_logging(settings)  # text or JSON lines on stderr, link tokens and keys redacted
+    metrics.record_into(settings.database_url)  # CRM calls, 429s, webhook answers: for /metrics
 
 
-def _services(settings: Settings, *, migrate: bool = True) -> Any:
+def _services(settings: Settings, *, migrate: bool = True, playbooks: str = "none") -> Any:
+    """What a command works with, migrating the database first.
+
+    ``playbooks``: "none" gives the store and the CRMs only, so commands that never run a
+    playbook work with a broken file present; "lenient" adds the playbooks that load and names
+    the files that do not (worker, sweep, demo); "strict" refuses to go on while one is broken.
+    """
+    from connector.cli_services import connect, with_playbooks
     from connector.services import build
     from connector.store.db import engine_for
     from connector.store.migrate import upgrade
@@ -43,11 +51,53 @@ def _services(settings: Settings, *, migrate: bool = True) -> Any:
         upgrade(engine)
         engine.dispose()
     try:
-        return build(settings)
+        if playbooks == "strict":
+            return build(settings)
+        connections = connect(settings)
+        if playbooks == "none":
+            return connections
+        registry = _lenient_registry(settings)
     except PlaybookError as exc:
         raise click.ClickException(f"the playbooks do not load:\n{exc}") from None
     except SettingsInvalid as exc:  # an adapter found its settings incomplete
         raise click.ClickException(str(exc)) from None
+    _report_broken_playbooks(registry)
+    return with_playbooks(connections, registry)
+
+
+def _lenient_registry(settings: Settings) -> Any:
+    """The playbooks that load; the broken files are reported by ``_report_broken_playbooks``."""
+    import logging
+
+    from connector.playbooks.registry import PlaybookRegistry
+
+    # The registry logs the same problems as an error meant for a server's log; here the
+    # command says them once, in its own words, on stderr.
+    registry_log = logging.getLogger("offboard.playbooks")
+    was_disabled = registry_log.disabled
+    registry_log.disabled = True
+    try:
+        registry = PlaybookRegistry(settings.playbooks, strict=False)
+    finally:
+        registry_log.disabled = was_disabled
+    if not registry.current():
+        raise PlaybookError(registry.problems)
+    return registry
+
+
+def _report_broken_playbooks(registry: Any) -> None:
+    if not registry.problems:
+        return
+    files = ", ".join(registry.unloaded) or "some playbook files"
+    click.echo(
+        f"warning: {files}: not loaded. Until every playbook file loads, no run starts (a deal "
+        "the missing playbook is for would get another one, for good): deal events wait, and "
+        "the actions of runs already started are still written. Fix these (`offboard validate` "
+        "checks them):",
+        err=True,
+    )
+    for line in registry.problems:
+        click.echo(f"  {line}", err=True)
 
 
 @click.group()
@@ -66,8 +116,13 @@ def serve(host: str, port: int, workers: int, no_worker: bool) -> None:
     from connector.serve import serve as run_server
 
     settings = _settings()
+    unsafe = production_problems(settings, web_processes=workers)
+    if unsafe:  # before migrating or binding anything
+        lines = "\n  ".join(unsafe)
+        raise click.ClickException(f"OFFBOARD_ENV=production refuses what is unsafe:\n  {lines}")
     _logging(settings)
-    _services(settings).close()  # migrates, and refuses to start on playbooks that do not load
+    log_startup_warnings(settings)
+    _services(settings, playbooks="strict").close()  # migrates; refuses to start on a broken playbook
     click.echo(f"offboard serving on http://{host}:{port} ({_describe_db(settings)})", err=True)
     run_server(settings, host=host, port=port, workers=workers, with_worker=not no_worker)
 
@@ -78,10 +133,12 @@ def worker(once: bool) -> None:
     """Run the worker: events into runs, due actions into the CRM."""
     settings = _settings()
     _logging(settings)
-    services = _services(settings)
+    log_startup_warnings(settings)
+    services = _services(settings, playbooks="lenient")
     runner = services.worker()
     if once:
         click.echo(f"handled {runner.run_until_idle()} item(s)")
+        _report_waiting_events(services.store)
         return
     import signal
 
@@ -128,6 +185,23 @@ def worker(once: bool) -> None:
         raise click.ClickException(f"the worker stopped on an error: {failed[0]}")
 
 
+def _report_waiting_events(store: Any) -> None:
+    """Say on stderr how many events wait for a playbook file, and why (their outcome)."""
+    from sqlalchemy import func, select
+
+    from connector.store import Event
+    from connector.worker import WAITING
+
+    with store.read() as session:
+        waiting = session.execute(
+            select(Event.outcome, func.count())
+            .where(Event.state == "pending", Event.outcome.startswith(WAITING))
+            .group_by(Event.outcome)
+        ).all()
+    for outcome, count in waiting:
+        click.echo(f"{count} event(s) {outcome}", err=True)
+
+
 @main.group()
 def db() -> None:
     """The database."""
@@ -147,68 +221,99 @@ def db_upgrade() -> None:
 
 
 @main.command()
+@click.argument("run_id", metavar="[RUN]", required=False, type=ID)
 @click.option(
     "--state",
     type=click.Choice(["active", "done", "cancelled", "failed"]),
     default=None,
     help="only runs in this state (failed: runs with a failed action)",
 )
-@click.option("--limit", default=50, show_default=True)
+@click.option("--limit", default=50, show_default=True, type=LIMIT, help="at most this many runs")
+@click.option("--before", default=None, type=ID, help="runs older than this run id (the next page)")
+@click.option(
+    "--reveal-links",
+    is_flag=True,
+    help="with RUN: print survey and referral links whole. They are credentials: whoever holds "
+    "one answers as that client. Masked by default.",
+)
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
-def runs(state: str | None, limit: int, fmt: str) -> None:
-    """Runs, newest first, with their actions and any errors."""
-    from connector.reports import run_reports
+def runs(
+    run_id: int | None, state: str | None, limit: int, before: int | None, reveal_links: bool, fmt: str
+) -> None:
+    """Runs, newest first: what each writes next and what is stuck.
+
+    With RUN, that run's whole timeline: every action with its state, due and done
+    times, the CRM ids it wrote, the link it sent (masked unless --reveal-links) and
+    its last error.
+    """
+    from connector.reports import run_pages
 
     settings = _settings()
-    services = _services(settings)
-    reports = run_reports(services.store, state=state, limit=limit)
-    if fmt == "json":
-        click.echo(json.dumps(reports, indent=2, default=str))
+    store = _services(settings).store
+    if run_id is not None:
+        _run_timeline(settings, store, run_id, reveal_links=reveal_links, fmt=fmt)
         return
-    if not reports:
-        click.echo("no runs yet")
-    for report in reports:
-        click.echo(_run_line(report))
-        for action in report["actions"]:
-            if action["state"] in ("failed", "pending") and action["last_error"]:
-                click.echo(
-                    f"    action {action['id']} {action['step_id']} {action['state']}: {action['last_error']}"
-                )
+    pages = run_pages(store, state=state, limit=limit, before=before)
+    if fmt == "json":
+        stream_json(pages)
+        return
+    shown, last = 0, 0
+    for report in pages:
+        shown, last = shown + 1, report["id"]
+        for line in run_lines(report):
+            click.echo(line)
+    if not shown:
+        click.echo("no runs" + (f" {state}" if state else " yet"))
+    elif shown == limit:
+        click.echo(f"({limit} shown: `--before {last}` shows older ones; `runs RUN` shows one in full)")
 
 
-def _run_line(report: dict[str, Any]) -> str:
-    counts = Counter(a["state"] for a in report["actions"])
-    summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-    return (
-        f"run {report['id']}  {report['crm']}:{report['deal_id']}  "
-        f"{report['playbook_id']}@v{report['playbook_version']}  {report['state']}  ({summary})"
-    )
+def _run_timeline(settings: Settings, store: Any, run_id: int, *, reveal_links: bool, fmt: str) -> None:
+    from connector.reports import run_timeline, sent_links
+
+    secret = settings.secret_key.get_secret_value()
+    timeline = run_timeline(store, run_id, sent_links(settings.public_url, secret, reveal=reveal_links))
+    if timeline is None:
+        raise click.ClickException(f"no run {run_id}")
+    if fmt == "json":
+        click.echo(json.dumps(timeline, indent=2, default=str))
+        return
+    for line in timeline_lines(timeline):
+        click.echo(line)
 
 
 @main.command()
+@click.option("--limit", default=100, show_default=True, type=LIMIT, help="at most this many actions")
+@click.option("--after", default=None, type=ID, help="actions after this action id (the next page)")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
-def failed(fmt: str) -> None:
+def failed(limit: int, after: int | None, fmt: str) -> None:
     """Actions parked as failed, with their errors: fix the cause, then `offboard retry`."""
-    from connector.operator import failed_actions
+    from connector.operator import failed_count, failed_pages
 
-    rows = failed_actions(_services(_settings()).store)
+    store = _services(_settings()).store
+    rows = failed_pages(store, limit=limit, after=after or 0)
     if fmt == "json":
-        click.echo(json.dumps(rows, indent=2))
+        stream_json(rows)
         return
-    if not rows:
-        click.echo("no failed actions")
+    shown, last = 0, 0
     for row in rows:
-        click.echo(
-            f"action {row['id']}  run {row['run_id']}  {row['crm']}:{row['deal_id']}  {row['playbook_id']}/"
-            f"{row['step_id']} ({row['kind']}, {row['attempts']} attempt(s))\n    {row['last_error']}"
-        )
+        shown, last = shown + 1, row["id"]
+        click.echo(failed_lines(row))
+    if not shown:
+        click.echo("no failed actions" + (f" after action {after}" if after else ""))
+    elif shown == limit:
+        total = failed_count(store)
+        click.echo(f"({shown} of {total} failed action(s) shown: `--after {last}` shows the next ones)")
 
 
 @main.command()
-@click.argument("ids", nargs=-1, type=int)
+@click.argument("ids", nargs=-1, type=ID)
 @click.option("--all", "every", is_flag=True, help="retry every failed action")
 def retry(ids: tuple[int, ...], every: bool) -> None:
-    """Put failed actions back in the queue (IDS from `offboard failed`, or --all)."""
+    """Put failed actions back in the queue (IDS from `offboard failed`, or --all).
+
+    Written a few hundred at a time, so webhooks and workers go on meanwhile.
+    """
     from connector.operator import retry as retry_actions
 
     if bool(ids) == every:
@@ -216,24 +321,36 @@ def retry(ids: tuple[int, ...], every: bool) -> None:
     store = _services(_settings()).store
     done = retry_actions(store, None if every else list(ids), actor="cli", now=utcnow())
     missing = sorted(set(ids) - set(done))
-    click.echo(
-        f"{len(done)} action(s) back in the queue" + (f": {', '.join(map(str, done))}" if done else "")
-    )
+    listed = f": {', '.join(map(str, done))}" if done and len(done) <= 20 else ""
+    click.echo(f"{len(done)} action(s) back in the queue{listed}")
     if missing:
         raise click.ClickException(f"not failed (or no such action): {', '.join(map(str, missing))}")
 
 
 @main.command()
-@click.argument("run_id", type=int)
+@click.argument("run_id", type=ID)
 @click.option("--reason", default="cancelled by an operator", show_default=True)
 def cancel(run_id: int, reason: str) -> None:
-    """Cancel a run: its pending actions will not be written."""
+    """Cancel a run: its pending actions will not be written.
+
+    Tasks it already wrote stay open in the CRM (no CRM here closes tasks for us):
+    the output says how many, to close there if they no longer apply.
+    """
     from connector.operator import cancel as cancel_run
 
-    cancelled = cancel_run(_services(_settings()).store, run_id, actor="cli", now=utcnow(), reason=reason)
-    if cancelled is None:
+    done = cancel_run(_services(_settings()).store, run_id, actor="cli", now=utcnow(), reason=reason)
+    if done is None:
         raise click.ClickException(f"no run {run_id}")
-    click.echo(f"run {run_id} cancelled; {cancelled} pending action(s) will not be written")
+    if done.already:
+        by = f" by {done.actor}" if done.actor else ""
+        click.echo(f"run {run_id} was already cancelled on {done.at:%Y-%m-%d %H:%M} UTC{by}: {done.reason}")
+    else:
+        click.echo(f"run {run_id} cancelled; {done.actions_cancelled} pending action(s) will not be written")
+    if done.tasks_written:
+        click.echo(
+            f"{done.tasks_written} task(s) already written stay open in the CRM; "
+            "close them there if they no longer apply"
+        )
 
 
 @main.command()
@@ -258,6 +375,10 @@ def validate(paths: tuple[Path, ...]) -> None:
         click.echo(note, err=True)
     if problems:
         sys.exit(1)
+    from connector.playbooks.roles import unmapped_roles
+
+    for line in unmapped_roles(loaded, settings.roles, fallback_owner=settings.fallback_owner):
+        click.echo(line)  # a warning: the playbook is valid, the exit status stays 0
     for item in loaded:
         click.echo(f"ok  {item.path}  {item.id} v{item.playbook.version}  ({len(item.playbook.steps)} steps)")
 
@@ -311,7 +432,10 @@ def plan(
         raise click.ClickException(f"the playbooks do not load:\n{exc}") from None
     deal = _deal_from_file(event_file) if event_file else _deal_from_crm(settings, str(crm), str(deal_id))
     now = at.replace(tzinfo=UTC) if at else utcnow()
-    shown = preview(deal, playbooks, PlanContext.from_settings(settings, now), trigger=trigger)
+    try:
+        shown = preview(deal, playbooks, PlanContext.from_settings(settings, now), trigger=trigger)
+    except PlaybookError as exc:  # a template fails for this deal's data
+        raise click.ClickException(str(exc)) from None
     if fmt == "json":
         click.echo(json.dumps(shown.as_json(), indent=2, default=str))
     else:
@@ -350,11 +474,11 @@ def sweep() -> None:
     """Look for contracts ending within a playbook's lead time and start their runs now."""
     settings = _settings()
     _logging(settings)
-    services = _services(settings)
+    services = _services(settings, playbooks="lenient")
     runner = services.worker()
     report = runner.sweep()
     for crm, count in report.found.items():
-        click.echo(f"{crm}: {count} contract(s) ending within the lead time")
+        click.echo(f"{crm}: {count} contract(s) ending within the lead time, new or changed since last sweep")
     for crm, error in report.errors.items():
         click.echo(f"{crm}: sweep failed: {error}", err=True)
     click.echo(f"{report.queued} new contract-end event(s) queued")
@@ -370,7 +494,7 @@ def _sweep_outcomes(services: Any) -> list[str]:
 
     from connector.store import Event
 
-    with services.store.session() as session:
+    with services.store.read() as session:
         events = session.scalars(
             select(Event).where(Event.source == "sweep").order_by(Event.id.desc()).limit(50)
         ).all()
@@ -378,41 +502,49 @@ def _sweep_outcomes(services: Any) -> list[str]:
 
 
 @main.command()
-@click.option("--url", default=None, help="a running connector (default: OFFBOARD_PUBLIC_URL)")
-@click.option("--in-process", is_flag=True, help="do not look for a running connector")
-@click.option("--timeout", default=20.0, show_default=True)
+@click.option("--url", default=None, help="send it to the connector at URL; fail if none answers there")
+@click.option("--in-process", is_flag=True, help="play the connector in this process (no server needed)")
+@click.option("--timeout", default=20.0, show_default=True, help="seconds to wait for the checklist")
 def demo(url: str | None, in_process: bool, timeout: float) -> None:
-    """Send a signed sample deal-closed event and print the checklist it produced."""
-    from connector import demo as sample
-    from connector.clock import utcnow
+    """Send a signed sample deal-closed event and print the checklist it produced.
 
+    With neither option: send it to OFFBOARD_PUBLIC_URL, or play the connector in this
+    process when none answers there, and say which happened.
+    """
+    from connector import demo as sample
+
+    if url is not None and in_process:
+        raise click.UsageError("give --url or --in-process, not both")
     settings = _settings()
     if settings.webhook_secret is None:
         raise click.ClickException(
             "OFFBOARD_WEBHOOK_SECRET is not set: run `make demo`, or export it as for `make run`"
         )
-    services = _services(settings)
+    if not settings.sandbox_enabled:
+        raise click.ClickException("the demo writes to the sandbox CRM, which OFFBOARD_SANDBOX turns off")
     event = sample.sample_event(utcnow().date())
     body, headers = sample.signed_request(settings.webhook_secret.get_secret_value(), event)
-    target = url or settings.public_url
-    status, answer = (0, {}) if in_process else _try_post(sample, target, body, headers)
-    if status == 0:
-        click.echo("no connector is answering; running the demo in-process", err=True)
-        from connector.web import create_app
+    if in_process:
+        click.echo("Running the demo in-process: this process plays the connector, no server needed.")
+    reply = None if in_process else _demo_send(url, settings.public_url, body, headers)
+    remote = reply is not None
+    services = _services(settings, playbooks="none" if remote else "lenient")
+    if not remote and services.playbooks.unloaded:  # its event would only wait: say so, send nothing
+        from connector.worker import WAITING, PlaybooksIncomplete
 
-        client = create_app(services).test_client()
-        reply = client.post("/webhooks/generic", data=body, headers=headers)
-        status, answer = reply.status_code, reply.get_json()
-        services.worker().run_until_idle()
+        reason = PlaybooksIncomplete(services.playbooks.unloaded).reason.removeprefix(WAITING)
+        raise click.ClickException(f"the demo starts a run, and none starts while {reason}")
+    status, answer = reply or _demo_in_process(services, body, headers)
     click.echo(f"POST /webhooks/generic → {status} {json.dumps(answer)}")
     if status >= 300:
         raise click.ClickException("the connector refused the sample event")
     deal_id = event["deal"]["id"]
-    sandbox = services.adapters["sandbox"]
-    tasks = sample.wait_for(lambda: sandbox.tasks(deal_id), timeout)
+    tasks = sample.wait_for(lambda: services.adapters["sandbox"].tasks(deal_id), timeout)
     if not tasks:
+        where = " by a worker on this database" if remote else ""
         raise click.ClickException(
-            f"no tasks appeared for deal {deal_id} within {timeout:.0f}s; see `offboard runs`"
+            f"no tasks appeared for deal {deal_id} within {timeout:.0f}s{where} "
+            f"({_describe_db(settings)}); see `offboard runs`"
         )
     click.echo(
         f"\nSandbox CRM, deal {deal_id} ({event['deal']['name']}), closed {event['deal']['close_date']}:"
@@ -420,11 +552,35 @@ def demo(url: str | None, in_process: bool, timeout: float) -> None:
     _print_tasks(tasks)
 
 
-def _try_post(sample: Any, url: str, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, Any]]:
+def _demo_send(
+    url: str | None, default: str, body: bytes, headers: dict[str, str]
+) -> tuple[int, dict[str, Any]] | None:
+    """Send to ``url`` (or ``default``); None to run in-process when nothing answers at ``default``."""
+    from connector import demo as sample
+
+    target = (url or default).rstrip("/")
     try:
-        return sample.post(url, body, headers)  # type: ignore[no-any-return]
-    except OSError:
-        return 0, {}
+        reply = sample.post(target, body, headers)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    except sample.NotAnswering as exc:
+        if url is not None:
+            raise click.ClickException(
+                f"No connector is answering at {target} ({exc}); nothing was written here. "
+                "Start one (`make run`), or run the demo with --in-process."
+            ) from None
+        click.echo(f"No connector is answering at {target}: running the demo in-process instead.")
+        return None
+    click.echo(f"Sent to the connector at {target}.")
+    return reply
+
+
+def _demo_in_process(services: Any, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, Any]]:
+    from connector.web import create_app
+
+    reply = create_app(services).test_client().post("/webhooks/generic", data=body, headers=headers)
+    services.worker().run_until_idle()
+    return reply.status_code, reply.get_json()
 
 
 def _print_tasks(tasks: list[Any]) -> None:
@@ -456,38 +612,94 @@ def sandbox_tasks(deal: str | None) -> None:
         _print_tasks(items)
 
 
+def _sandbox_crm() -> Any:
+    crm = _services(_settings()).adapters.get("sandbox")
+    if crm is None:
+        raise click.ClickException("the sandbox CRM is turned off (OFFBOARD_SANDBOX)")
+    return crm
+
+
 @sandbox.command("fail")
-@click.argument(
-    "operation",
-    type=click.Choice(
-        [
-            "create_tasks",
-            "add_note",
-            "update_properties",
-            "send_invite",
-            "fetch_deal",
-            "deals_ending",
-        ]
-    ),
-)
+@click.argument("operation", required=False, type=click.Choice(SANDBOX_OPERATIONS))
 @click.option(
     "--kind",
     type=click.Choice(["transient", "rate_limited", "permanent", "lost_reply"]),
     default="transient",
     show_default=True,
 )
-@click.option("--times", default=1, show_default=True, type=int)
-def sandbox_fail(operation: str, kind: str, times: int) -> None:
-    """Make the sandbox CRM fail the next TIMES calls of OPERATION."""
-    services = _services(_settings())
-    services.adapters["sandbox"].inject(operation, kind, times)
-    click.echo(f"the next {times} {operation} call(s) will fail ({kind})")
+@click.option("--times", default=1, show_default=True, type=TIMES, help="0 clears OPERATION's faults")
+@click.option("--list", "listing", is_flag=True, help="list the faults still to strike")
+@click.option("--clear", is_flag=True, help="clear every fault still to strike")
+def sandbox_fail(operation: str | None, kind: str, times: int, listing: bool, clear: bool) -> None:
+    """Make the sandbox CRM fail the next TIMES calls of OPERATION (--times 0 clears them)."""
+    if sum((operation is not None, listing, clear)) != 1:
+        raise click.UsageError("give OPERATION, --list or --clear")
+    crm = _sandbox_crm()
+    if listing:
+        echo_faults(crm.faults())
+    elif clear:
+        click.echo(f"cleared {crm.clear_faults()} fault(s); the sandbox CRM answers normally")
+    elif times == 0:
+        click.echo(f"cleared {crm.clear_faults(operation)} {operation} fault(s)")
+    else:
+        crm.inject(operation, kind, times)
+        click.echo(f"the next {times} {operation} call(s) will fail ({kind})")
+
+
+@sandbox.command("faults")
+def sandbox_faults() -> None:
+    """The faults the sandbox CRM will still produce (`sandbox fail --clear` clears them)."""
+    echo_faults(_sandbox_crm().faults())
+
+
+@sandbox.command("invites")
+@click.option("--deal", default=None, help="only this deal's invitations")
+@click.option(
+    "--reveal-links",
+    is_flag=True,
+    help="print links whole. They are credentials: whoever holds one answers as that client.",
+)
+def sandbox_invites(deal: str | None, reveal_links: bool) -> None:
+    """The survey and referral invitations the sandbox CRM was asked to send (links masked)."""
+    echo_invites(_sandbox_crm().invites(deal), reveal=reveal_links)
+
+
+@sandbox.command("notes")
+@click.option("--deal", default=None, help="only this deal's notes")
+def sandbox_notes(deal: str | None) -> None:
+    """The notes the sandbox CRM holds (answers, referrals, the offboarding record)."""
+    echo_notes(_sandbox_crm().notes(deal))
+
+
+@sandbox.command("answers")
+def sandbox_answers() -> None:
+    """The survey answers the sandbox CRM holds on its contacts."""
+    echo_answers(_sandbox_crm().answers())
+
+
+@sandbox.command("seed")
+def sandbox_seed() -> None:
+    """Add sample deals whose contracts end in the coming weeks (see them with `offboard sweep`)."""
+    settings = _settings()
+    services = _services(settings)
+    keeper = services.adapters.get("sandbox")
+    if keeper is None:
+        raise click.ClickException("the sandbox CRM is turned off (OFFBOARD_SANDBOX)")
+    today = utcnow().astimezone(settings.zone).date()
+    for deal in keeper.seed(today):
+        click.echo(f"deal {deal.id}  {deal.name}  ({deal.contract_type}, contract ends {deal.contract_end})")
+    click.echo(
+        "`offboard sweep` starts their contract-end runs; "
+        "`offboard plan --crm sandbox --deal ID --trigger contract_end` shows one's timeline"
+    )
 
 
 def _register_crm_commands() -> None:
     from connector.cli_hubspot import hubspot
+    from connector.cli_playbooks import playbooks
 
     main.add_command(hubspot)
+    main.add_command(playbooks)
 
 
 _register_crm_commands()

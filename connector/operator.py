@@ -1,69 +1,183 @@
-"""Operator changes to the outbox: retry parked actions, cancel runs. Each one is audited."""
+"""Operator changes to the outbox: list and retry parked actions, cancel runs. Each change is audited.
+
+None of these may make a webhook wait. Listings are read transactions, a page
+at a time; bulk writes go in batches of a few hundred rows, each its own short
+transaction, so SQLite's single write lock is free again within milliseconds
+and the web and the workers get it between batches.
+"""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, insert, select, update
 
 from connector.store import Action, AuditEntry, Run, Store
 from connector.worker import cancel_run
 
+PAGE = 500  # failed actions per read transaction
+BATCH = 250  # actions per write transaction
+# SQLite has no queue for its write lock: a waiting writer polls (every 100 ms at most). Leaving
+# the lock free between batches at least as long as a batch held it lets every poll have an even
+# chance, so a webhook waits about one batch, however many batches there are.
+SQLITE_MIN_GAP_SECONDS = 0.02
+
+
+def failed_pages(store: Store, *, limit: int, after: int = 0, page: int = PAGE) -> Iterator[dict[str, Any]]:
+    """Parked actions in id order (ids above ``after``), at most ``limit``, read page by page."""
+    remaining, cursor = limit, after
+    while remaining > 0:
+        size = min(page, remaining)
+        with store.read() as session:
+            rows = session.execute(
+                select(Action, Run)
+                .join(Run)
+                .where(Action.state == "failed", Action.id > cursor)
+                .order_by(Action.id)
+                .limit(size)
+            ).all()
+            items = [_failed_row(a, r) for a, r in rows]
+        yield from items
+        if len(items) < size:
+            return
+        remaining, cursor = remaining - len(items), items[-1]["id"]
+
+
+def failed_count(store: Store) -> int:
+    with store.read() as session:
+        return int(session.scalar(select(func.count()).where(Action.state == "failed")) or 0)
+
 
 def failed_actions(store: Store) -> list[dict[str, Any]]:
+    """Every parked action (tests and small outboxes; the CLI reads ``failed_pages``)."""
+    return list(failed_pages(store, limit=2**63 - 1))
+
+
+def _failed_row(action: Action, run: Run) -> dict[str, Any]:
+    return {
+        "id": action.id,
+        "run_id": run.id,
+        "crm": run.crm,
+        "deal_id": run.deal_id,
+        "playbook_id": run.playbook_id,
+        "step_id": action.step_id,
+        "kind": action.kind,
+        "attempts": action.attempts,
+        "last_error": action.last_error,
+        "updated_at": action.updated_at.isoformat(),
+    }
+
+
+def retry(store: Store, ids: list[int] | None, *, actor: str, now: datetime, batch: int = BATCH) -> list[int]:
+    """Put parked actions back in the queue, due now, with fresh attempts. None: every parked action.
+
+    Returns the ids put back; ids that were not parked are left alone.
+    """
+    retried: list[int] = []
+    for chunk in _batches(store, ids, batch):
+        started = time.monotonic()
+        retried += _retry_batch(store, chunk, actor=actor, now=now)
+        if store.is_sqlite:
+            time.sleep(max(SQLITE_MIN_GAP_SECONDS, time.monotonic() - started))
+    return retried
+
+
+def _batches(store: Store, ids: list[int] | None, size: int) -> Iterator[list[int]]:
+    if ids is not None:
+        unique = sorted(set(ids))
+        for start in range(0, len(unique), size):
+            yield unique[start : start + size]
+        return
+    cursor = 0
+    while True:
+        with store.read() as session:
+            query = select(Action.id).where(Action.state == "failed", Action.id > cursor)
+            chunk = list(session.scalars(query.order_by(Action.id).limit(size)))
+        if not chunk:
+            return
+        yield chunk
+        cursor = chunk[-1]
+
+
+def _retry_batch(store: Store, chunk: list[int], *, actor: str, now: datetime) -> list[int]:
     with store.session() as session:
         rows = session.execute(
-            select(Action, Run).join(Run).where(Action.state == "failed").order_by(Action.id)
+            select(Action.id, Action.run_id, Action.last_error, Action.attempts).where(
+                Action.id.in_(chunk), Action.state == "failed"
+            )
         ).all()
-        return [
-            {
-                "id": a.id,
-                "run_id": r.id,
-                "crm": r.crm,
-                "deal_id": r.deal_id,
-                "playbook_id": r.playbook_id,
-                "step_id": a.step_id,
-                "kind": a.kind,
-                "attempts": a.attempts,
-                "last_error": a.last_error,
-                "updated_at": a.updated_at.isoformat(),
-            }
-            for a, r in rows
-        ]
+        if not rows:
+            return []
+        ids = [row.id for row in rows]
+        session.execute(
+            insert(AuditEntry),
+            [
+                {
+                    "actor": actor,
+                    "verb": "action.retried",
+                    "run_id": row.run_id,
+                    "action_id": row.id,
+                    "detail": {"previous_error": row.last_error, "attempts": row.attempts},
+                    "at": now,
+                }
+                for row in rows
+            ],
+        )
+        session.execute(
+            update(Action)
+            .where(Action.id.in_(ids), Action.state == "failed")
+            .values(state="pending", attempts=0, due_at=now, claimed_by=None, lease_until=None)
+        )
+        run_ids = {row.run_id for row in rows}
+        session.execute(update(Run).where(Run.id.in_(run_ids), Run.state == "done").values(state="active"))
+        return sorted(ids)
 
 
-def retry(store: Store, ids: list[int] | None, *, actor: str, now: datetime) -> list[int]:
-    """Put parked actions back in the queue, due now, with fresh attempts. None: every parked action."""
-    with store.session() as session:
-        query = select(Action).where(Action.state == "failed")
-        if ids is not None:
-            query = query.where(Action.id.in_(ids))
-        actions = list(session.scalars(query.order_by(Action.id)))
-        for action in actions:
-            session.add(
-                AuditEntry(
-                    actor=actor,
-                    verb="action.retried",
-                    run_id=action.run_id,
-                    action_id=action.id,
-                    detail={"previous_error": action.last_error, "attempts": action.attempts},
-                    at=now,
-                )
-            )
-            action.state, action.attempts, action.due_at, action.claimed_by = "pending", 0, now, None
-        run_ids = {a.run_id for a in actions}
-        if run_ids:
-            session.execute(
-                update(Run).where(Run.id.in_(run_ids), Run.state == "done").values(state="active")
-            )
-        return [a.id for a in actions]
+@dataclass(frozen=True)
+class Cancellation:
+    """What ``cancel`` did, or found: enough for the operator to know where the run stands."""
+
+    run_id: int
+    already: bool  # the run was cancelled before; nothing changed now
+    actions_cancelled: int
+    tasks_written: int  # tasks already in the CRM: cancelling does not close them
+    at: datetime
+    reason: str | None
+    actor: str | None
 
 
-def cancel(store: Store, run_id: int, *, actor: str, now: datetime, reason: str) -> int | None:
-    """Cancel a run's pending actions; None when there is no such run."""
+def cancel(store: Store, run_id: int, *, actor: str, now: datetime, reason: str) -> Cancellation | None:
+    """Cancel a run's pending actions; None when there is no such run. Cancelling twice changes nothing."""
     with store.session() as session:
         run = session.get(Run, run_id)
         if run is None:
             return None
-        return cancel_run(session, run, reason=reason, actor=actor, now=now)
+        written = _tasks_written(session, run_id)
+        if run.state == "cancelled":
+            return _earlier_cancellation(session, run, written)
+        count = cancel_run(session, run, reason=reason, actor=actor, now=now)
+        return Cancellation(run_id, False, count, written, now, reason, actor)
+
+
+def _tasks_written(session: Any, run_id: int) -> int:
+    results = session.scalars(
+        select(Action.result).where(Action.run_id == run_id, Action.kind == "tasks", Action.state == "done")
+    )
+    return sum(len((result or {}).get("task_ids") or []) for result in results)
+
+
+def _earlier_cancellation(session: Any, run: Run, written: int) -> Cancellation:
+    entry = session.scalar(
+        select(AuditEntry)
+        .where(AuditEntry.run_id == run.id, AuditEntry.verb == "run.cancelled")
+        .order_by(AuditEntry.id.desc())
+        .limit(1)
+    )
+    if entry is None:  # cancelled before cancellations were audited
+        return Cancellation(run.id, True, 0, written, run.updated_at, run.note, None)
+    reason = (entry.detail or {}).get("reason", run.note)
+    return Cancellation(run.id, True, 0, written, entry.at, reason, entry.actor)

@@ -1,9 +1,12 @@
 """The database: an engine for SQLite (default) or Postgres, and the session scope.
 
-SQLite is one writer at a time: every transaction starts with ``BEGIN
-IMMEDIATE`` so two threads never both read-then-write the same rows, and WAL
-lets the web answer reads while the worker writes. Postgres uses row locks
-(``FOR UPDATE SKIP LOCKED``) so many workers on many machines share the outbox.
+SQLite is one writer at a time: every write transaction (``Store.session``)
+starts with ``BEGIN IMMEDIATE`` so two threads never both read-then-write the
+same rows, and WAL lets readers go on while one writes. Reports and listings
+use ``Store.read``: a deferred ``BEGIN`` that never takes the write lock, so an
+operator reading 100k rows never makes a webhook wait. On Postgres a read is a
+``READ ONLY`` transaction. Postgres uses row locks (``FOR UPDATE SKIP LOCKED``)
+so many workers on many machines share the outbox.
 """
 
 from __future__ import annotations
@@ -20,6 +23,9 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
+
+# Execution option marking a connection's transactions as read-only (see ``Store.read``).
+READ_ONLY = "offboard_read_only"
 
 JsonType = JSON().with_variant(JSONB(), "postgresql")
 IdType = BigInteger().with_variant(Integer(), "sqlite")
@@ -63,7 +69,15 @@ def engine_for(url: str, **kwargs: Any) -> Engine:
         return _sqlite_engine(url, **kwargs)
     if parsed.drivername == "postgresql":
         parsed = parsed.set(drivername="postgresql+psycopg")
-    return create_engine(parsed, pool_pre_ping=True, pool_size=10, max_overflow=10, **kwargs)
+    engine = create_engine(parsed, pool_pre_ping=True, pool_size=10, max_overflow=10, **kwargs)
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        # The driver has opened the transaction implicitly; this is its first statement.
+        if connection.get_execution_options().get(READ_ONLY):
+            connection.exec_driver_sql("SET TRANSACTION READ ONLY")
+
+    return engine
 
 
 def _sqlite_engine(url: str, **kwargs: Any) -> Engine:
@@ -84,7 +98,9 @@ def _sqlite_engine(url: str, **kwargs: Any) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # A read takes a snapshot and no lock that writers wait on; a write takes the lock up front.
+        read_only = connection.get_execution_options().get(READ_ONLY)
+        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
     return engine
 
@@ -95,6 +111,7 @@ class Store:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
+        self._reads = sessionmaker(engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False)
 
     @classmethod
     def from_url(cls, url: str) -> Store:
@@ -110,10 +127,20 @@ class Store:
         with self._sessions() as session, session.begin():
             yield session
 
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        """One read transaction: a consistent view that never holds up a writer.
+
+        On SQLite it takes no write lock (webhooks and workers write meanwhile); on
+        Postgres it is ``READ ONLY``, so a write in it fails. Keep it for reads.
+        """
+        with self._reads() as session, session.begin():
+            yield session
+
     def ping(self) -> bool:
         try:
-            with self.engine.connect() as connection:
-                connection.exec_driver_sql("SELECT 1")
+            with self.engine.execution_options(**{READ_ONLY: True}).connect() as connection:
+                connection.exec_driver_sql("SELECT 1")  # a read: a probe never waits for the write lock
             return True
         except Exception:
             return False

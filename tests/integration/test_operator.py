@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 
 import pytest
@@ -93,3 +94,98 @@ def test_cancel_a_run(client, services, store, cli):
     (entry,) = audit(store, "run.cancelled")
     assert entry.detail == {"reason": "client asked us to stop", "actions_cancelled": 2}
     assert cli("cancel", "999").exit_code == 1
+
+
+def one_run(client, services, store, deal_id="D-1"):
+    body, headers = signed(deal_closed_event(deal_id))
+    assert client.post("/webhooks/generic", data=body, headers=headers).status_code == 202
+    services.worker().run_until_idle()
+    with store.session() as session:
+        return session.scalars(select(Run.id).where(Run.deal_id == deal_id)).one()
+
+
+def test_runs_shows_what_comes_next_and_why_anything_is_stuck(client, services, store, cli):
+    active = one_run(client, services, store, "D-1")
+    parked_run(client, services, "D-2")
+    with store.session() as session:  # a referral follow-up held until its contact exists
+        session.add(
+            Action(
+                run_id=active,
+                step_id="referral-ask:follow-up",
+                kind="tasks",
+                payload={"tasks": [], "after": "referral-ask"},
+                due_at=datetime(2027, 2, 1, tzinfo=UTC),
+                state="waiting",
+                idempotency_key="test-waiting-follow-up",
+            )
+        )
+    text = cli("runs").output
+    blocks = {block.split()[0]: block for block in ("\n" + text).split("\nrun ")[1:]}
+    assert "next: exit-nps (survey) due 2027-01-01 09:00 UTC" in blocks[str(active)]
+    assert "waiting: action" in blocks[str(active)]
+    assert "referral-ask:follow-up waits for referral-ask" in blocks[str(active)]
+    (parked,) = [block for run_id, block in blocks.items() if run_id != str(active)]
+    assert "failed: action" in parked and "tasks: CrmPermanent: sandbox: owner 42 inactive" in parked
+    assert "full" not in text  # two runs, under the limit: no paging hint
+
+
+def test_cancel_twice_says_it_was_already_cancelled(client, services, store, cli):
+    run_id = one_run(client, services, store)
+    first = cli("cancel", str(run_id), "--reason", "client asked us to stop")
+    assert first.exit_code == 0
+    second = cli("cancel", str(run_id), "--reason", "again")
+    assert second.exit_code == 0, second.output
+    assert "cancelled; " not in second.output
+    when = r"\d{4}-\d\d-\d\d \d\d:\d\d UTC"
+    said = rf"run {run_id} was already cancelled on {when} by cli: client asked us to stop"
+    assert re.search(said, second.output), second.output
+    (entry,) = audit(store, "run.cancelled")  # the second cancel changed nothing
+    assert entry.detail["reason"] == "client asked us to stop"
+
+
+def test_cancel_says_the_tasks_already_written_stay_open(client, services, store, cli):
+    run_id = one_run(client, services, store)
+    written = len(services.adapters["sandbox"].tasks("D-1"))
+    assert written == 12
+    result = cli("cancel", str(run_id))
+    assert f"{written} task(s) already written stay open in the CRM" in result.output
+    assert len(services.adapters["sandbox"].tasks("D-1")) == written  # nothing in the CRM changed
+    parked_run(client, services, "D-2")  # nothing written: nothing to say about tasks
+    with store.session() as session:
+        parked = session.scalars(select(Run.id).where(Run.deal_id == "D-2")).one()
+    assert "stay open" not in cli("cancel", str(parked)).output
+
+
+def test_sandbox_faults_are_listed_and_cleared(client, services, store, cli):
+    sandbox = services.adapters["sandbox"]
+    assert cli("sandbox", "faults").output.strip() == "no faults: the sandbox CRM answers normally"
+    assert cli("sandbox", "fail", "create_tasks", "--kind", "permanent", "--times", "2").exit_code == 0
+    assert cli("sandbox", "fail", "send_invite").exit_code == 0
+    listed = cli("sandbox", "fail", "--list").output
+    assert "create_tasks  permanent  2 more call(s)" in listed
+    assert "send_invite  transient  1 more call(s)" in listed
+    assert cli("sandbox", "faults").output == listed
+
+    cleared = cli("sandbox", "fail", "create_tasks", "--times", "0")
+    assert "cleared 1 create_tasks fault(s)" in cleared.output
+    assert [(f.operation, f.remaining) for f in sandbox.faults()] == [("send_invite", 1)]
+    one_run(client, services, store)  # the cleared fault no longer strikes
+    assert len(sandbox.tasks("D-1")) == 12
+
+    assert "cleared 1 fault(s)" in cli("sandbox", "fail", "--clear").output
+    assert sandbox.faults() == []
+    assert cli("sandbox", "fail").exit_code == 2  # neither an operation, --list nor --clear
+    assert cli("sandbox", "fail", "add_note", "--clear").exit_code == 2
+
+
+def test_failed_pages_with_limit_and_after(client, services, store, cli):
+    parked_run(client, services, "D-1")
+    parked_run(client, services, "D-2")
+    (first, second) = [row["id"] for row in json.loads(cli("failed", "--format", "json").output)]
+    page = cli("failed", "--limit", "1").output
+    assert page.startswith(f"action {first} ") and f"action {second} " not in page
+    assert f"(1 of 2 failed action(s) shown: `--after {first}` shows the next ones)" in page
+    rest = cli("failed", "--after", str(first)).output
+    assert rest.startswith(f"action {second} ") and "shown" not in rest
+    one = json.loads(cli("failed", "--limit", "1", "--format", "json").output)
+    assert [row["id"] for row in one] == [first]
