@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import time
 import urllib.error
@@ -53,13 +54,38 @@ def signed_request(secret: str, event: dict[str, Any]) -> tuple[bytes, dict[str,
     return body.encode(), generic.sign(secret, f"msg_{event['id']}", utcnow(), body)
 
 
+class NotAnswering(Exception):
+    """No HTTP answer from the URL: refused, unreachable, timed out, or not an HTTP server."""
+
+
 def post(url: str, body: bytes, headers: dict[str, str], timeout: float = 10) -> tuple[int, dict[str, Any]]:
+    """POST the signed event to ``url``'s generic webhook; its status and JSON answer.
+
+    NotAnswering when nothing answers there; ValueError for a URL that is not http(s).
+    """
+    if not url.startswith(("http://", "https://")):
+        raise ValueError(f"{url!r} is not an http:// or https:// URL")
     request = urllib.request.Request(f"{url}/webhooks/generic", data=body, headers=headers, method="POST")
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, json.loads(response.read() or b"{}")
+            return response.status, _json(response.read())
     except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"{}")
+        return exc.code, _json(exc.read())
+    except OSError as exc:  # refused, unreachable, reset or timed out: URLError is an OSError
+        raise NotAnswering(str(getattr(exc, "reason", exc))) from exc
+    except http.client.HTTPException as exc:  # something listens there, but does not speak HTTP
+        raise NotAnswering(f"not an HTTP server ({type(exc).__name__})") from exc
+
+
+def _json(raw: bytes) -> dict[str, Any]:
+    """The answer as JSON; anything else (another server on that port) as a short excerpt."""
+    try:
+        value = json.loads(raw or b"{}")
+    except ValueError:
+        value = None
+    if isinstance(value, dict):
+        return value
+    return {"answer": raw[:200].decode("utf-8", "replace")}
 
 
 def wait_for(check: Any, timeout: float, interval: float = 0.25) -> Any:

@@ -16,9 +16,10 @@ from collections.abc import Iterable, Sequence
 from datetime import date
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, or_, select
 
-from adapters.base import CrmPermanent, CrmRateLimited, CrmTransient
+from adapters.base import CrmPermanent, CrmRateLimited, CrmTransient, Ending, SweepWindow
+from adapters.sandbox.samples import sample_deals
 from adapters.sandbox.tables import (
     SandboxContact,
     SandboxDeal,
@@ -28,11 +29,14 @@ from adapters.sandbox.tables import (
     SandboxProperty,
     SandboxTask,
 )
+from connector.clock import utcnow
 from connector.models import AnswerSpec, Deal, Invite, NoteSpec, PropertyUpdate, ReferralSpec, TaskSpec
 from connector.store import Store
+from connector.store.db import insert
 
 ACCOUNT = "sandbox"
 FAULT_KINDS = ("transient", "rate_limited", "permanent", "lost_reply")
+ANSWER_PROPERTIES = ("offboard_last_survey_kind", "offboard_last_exit_score", "offboard_exit_category")
 
 
 class SandboxAdapter:
@@ -55,16 +59,29 @@ class SandboxAdapter:
                 raise CrmPermanent(f"sandbox: no deal {deal_id!r}", status=404)
             return Deal.model_validate(row.data)
 
-    def deals_ending(self, start: date, end: date) -> Iterable[Deal]:
+    def deals_ending(self, window: SweepWindow) -> Iterable[Ending]:
         self._fault("deals_ending")
+        conditions = [
+            SandboxDeal.contract_end >= window.start.isoformat(),
+            SandboxDeal.contract_end <= window.end.isoformat(),
+        ]
+        if window.changed_since is not None:
+            changed = SandboxDeal.updated_at >= window.changed_since
+            new_from = window.new_from
+            conditions.append(
+                or_(changed, SandboxDeal.contract_end >= new_from.isoformat()) if new_from else changed
+            )
         with self.store.session() as session:
-            rows = session.scalars(
-                select(SandboxDeal)
-                .where(SandboxDeal.contract_end >= start.isoformat())
-                .where(SandboxDeal.contract_end <= end.isoformat())
-                .order_by(SandboxDeal.id)
-            ).all()
-            return [Deal.model_validate(row.data) for row in rows]
+            rows = session.scalars(select(SandboxDeal).where(*conditions).order_by(SandboxDeal.id)).all()
+            return [
+                Ending(
+                    crm=row.data.get("crm", self.name),
+                    account=row.data.get("account", ACCOUNT),
+                    id=row.id,
+                    contract_end=date.fromisoformat(str(row.contract_end)),
+                )
+                for row in rows
+            ]
 
     # --- writes ----------------------------------------------------------
 
@@ -179,49 +196,99 @@ class SandboxAdapter:
     # --- sandbox-only: seeding and inspection -----------------------------
 
     def put_deal(self, deal: Deal) -> None:
-        """Create or replace a deal in the sandbox CRM."""
+        """Create or replace a deal in the sandbox CRM.
+
+        The worker calls this for every deal a generic event names (the sandbox holds
+        only what it is told), so ``offboard plan --crm sandbox`` and the contract-end
+        sweep find those deals later. An upsert, so two workers telling it about the
+        same deal at once do not collide.
+        """
+        data = deal.model_dump(mode="json")
+        end = deal.contract_end.isoformat() if deal.contract_end else None
         with self.store.session() as session:
-            data = deal.model_dump(mode="json")
-            end = deal.contract_end.isoformat() if deal.contract_end else None
-            row = session.get(SandboxDeal, deal.id)
-            if row is None:
-                session.add(SandboxDeal(id=deal.id, data=data, contract_end=end))
-            else:
-                row.data, row.contract_end = data, end
+            statement = insert(session, SandboxDeal).values(
+                id=deal.id, data=data, contract_end=end, updated_at=utcnow()
+            )
+            session.execute(
+                statement.on_conflict_do_update(
+                    index_elements=[SandboxDeal.id],
+                    set_={
+                        "data": statement.excluded.data,
+                        "contract_end": statement.excluded.contract_end,
+                        "updated_at": statement.excluded.updated_at,
+                    },
+                )
+            )
+
+    def seed(self, today: date) -> list[Deal]:
+        """Put the sample deals (contracts ending in the coming weeks) in the sandbox; return them."""
+        deals = sample_deals(today)
+        for deal in deals:
+            self.put_deal(deal)
+        return deals
 
     def contacts(self) -> list[SandboxContact]:
-        with self.store.session() as session:
+        with self.store.read() as session:
             return list(session.scalars(select(SandboxContact).order_by(SandboxContact.id)))
 
     def properties(self, object_name: str, object_id: str) -> dict[str, str]:
-        with self.store.session() as session:
+        with self.store.read() as session:
             rows = session.scalars(select(SandboxProperty).filter_by(object=object_name, object_id=object_id))
             return {row.name: row.value for row in rows}
 
-    def notes(self, deal_id: str) -> list[SandboxNote]:
-        with self.store.session() as session:
-            query = select(SandboxNote).where(SandboxNote.deal_id == deal_id).order_by(SandboxNote.id)
+    def notes(self, deal_id: str | None = None) -> list[SandboxNote]:
+        with self.store.read() as session:
+            query = select(SandboxNote).order_by(SandboxNote.id)
+            if deal_id is not None:
+                query = query.where(SandboxNote.deal_id == deal_id)
             return list(session.scalars(query))
 
     def invites(self, deal_id: str | None = None) -> list[SandboxInvite]:
-        with self.store.session() as session:
+        with self.store.read() as session:
             query = select(SandboxInvite).order_by(SandboxInvite.id)
             if deal_id is not None:
                 query = query.where(SandboxInvite.deal_id == deal_id)
             return list(session.scalars(query))
 
     def tasks(self, deal_id: str | None = None) -> list[SandboxTask]:
-        with self.store.session() as session:
+        with self.store.read() as session:
             query = select(SandboxTask).order_by(SandboxTask.due_at, SandboxTask.id)
             if deal_id is not None:
                 query = query.where(SandboxTask.deal_id == deal_id)
             return list(session.scalars(query))
 
+    def answers(self) -> list[SandboxProperty]:
+        """The survey answers on contacts, as the properties a CRM workflow would read."""
+        with self.store.read() as session:
+            query = select(SandboxProperty).where(
+                SandboxProperty.object == "contact", SandboxProperty.name.in_(ANSWER_PROPERTIES)
+            )
+            return list(session.scalars(query.order_by(SandboxProperty.object_id, SandboxProperty.name)))
+
     def inject(self, operation: str, kind: str, times: int, message: str = "") -> None:
+        """Fail the next ``times`` calls of ``operation``; ``times`` 0 clears its faults instead."""
         if kind not in FAULT_KINDS:
             raise ValueError(f"fault kind must be one of {', '.join(FAULT_KINDS)}")
+        if times <= 0:
+            self.clear_faults(operation)
+            return
         with self.store.session() as session:
             session.add(SandboxFault(operation=operation, kind=kind, remaining=times, message=message))
+
+    def faults(self) -> list[SandboxFault]:
+        """Injected faults still to strike, in the order they will."""
+        with self.store.read() as session:
+            query = select(SandboxFault).where(SandboxFault.remaining > 0).order_by(SandboxFault.id)
+            return list(session.scalars(query))
+
+    def clear_faults(self, operation: str | None = None) -> int:
+        """Forget the faults still to strike (of one operation, or all); return how many."""
+        with self.store.session() as session:
+            query = delete(SandboxFault)
+            if operation is not None:
+                query = query.where(SandboxFault.operation == operation)
+            cleared = session.execute(query.returning(SandboxFault.id)).scalars().all()
+            return len(cleared)
 
     # --- internals -------------------------------------------------------
 
