@@ -15,6 +15,10 @@ lease (a slow CRM, a rate-limit wait) is never worked by two workers at once,
 which the CRM's search-based deduplication could not tell apart while its index
 lags. On SIGTERM the worker stops claiming, finishes the row in hand, and puts
 the rest back (``release``) for any worker to take at once.
+
+While ``run_forever`` runs, the contract-end sweep has a thread of its own (a slow CRM
+listing never holds up events and actions; the ``schedules`` row still lets one worker
+at a time sweep), and the worker's row in ``workers`` shows it alive (``heartbeat``).
 """
 
 from __future__ import annotations
@@ -25,15 +29,15 @@ import threading
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import CursorResult, and_, or_, select, update
 from sqlalchemy.orm import Session
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
-from adapters.base import BudgetAware, CrmAdapter, InboundAdapter
-from connector import feedback, links
+from adapters.base import BudgetAware, CrmAdapter, DealKeeper, InboundAdapter
+from connector import feedback, heartbeat, links
 from connector.clock import Clock, utcnow
 from connector.errors import CrmError, CrmPermanent, CrmRateLimited, CrmTransient, PayloadInvalid
 from connector.generic import GenericEvent
@@ -50,7 +54,7 @@ from connector.models import (
 )
 from connector.planner import PlanContext, choose, plan
 from connector.playbooks.loader import LoadedPlaybook
-from connector.runs import start_run
+from connector.runs import start_run, survey_sent
 from connector.settings import Settings
 from connector.store import Action, AuditEntry, ContactTouch, Event, Run, Schedule, Store
 from connector.store.db import insert
@@ -63,6 +67,11 @@ Playbooks = Callable[[], list[LoadedPlaybook]]
 # The checklist itself is written even when a CRM's budget runs low; surveys, asks,
 # notes and property updates can wait for it to recover.
 URGENT_KINDS = frozenset({"tasks"})
+SWEEP_JOIN_SECONDS = 10.0  # how long a stopping worker waits for its sweep to reach a stopping point
+# A deal event waiting for a playbook file to load is looked at again this often; a worker
+# that sees every file load wakes the waiting ones at once.
+WAIT_FOR_PLAYBOOKS_SECONDS = 60.0
+WAITING = "waiting: "  # how the outcome of an event held back for the playbooks begins
 
 
 @dataclass(frozen=True)
@@ -96,12 +105,15 @@ class Worker:
         self._in_hand: tuple[type[Event] | type[Action], int] | None = None  # renewed, never put back
         self._held_lock = threading.Lock()
         self._lease_writes = threading.Lock()  # the keeper's and release()'s updates never cross (Postgres)
+        self._sweeps_inline = True  # run_forever sweeps in a thread of its own instead
+        self._all_loaded = False  # every playbook file loaded when last looked (waiting events woken)
 
     # --- the loop --------------------------------------------------------
 
     def tick(self) -> int:
         """Process what is due now; return how many events and actions were handled."""
-        self.sweep_when_due()
+        if self._sweeps_inline:
+            self.sweep_when_due()
         return self.process_events() + self.execute_due_actions()
 
     def run_until_idle(self, max_ticks: int = 100) -> int:
@@ -118,11 +130,13 @@ class Worker:
         """Work until ``stop`` is set; then finish the row in hand, put back the rest, and return."""
         log.info("worker %s started", self.worker_id)
         self._stop = stop
+        heartbeat.start(self.store, self.worker_id, self.clock())
         keeper_stop = threading.Event()
         keeper = threading.Thread(
             target=self._keep_leases, args=(keeper_stop,), name=f"{self.worker_id}-leases", daemon=True
         )
         keeper.start()
+        sweeper = self._start_sweeper(stop)
         try:
             while not stop.is_set():
                 try:
@@ -136,6 +150,8 @@ class Worker:
             keeper_stop.set()
             keeper.join()
             released = self.release()
+            self._stop_sweeper(sweeper)
+            heartbeat.stop(self.store, self.worker_id)
             self._stop = None
             log.info("worker %s stopped (%d claimed row(s) put back)", self.worker_id, released)
 
@@ -219,9 +235,10 @@ class Worker:
         return bool(held)
 
     def _keep_leases(self, stop: threading.Event) -> None:
-        """Renew, every third of a lease, the leases of the rows this worker holds."""
-        while not stop.wait(self.settings.lease_seconds / 3):
+        """Beat the worker's heartbeat, and renew the leases of the rows it holds, every few seconds."""
+        while not stop.wait(min(heartbeat.BEAT_SECONDS, self.settings.lease_seconds / 3)):
             try:
+                heartbeat.beat(self.store, self.worker_id, self.clock())
                 self._renew_leases()
             except Exception:  # the next round tries again; a lease that runs out meanwhile is safe
                 log.exception("worker %s could not renew its leases", self.worker_id)
@@ -253,7 +270,30 @@ class Worker:
 
     # --- the contract-end sweep ---------------------------------------------
 
-    def sweep_when_due(self) -> None:
+    def _start_sweeper(self, stop: threading.Event) -> threading.Thread:
+        """Sweep in a thread beside the loop, so a long sweep never holds up events and actions."""
+        self._sweeps_inline = False
+        sweeper = threading.Thread(
+            target=self._sweep_beside, args=(stop,), name=f"{self.worker_id}-sweep", daemon=True
+        )
+        sweeper.start()
+        return sweeper
+
+    def _sweep_beside(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                self.sweep_when_due(stop)
+            except Exception:  # the next schedule tries again
+                log.exception("worker %s: the contract-end sweep failed", self.worker_id)
+            stop.wait(self.settings.worker_poll_seconds)
+
+    def _stop_sweeper(self, sweeper: threading.Thread) -> None:
+        # A sweep stops between two CRM calls; one still waiting on the CRM is left to its
+        # daemon thread: what it queued is queued, and the next sweep lists the rest again.
+        sweeper.join(timeout=SWEEP_JOIN_SECONDS)
+        self._sweeps_inline = True
+
+    def sweep_when_due(self, stop: threading.Event | None = None) -> None:
         """Run the sweep if this worker is the one to move its schedule forward."""
         interval = self.settings.sweep_interval_seconds
         if interval <= 0:
@@ -270,25 +310,49 @@ class Worker:
                 .values(next_at=now + timedelta(seconds=interval)),
             )
         if due:
-            self.sweep(now)
+            self.sweep(now, stop=stop)
 
-    def sweep(self, now: datetime | None = None) -> SweepReport:
-        return sweep(self.settings, self.store, self.adapters, self.playbooks, now or self.clock())
+    def sweep(self, now: datetime | None = None, *, stop: threading.Event | None = None) -> SweepReport:
+        return sweep(self.settings, self.store, self.adapters, self.playbooks, now or self.clock(), stop=stop)
 
     # --- events → runs ---------------------------------------------------
 
     def process_events(self) -> int:
         if self.stopping:
             return 0
+        self._wake_waiting_events()
         events = self._claim(Event, Event.available_at)
         self._work_through(Event, events, self._process_event)
         return len(events)
+
+    def _wake_waiting_events(self) -> None:
+        """Once every playbook file loads again, the deal events held back for one are due at once."""
+        self.playbooks()  # the registry's due check for edits runs here
+        if unloaded_playbooks(self.playbooks):
+            self._all_loaded = False
+            return
+        if self._all_loaded:
+            return
+        self._all_loaded = True
+        now = self.clock()
+        with self.store.session() as session:
+            woken = _rows(
+                session,
+                update(Event)
+                .where(Event.state == "pending", Event.available_at > now, Event.outcome.startswith(WAITING))
+                .values(available_at=now),
+            )
+        if woken:
+            log.info("every playbook loads: %d waiting event(s) due now", woken)
 
     def _process_event(self, event: Event) -> None:
         try:
             outcome = self._interpret(event)
         except (CrmTransient, ConnectionError) as exc:
             self._event_retry(event, exc)
+            return
+        except PlaybooksIncomplete as exc:
+            self._event_wait(event, exc.reason)
             return
         except Exception as exc:  # a permanent problem: keep the event, say why
             log.warning("event %s failed: %s", event.id, exc)
@@ -305,13 +369,20 @@ class Worker:
             return Outcome("ignored", "not a deal closing or re-opening")
         if change.change == "reopened":
             return self.cancel_deal(change.deal, reason=f"deal re-opened (event {event.id})")
+        today = self.clock().astimezone(self.settings.zone).date()
+        too_old = closed_too_long_ago(change.deal, self.settings.max_close_age_days, today)
+        if too_old is not None:
+            return Outcome("ignored", too_old)
         return self.start_offboarding(change.deal, event_id=event.id, trigger="deal_closed")
 
     def _change(self, event: Event) -> DealChange | None:
         """What the event means: the generic schema is the core's; a CRM's own events are its adapter's."""
         if event.source == "generic":
             generic = GenericEvent.model_validate(event.payload)
-            deal = generic.to_deal(generic.account or self._adapter(generic.crm).account)
+            told = self._adapter(generic.crm)
+            deal = generic.to_deal(generic.account or told.account)
+            if isinstance(told, DealKeeper):  # the sandbox keeps the deals events tell it about
+                told.put_deal(deal)
             if generic.type == "deal.reopened":
                 return DealChange(deal=deal, change="reopened", occurred_at=generic.occurred_at)
             return DealChange(deal=deal, change="closed", occurred_at=generic.occurred_at)
@@ -324,7 +395,11 @@ class Worker:
         """Start the matching playbook's run for this deal, unless the deal already has one."""
         now = self.clock()
         context = self.plan_context(now)
-        loaded, _ = choose(deal, self.playbooks(), trigger=trigger, today=context.today)
+        playbooks = self.playbooks()
+        missing = unloaded_playbooks(self.playbooks)
+        if missing:  # the missing one may be the deal's: another playbook's run would be for good
+            raise PlaybooksIncomplete(missing)
+        loaded, _ = choose(deal, playbooks, trigger=trigger, today=context.today)
         if loaded is None:
             return Outcome("ignored", "no playbook matches this deal")
         laid_out = plan(deal, loaded.playbook, context)
@@ -383,6 +458,22 @@ class Worker:
                     outcome=f"{type(exc).__name__}: {exc}",
                 )
             )
+
+    def _event_wait(self, event: Event, reason: str) -> None:
+        """Put the event back, its attempt given back: no playbook file's problem is the event's fault."""
+        with self.store.session() as session:
+            session.execute(
+                update(Event)
+                .where(Event.id == event.id)
+                .values(
+                    state="pending",
+                    attempts=max(event.attempts - 1, 0),
+                    lease_until=None,
+                    available_at=self.clock() + timedelta(seconds=WAIT_FOR_PLAYBOOKS_SECONDS),
+                    outcome=reason,
+                )
+            )
+        log.warning("event %s %s", event.id, reason)
 
     def _finish_event(self, event: Event, state: str, note: str) -> None:
         with self.store.session() as session:
@@ -544,6 +635,8 @@ class Worker:
             contact_id=payload["contact_id"],
             email=payload.get("email"),
             link=link,
+            sender=self.settings.brand_name,
+            reply_to=self.settings.brand_reply_to,
         )
 
     def _complete(self, action: Action, crm: str, result: dict[str, Any]) -> None:
@@ -587,6 +680,7 @@ class Worker:
                     sent_at=now,
                 )
             )
+            survey_sent(session, action, now)  # its answer window counts from the actual send
         if action.kind == "referral_contact" and state == "done":
             _release_follow_up(session, action, str(result["contact_id"]), now)
         verb = f"{action.kind}.written" if state == "done" else f"action.{state}"
@@ -724,12 +818,40 @@ def cancel_run(session: Session, run: Run, *, reason: str, actor: str, now: date
     return int(cancelled or 0)
 
 
+class PlaybooksIncomplete(Exception):
+    """A playbook file has no version loaded, so no run may start: the event waits for it."""
+
+    def __init__(self, files: list[str]) -> None:
+        one = len(files) == 1
+        which = f"{files[0]} does not" if one else f"{', '.join(files)} do not"
+        self.reason = f"{WAITING}{which} load; fix {'it' if one else 'them'} and run offboard validate"
+        super().__init__(self.reason)
+
+
+def unloaded_playbooks(playbooks: Playbooks) -> list[str]:
+    """The playbook files with no version in use (see ``PlaybookRegistry.unloaded``).
+
+    A plain function handing out playbooks has no files of its own that could be missing.
+    """
+    return list(getattr(playbooks, "unloaded", []))
+
+
 class Skip(Exception):
     """This action will not run, for a reason the operator should see (not a failure)."""
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+def closed_too_long_ago(deal: Deal, max_days: int, today: date) -> str | None:
+    """Why a deal-closed event starts nothing for a deal that closed over ``max_days`` ago, or None.
+
+    ``max_days`` 0 means no limit; a deal without a close date is not held to one.
+    """
+    if not max_days or deal.close_date is None or (today - deal.close_date).days <= max_days:
+        return None
+    return f"closed on {deal.close_date.isoformat()}, more than {max_days} days ago; nothing started"
 
 
 def _release_follow_up(session: Session, referral: Action, contact_id: str, now: datetime) -> None:

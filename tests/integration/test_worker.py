@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import threading
+import time
 from datetime import UTC, datetime
 
 from click.testing import CliRunner
 from sqlalchemy import select
 
 from adapters.sandbox import SandboxAdapter
-from connector.store import Action, AuditEntry, Event, Run
+from connector import heartbeat
+from connector.store import Action, AuditEntry, Event, Run, WorkerBeat
 from tests.conftest import deal_closed_event, signed
 
 
@@ -132,9 +137,7 @@ def test_a_permanent_failure_parks_the_action_and_runs_shows_it(client, services
     result = CliRunner().invoke(main, ["runs"])
     assert result.exit_code == 0, result.output
     assert "completed-project@v1" in result.output
-    assert (
-        f"action {batch.id} tasks failed: CrmPermanent: sandbox: injected permanent failure" in result.output
-    )
+    assert f"action {batch.id} tasks: CrmPermanent: sandbox: injected permanent failure" in result.output
     failed_only = CliRunner().invoke(main, ["runs", "--state", "failed", "--format", "json"])
     assert '"state": "failed"' in failed_only.output
 
@@ -217,10 +220,85 @@ def test_non_urgent_actions_wait_while_the_budget_is_low(client, services, store
     monkeypatch.setenv("OFFBOARD_DATABASE_URL", services.settings.database_url)
     monkeypatch.setenv("OFFBOARD_PLAYBOOKS", str(services.settings.playbooks))
     shown = CliRunner().invoke(main, ["runs"]).output
-    assert "offboarding-status pending: deferred: daily API usage 85% is past the 80% budget" in shown
+    assert "offboarding-status" in shown
+    assert "deferred: daily API usage 85% is past the 80% budget" in shown
 
     budgeted.reason = None
     clock.advance(seconds=services.settings.defer_seconds + 1)
     worker.run_until_idle()
     prop = next(a for a in actions(store) if a.kind == "property")
     assert (prop.state, prop.attempts) == ("done", 1)
+
+
+# --- deals closed long ago ----------------------------------------------------------------
+
+
+def test_a_deal_closed_more_than_30_days_ago_starts_nothing_and_says_why(client, services, store):
+    assert services.settings.max_close_age_days == 30  # the default
+    deliver(client, deal_closed_event(close_date="2026-10-20"))  # 31 days before the clock's 2026-11-20
+    services.worker().run_until_idle()
+    with store.session() as session:
+        event = session.scalars(select(Event)).one()
+        assert (event.state, event.outcome) == (
+            "ignored",
+            "closed on 2026-10-20, more than 30 days ago; nothing started",
+        )
+        assert session.scalars(select(Run)).all() == []
+    assert services.adapters["sandbox"].tasks("D-1") == []
+
+
+def test_a_deal_closed_30_days_ago_still_starts(client, services, store):
+    deliver(client, deal_closed_event(close_date="2026-10-21"))
+    services.worker().run_until_idle()
+    with store.session() as session:
+        assert session.scalars(select(Run)).one().deal_id == "D-1"
+
+
+def test_a_close_age_of_0_days_means_no_limit(db_url, store, clock):
+    from connector.services import build
+    from connector.web import create_app
+    from tests.conftest import make_settings
+
+    services = build(make_settings(db_url, OFFBOARD_MAX_CLOSE_AGE_DAYS=0), store=store, clock=clock)
+    deliver(create_app(services).test_client(), deal_closed_event(close_date="2024-05-02"))
+    services.worker().run_until_idle()
+    with store.session() as session:
+        assert session.scalars(select(Event)).one().state == "done"
+        assert session.scalars(select(Run)).one().deal_id == "D-1"
+
+
+# --- heartbeats -------------------------------------------------------------------------------
+
+
+def eventually(check, within: float = 5.0):
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(0.02)
+    raise AssertionError(f"not within {within} s")
+
+
+def beats(store):
+    with store.session() as session:
+        return list(session.scalars(select(WorkerBeat)))
+
+
+def test_a_running_worker_keeps_a_heartbeat_row_and_removes_it_on_stop(services, store, clock, monkeypatch):
+    monkeypatch.setattr(heartbeat, "BEAT_SECONDS", 0.05)
+    worker = services.worker("worker-beating")
+    stop = threading.Event()
+    thread = threading.Thread(target=worker.run_forever, args=(stop,))
+    thread.start()
+    try:
+        (row,) = eventually(lambda: beats(store))
+        assert (row.id, row.pid, row.host) == ("worker-beating", os.getpid(), socket.gethostname())
+        assert row.started_at == row.beat_at == clock.now
+        clock.advance(seconds=30)
+        eventually(lambda: [b for b in beats(store) if b.beat_at == clock.now])
+    finally:
+        stop.set()
+        thread.join(10)
+    assert not thread.is_alive()
+    assert beats(store) == []
