@@ -24,15 +24,17 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+from sqlalchemy import func, select
+
 from connector import generic
 from connector.generic import GenericEvent
 from connector.models import TaskSpec
 from connector.services import build
 from connector.settings import load_settings
-from connector.store import Store
+from connector.store import Run, Store
 from connector.store.migrate import upgrade
 from connector.web import create_app
-from tests.conftest import BUNDLED_PLAYBOOKS, WEBHOOK_SECRET, deal_closed_event
+from tests.conftest import BUNDLED_PLAYBOOKS, WEBHOOK_SECRET, deal_closed_today
 
 REQUESTS = int(os.environ.get("OFFBOARD_BENCH_REQUESTS", "400"))
 DEALS = int(os.environ.get("OFFBOARD_BENCH_DEALS", "200"))
@@ -79,7 +81,7 @@ def bench_webhook(services):  # type: ignore[no-untyped-def]
 
     def post() -> None:
         n = next(counter)
-        body = json.dumps(deal_closed_event(f"W-{n}"))
+        body = json.dumps(deal_closed_today(f"W-{n}"))
         headers = generic.sign(WEBHOOK_SECRET, f"msg_bench_{n}", datetime.now(UTC), body)
         assert client.post("/webhooks/generic", data=body, headers=headers).status_code == 202
 
@@ -97,7 +99,7 @@ def bench_webhook(services):  # type: ignore[no-untyped-def]
 def bench_worker(services):  # type: ignore[no-untyped-def]
     client = create_app(services).test_client()
     for n in range(DEALS):
-        body = json.dumps(deal_closed_event(f"B-{n}"))
+        body = json.dumps(deal_closed_today(f"B-{n}"))
         headers = generic.sign(WEBHOOK_SECRET, f"msg_worker_{n}", datetime.now(UTC), body)
         client.post("/webhooks/generic", data=body, headers=headers)
     worker = services.worker()
@@ -109,6 +111,9 @@ def bench_worker(services):  # type: ignore[no-untyped-def]
     tracemalloc.stop()
     baseline = direct_writes(services, 12)
     processed = DEALS + REQUESTS  # the webhook bench's deals are in the inbox too
+    with services.store.session() as session:
+        started = session.scalar(select(func.count()).select_from(Run))
+    assert started == processed, f"{started} runs started for {processed} deals: the figures would mislead"
     return [
         ("worker, per deal (12 tasks)", elapsed / processed * 1000, baseline * 1000, "ms"),
         ("worker peak memory / 100 deals", peak / processed * 100 / 2**20, 0.0, "MiB"),
@@ -118,7 +123,7 @@ def bench_worker(services):  # type: ignore[no-untyped-def]
 def direct_writes(services, tasks_per_deal: int) -> float:  # type: ignore[no-untyped-def]
     """Seconds per deal to write a deal's tasks straight into the sandbox CRM."""
     sandbox = services.adapters["sandbox"]
-    deal = GenericEvent.model_validate(deal_closed_event("X")).to_deal("sandbox")
+    deal = GenericEvent.model_validate(deal_closed_today("X")).to_deal("sandbox")
     specs = [
         TaskSpec(step_id=f"s{i}", title=f"Task {i}", due_at=datetime.now(UTC), deal_id=deal.id)
         for i in range(tasks_per_deal)

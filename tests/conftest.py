@@ -200,6 +200,21 @@ def deal_closed_event(deal_id: str = "D-1", **deal: Any) -> dict[str, Any]:
     return body
 
 
+def days_from_today(days: int = 0) -> str:
+    """Today's date (UTC) moved by ``days``, as YYYY-MM-DD."""
+    return (datetime.now(UTC).date() + timedelta(days=days)).isoformat()
+
+
+def deal_closed_today(deal_id: str = "D-1", **deal: Any) -> dict[str, Any]:
+    """``deal_closed_event`` for tests on the real clock: closing today, the contract ending in 41 days.
+
+    The worker ignores a deal that closed more than OFFBOARD_MAX_CLOSE_AGE_DAYS ago, so a fixed
+    close date would make these tests fail a month after it.
+    """
+    dates = {"close_date": days_from_today(), "contract_end": days_from_today(41)}
+    return deal_closed_event(deal_id, **(dates | deal))
+
+
 def signed(
     event: dict[str, Any] | str | bytes,
     *,

@@ -33,7 +33,7 @@ from sqlalchemy import func, select
 
 from adapters.hubspot.records import MARKER, token
 from connector.store import Action, Event, Run, Store
-from tests.conftest import BUNDLED_PLAYBOOKS
+from tests.conftest import BUNDLED_PLAYBOOKS, days_from_today
 from tests.e2e.server import OFFBOARD, ServerProcess
 from tests.fakes.hubspot import (
     CLIENT_SECRET,
@@ -332,6 +332,8 @@ def portal_with_deals(fake: FakeHubSpot, count: int) -> list[str]:
             name=f"Client {n} website",
             company=f"Client {n}",
             contact=(f"pat{n}@client{n}.example", "Pat", f"Lee{n}"),
+            close_date=days_from_today(),
+            contract_end=days_from_today(41),
         )["deal"]
         for n in range(count)
     ]
