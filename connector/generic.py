@@ -122,7 +122,9 @@ def _finite(text: str) -> float:
     if len(text) > MAX_DIGITS * 2:
         raise ValueError(f"a number is written with more than {MAX_DIGITS * 2} characters")
     value = float(text)
-    if not math.isfinite(value):
+    # Postgres keeps a JSON number in plain decimal notation: 1e300 would come back as a
+    # 301-digit integer. Magnitudes are held to what reads back within the digit limit.
+    if not math.isfinite(value) or abs(value) >= 10.0**MAX_DIGITS or 0 < abs(value) < 10.0**-MAX_DIGITS:
         raise ValueError(f"number {text[:20]} is out of range")
     return value
 
