@@ -5,18 +5,29 @@
     ├── WebhookRejected        an inbound request we will not store (4xx)
     │   ├── SignatureInvalid   401: unsigned, badly signed, stale
     │   ├── PayloadInvalid     400: not JSON/XML, or not the documented schema
-    │   └── SenderUnknown      403: a sender we are not configured to trust
+    │   ├── SenderUnknown      403: a sender we are not configured to trust
+    │   └── EndpointDisabled   503: the endpoint's secret is not configured
     ├── PlaybookError          a playbook file that does not load; names file and field
+    ├── LinkProblem            a personal link that cannot be used: expired, forged, used, sent, closed
+    ├── FormProblem            a client's submission to correct and send again (field → message)
+    ├── Skip                   an action that will not run, for a reason the operator sees (no failure)
+    ├── Deferred               work held back a while through no fault of its own; no attempt used
     └── CrmError               a CRM call that did not do what we asked
         ├── CrmTransient       worth retrying: 5xx, timeouts, connection resets
+        │   ├── OutcomeUnknown the call may have been applied: timeout, lost reply, 5xx after sending
         │   └── CrmRateLimited retry, but after the CRM's window
         └── CrmPermanent       retrying will not help: 400, 401/403, 404
 
 Adapters translate their SDK's exceptions into the CrmError branch with
-``raise CrmTransient(...) from exc`` so the worker decides retries on one tree.
+``raise CrmTransient(...) from exc``; what the worker does about any error (retry, back off,
+wait, park, skip, defer) is decided in one place, ``connector.retry``.
 """
 
 from __future__ import annotations
+
+from typing import Literal
+
+Problem = Literal["expired", "forged", "used", "sent", "closed"]
 
 
 class ConnectorError(Exception):
@@ -70,6 +81,41 @@ class PlaybookError(ConnectorError):
         self.problems = problems
 
 
+class LinkProblem(ConnectorError):
+    """A link that cannot be used: expired, forged (or mangled), already answered ("used") or
+    sent ("sent"), or its run cancelled ("closed"). The client sees a page saying which."""
+
+    def __init__(self, problem: Problem) -> None:
+        super().__init__(problem)
+        self.problem = problem
+
+
+class FormProblem(ConnectorError):
+    """A submission to correct and send again; ``errors`` maps field names to messages."""
+
+    def __init__(self, errors: dict[str, str]) -> None:
+        super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
+        self.errors = errors
+
+
+class Skip(ConnectorError):
+    """This action will not run, for a reason the operator should see (not a failure)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Deferred(ConnectorError):
+    """Not now, and no fault of the work: try again in ``seconds`` (the configured deferral when
+    None) without using up an attempt. ``reason`` is recorded as said, for the operator."""
+
+    def __init__(self, reason: str, *, seconds: float | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.seconds = seconds
+
+
 class CrmError(ConnectorError):
     """A CRM call that failed. ``detail`` keeps what the CRM said, for the operator."""
 
@@ -81,6 +127,11 @@ class CrmError(ConnectorError):
 
 class CrmTransient(CrmError):
     """Worth retrying: the CRM was down, slow, or reset the connection."""
+
+
+class OutcomeUnknown(CrmTransient):
+    """The call may have reached the CRM and been applied (a timeout, a lost reply, a 5xx after
+    sending): an adapter looks for what it wrote before writing again."""
 
 
 class CrmRateLimited(CrmTransient):

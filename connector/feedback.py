@@ -29,7 +29,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from connector import links
-from connector.errors import ConnectorError
+from connector.errors import FormProblem, LinkProblem, Problem
 from connector.models import AnswerSpec, Deal, ReferralSpec, TaskSpec, category
 from connector.planner import PlanContext, at_workday_start, plan_follow_ups, resolve_owner
 from connector.playbooks.loader import from_pinned
@@ -44,24 +44,6 @@ SCALES = {"nps": (0, 10), "csat": (1, 5), "ces": (1, 7)}
 COMMENT_LIMIT = 5000
 # Control characters but tab and newlines: nobody types them, and Postgres refuses NUL outright.
 _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-Problem = Literal["expired", "forged", "used", "sent", "closed"]
-
-
-class LinkProblem(ConnectorError):
-    """A link that cannot be used: expired, forged (or mangled), already answered ("used") or
-    sent ("sent"), or its run cancelled ("closed")."""
-
-    def __init__(self, problem: Problem) -> None:
-        super().__init__(problem)
-        self.problem = problem
-
-
-class FormProblem(ConnectorError):
-    """A submission to correct and send again; ``errors`` maps field names to messages."""
-
-    def __init__(self, errors: dict[str, str]) -> None:
-        super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
-        self.errors = errors
 
 
 class Claims(BaseModel):

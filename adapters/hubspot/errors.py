@@ -19,14 +19,10 @@ from typing import Any
 
 from urllib3.exceptions import ConnectTimeoutError, HTTPError, MaxRetryError, NewConnectionError
 
-from connector.errors import CrmError, CrmPermanent, CrmRateLimited, CrmTransient
+from connector.errors import CrmError, CrmPermanent, CrmRateLimited, CrmTransient, OutcomeUnknown
 
 SCOPES_HINT = "give the private app the scopes listed in manifest.json (crms → hubspot → scopes)"
 DAILY_RETRY_SECONDS = 3600.0
-
-
-class OutcomeUnknown(CrmTransient):
-    """The request may have reached HubSpot and been applied: look before writing again."""
 
 
 def is_api_exception(exc: BaseException) -> bool:

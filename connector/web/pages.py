@@ -17,7 +17,8 @@ from urllib.parse import urlsplit
 from flask import Blueprint, Response, make_response, render_template, request
 
 from connector import feedback
-from connector.feedback import Claims, FormProblem, LinkPage, LinkProblem
+from connector.errors import FormProblem, LinkProblem
+from connector.feedback import Claims, LinkPage
 from connector.web import services
 from connector.web.brand import Brand
 
