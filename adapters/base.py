@@ -38,6 +38,7 @@ __all__ = [
     "DealKeeper",
     "Ending",
     "InboundAdapter",
+    "OutcomeAware",
     "SweepWindow",
 ]
 
@@ -163,4 +164,20 @@ class DealKeeper(Protocol):
 
     def put_deal(self, deal: Deal) -> None:
         """Create or replace the deal."""
+        ...
+
+
+@runtime_checkable
+class OutcomeAware(Protocol):
+    """An adapter whose reads may lag behind its writes (HubSpot's search index).
+
+    Its idempotency rests on finding what an earlier attempt wrote, so it must be told
+    when an earlier attempt's outcome is unknown: the worker that made it died mid-way
+    and the action was claimed again. A CRM whose reads are consistent (Salesforce's
+    SOQL) has nothing to do and does not implement this.
+    """
+
+    def outcome_unknown(self, key: str, since: datetime) -> None:
+        """An earlier attempt of ``key`` may have written until ``since``: before the next write
+        with this key, wait until reads show what it wrote."""
         ...

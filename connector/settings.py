@@ -88,7 +88,10 @@ class Settings(BaseSettings):
     # The worker: how it claims, retries and gives up.
     worker_poll_seconds: float = _env("OFFBOARD_WORKER_POLL_SECONDS", 1.0, gt=0)
     worker_batch: int = _env("OFFBOARD_WORKER_BATCH", 20, ge=1, le=500)
-    lease_seconds: int = _env("OFFBOARD_LEASE_SECONDS", 300, ge=5)
+    # A live worker renews its leases three times a lease (at most every 5 s), so a short
+    # lease costs nothing while it lives and hands a dead one's rows over within seconds.
+    # Below 5 s one slow database write between two renewals could lose a live worker's lease.
+    lease_seconds: int = _env("OFFBOARD_LEASE_SECONDS", 20, ge=5)
     max_attempts: int = _env("OFFBOARD_MAX_ATTEMPTS", 8, ge=1, le=100)
     retry_base_seconds: float = _env("OFFBOARD_RETRY_BASE_SECONDS", 30.0, ge=0)
     retry_max_seconds: float = _env("OFFBOARD_RETRY_MAX_SECONDS", 3600.0, ge=0)
@@ -112,6 +115,9 @@ class Settings(BaseSettings):
     # apps); this is one process's share of the app's window, and the search API's own limit.
     hubspot_rate_limit_per_10s: int = _env("HUBSPOT_RATE_LIMIT_PER_10S", 100, ge=1, le=1000)
     hubspot_search_rate_limit_per_s: int = _env("HUBSPOT_SEARCH_RATE_LIMIT_PER_S", 4, ge=1, le=50)
+    # How long HubSpot's search may miss a record just written: a write whose outcome is
+    # unknown is looked for only once this has passed.
+    hubspot_search_lag_seconds: float = _env("HUBSPOT_SEARCH_LAG_SECONDS", 20.0, ge=0, le=300)
 
     salesforce_instance_url: str | None = _env("SALESFORCE_INSTANCE_URL")
     salesforce_access_token: SecretStr | None = _env("SALESFORCE_ACCESS_TOKEN")

@@ -6,7 +6,10 @@ SQLite), the work happens outside any transaction, and a second short
 transaction records the outcome. A worker that dies leaves its rows to be
 reclaimed when the lease runs out, so every accepted event is processed and
 every action executed at least once; idempotency keys make the CRM effect
-happen once.
+happen once. Leases are short (``OFFBOARD_LEASE_SECONDS``, 20 s), so a dead worker's rows
+come back within seconds; an action taken over that way tells its adapter that the dead
+attempt's outcome is unknown (``OutcomeAware``), so a CRM whose reads lag behind its writes
+waits for them before writing.
 
 A live worker keeps what it holds: while ``run_forever`` runs, a lease keeper
 renews the leases of the rows it has claimed and not finished, and before each
@@ -24,7 +27,6 @@ at a time sweep), and the worker's row in ``workers`` shows it alive (``heartbea
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import uuid
 from collections.abc import Callable, Mapping
@@ -34,12 +36,12 @@ from typing import Any, cast
 
 from sqlalchemy import CursorResult, and_, or_, select, update
 from sqlalchemy.orm import Session
-from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
+from tenacity import RetryCallState, Retrying
 
-from adapters.base import BudgetAware, CrmAdapter, DealKeeper, InboundAdapter
+from adapters.base import BudgetAware, CrmAdapter, DealKeeper, InboundAdapter, OutcomeAware
 from connector import feedback, heartbeat, links
 from connector.clock import Clock, utcnow
-from connector.errors import CrmError, CrmPermanent, CrmRateLimited, CrmTransient, PayloadInvalid
+from connector.errors import CrmPermanent, Deferred, PayloadInvalid, Skip
 from connector.generic import GenericEvent
 from connector.models import (
     AnswerSpec,
@@ -54,6 +56,7 @@ from connector.models import (
 )
 from connector.planner import PlanContext, choose, plan
 from connector.playbooks.loader import LoadedPlaybook
+from connector.retry import Decision, RetryPolicy, Verdict
 from connector.runs import start_run, survey_sent
 from connector.settings import Settings
 from connector.store import Action, AuditEntry, ContactTouch, Event, Run, Schedule, Store
@@ -99,11 +102,14 @@ class Worker:
         self.clock = clock
         self.worker_id = worker_id or f"worker-{uuid.uuid4().hex[:8]}"
         self._sleep = sleep
+        self.retry = RetryPolicy.from_settings(settings)  # what a failure leads to, for both queues
         self._stop: threading.Event | None = None  # run_forever's: once set, nothing more is claimed
         # Rows claimed and not yet started, by table: the lease keeper renews them, release() puts them back.
         self._held: dict[type[Event] | type[Action], set[int]] = {Event: set(), Action: set()}
         self._in_hand: tuple[type[Event] | type[Action], int] | None = None  # renewed, never put back
         self._held_lock = threading.Lock()
+        # Actions of the batch in hand taken over from a dead attempt: id → when its lease ran out.
+        self._reclaimed: dict[int, datetime] = {}
         self._lease_writes = threading.Lock()  # the keeper's and release()'s updates never cross (Postgres)
         self._sweeps_inline = True  # run_forever sweeps in a thread of its own instead
         self._all_loaded = False  # every playbook file loaded when last looked (waiting events woken)
@@ -176,13 +182,28 @@ class Worker:
                 .where(Event.id.in_(events), Event.state == "running")
                 .values(state="pending", lease_until=None, attempts=Event.attempts - 1),
             )
-            released += _rows(
+            released += self._put_back_actions(session, actions)
+        return released
+
+    def _put_back_actions(self, session: Session, ids: list[int]) -> int:
+        """Actions back to pending; one taken over from a dead attempt keeps that attempt's lease end,
+        so whoever claims it next still knows its outcome is unknown (see ``_claim``)."""
+        put_back = 0
+        for lease_until, chosen in (
+            (None, [i for i in ids if i not in self._reclaimed]),
+            *((self._reclaimed[i], [i]) for i in ids if i in self._reclaimed),
+        ):
+            if not chosen:
+                continue
+            put_back += _rows(
                 session,
                 update(Action)
-                .where(Action.id.in_(actions), Action.claimed_by == self.worker_id, Action.state == "running")
-                .values(state="pending", lease_until=None, claimed_by=None, attempts=Action.attempts - 1),
+                .where(Action.id.in_(chosen), Action.claimed_by == self.worker_id, Action.state == "running")
+                .values(
+                    state="pending", lease_until=lease_until, claimed_by=None, attempts=Action.attempts - 1
+                ),
             )
-        return released
+        return put_back
 
     @property
     def stopping(self) -> bool:
@@ -348,15 +369,8 @@ class Worker:
     def _process_event(self, event: Event) -> None:
         try:
             outcome = self._interpret(event)
-        except (CrmTransient, ConnectionError) as exc:
-            self._event_retry(event, exc)
-            return
-        except PlaybooksIncomplete as exc:
-            self._event_wait(event, exc.reason)
-            return
-        except Exception as exc:  # a permanent problem: keep the event, say why
-            log.warning("event %s failed: %s", event.id, exc)
-            self._finish_event(event, "failed", f"{type(exc).__name__}: {exc}")
+        except Exception as exc:  # the retry policy says what becomes of the event
+            self._event_failed(event, exc)
             return
         self._finish_event(event, outcome.state, outcome.note)
 
@@ -440,40 +454,36 @@ class Worker:
     def plan_context(self, now: datetime) -> PlanContext:
         return PlanContext.from_settings(self.settings, now)
 
-    def _event_retry(self, event: Event, exc: Exception) -> None:
-        delay = self._backoff(event.attempts, exc)
-        # A rate limit is the CRM's window, not the event's fault: it never uses up attempts.
-        limited = isinstance(exc, CrmRateLimited)
-        attempts = max(event.attempts - 1, 0) if limited else event.attempts
-        state = "failed" if not limited and attempts >= self.settings.max_attempts else "pending"
-        with self.store.session() as session:
-            session.execute(
-                update(Event)
-                .where(Event.id == event.id)
-                .values(
-                    attempts=attempts,
-                    state=state,
-                    lease_until=None,
-                    available_at=self.clock() + delay,
-                    outcome=f"{type(exc).__name__}: {exc}",
-                )
-            )
-
-    def _event_wait(self, event: Event, reason: str) -> None:
-        """Put the event back, its attempt given back: no playbook file's problem is the event's fault."""
+    def _event_failed(self, event: Event, exc: Exception) -> None:
+        """Apply the retry policy's decision: finish the event, or put it back for later."""
+        decision = self.retry.decide(exc, event.attempts)
+        if decision.unexpected:
+            log.error("event %s raised unexpectedly", event.id, exc_info=exc)
+        if decision.verdict in (Verdict.PARK, Verdict.SKIP):
+            log.warning("event %s %s: %s", event.id, decision.verdict, decision.note)
+            state = "failed" if decision.verdict is Verdict.PARK else "ignored"
+            self._finish_event(event, state, decision.note)
+            return
+        attempts = event.attempts if decision.counts_attempt else max(event.attempts - 1, 0)
         with self.store.session() as session:
             session.execute(
                 update(Event)
                 .where(Event.id == event.id)
                 .values(
                     state="pending",
-                    attempts=max(event.attempts - 1, 0),
+                    attempts=attempts,
                     lease_until=None,
-                    available_at=self.clock() + timedelta(seconds=WAIT_FOR_PLAYBOOKS_SECONDS),
-                    outcome=reason,
+                    available_at=self.clock() + decision.delay,
+                    outcome=decision.note,
                 )
             )
-        log.warning("event %s %s", event.id, reason)
+        log.warning(
+            "event %s: %s, due again in %.0fs: %s",
+            event.id,
+            decision.verdict,
+            decision.delay.total_seconds(),
+            decision.note,
+        )
 
     def _finish_event(self, event: Event, state: str, note: str) -> None:
         with self.store.session() as session:
@@ -501,64 +511,64 @@ class Worker:
             return
         try:
             adapter = self._adapter(crm)
-            if self._deferred(adapter, action):
-                return
+            self._check_budget(adapter, action)
             self._check_fatigue(crm, action)
+            self._warn_of_unknown_outcome(adapter, action)
             result = self._with_inline_retries(lambda: self._perform(adapter, action))
-        except Skip as exc:
-            self._finish(action, crm, "skipped", {"reason": exc.reason}, error=f"skipped: {exc.reason}")
-        except CrmPermanent as exc:
-            self._park(action, crm, exc)
-        except CrmRateLimited as exc:
-            # A limit is no fault of the action: wait for the window, never give up on it.
-            self._reschedule(action, exc, count_attempt=False)
-        except (CrmTransient, ConnectionError, TimeoutError) as exc:
-            if action.attempts >= self.settings.max_attempts:
-                self._park(action, crm, exc)
-            else:
-                self._reschedule(action, exc, count_attempt=True)
-        except Exception as exc:
-            log.exception("action %s raised unexpectedly", action.id)
-            if action.attempts >= self.settings.max_attempts:
-                self._park(action, crm, exc)
-            else:
-                self._reschedule(action, exc, count_attempt=True)
+        except Exception as exc:  # the retry policy says what becomes of the action
+            self._action_failed(action, crm, exc)
         else:
             self._complete(action, crm, result)
 
-    def _deferred(self, adapter: CrmAdapter, action: Action) -> bool:
+    def _action_failed(self, action: Action, crm: str, exc: Exception) -> None:
+        """Apply the retry policy's decision through the action's state writes."""
+        decision = self.retry.decide(exc, action.attempts)
+        if decision.unexpected:
+            log.error("action %s raised unexpectedly", action.id, exc_info=exc)
+        if decision.verdict is Verdict.SKIP:
+            self._finish(action, crm, "skipped", {"reason": decision.note}, error=f"skipped: {decision.note}")
+        elif decision.verdict is Verdict.PARK:
+            self._park(action, crm, decision.note)
+        else:
+            self._reschedule(action, decision)
+
+    def _check_budget(self, adapter: CrmAdapter, action: Action) -> None:
         """Hold back non-urgent work while the CRM account's shared budget runs low."""
         if action.kind in URGENT_KINDS or not isinstance(adapter, BudgetAware):
-            return False
+            return
         reason = adapter.deferral_reason()
-        if reason is None:
-            return False
-        log.warning("action %s (%s) deferred: %s", action.id, action.kind, reason)
-        with self.store.session() as session:
-            _rows(
-                session,
-                update(Action)
-                .where(Action.id == action.id, Action.claimed_by == self.worker_id, Action.state == "running")
-                .values(
-                    state="pending",
-                    attempts=max(action.attempts - 1, 0),
-                    due_at=self.clock() + timedelta(seconds=self.settings.defer_seconds),
-                    lease_until=None,
-                    last_error=f"deferred: {reason}",
-                ),
-            )
-        return True
+        if reason is not None:
+            raise Deferred(f"deferred: {reason}")
 
     def _with_inline_retries(self, call: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-        """A few quick retries for blips, before the action goes back in the queue."""
+        """A few quick retries for blips, before the action goes back in the queue.
+
+        tenacity runs the loop; whether to try again, and after what pause, is the retry
+        policy's (``RetryPolicy.quick``), so those rules live with the queue's.
+        """
+
+        def quick(state: RetryCallState) -> Decision | None:
+            error = state.outcome.exception() if state.outcome is not None else None
+            return None if error is None else self.retry.quick(error, state.attempt_number)
+
+        def pause(state: RetryCallState) -> float:
+            decision = quick(state)
+            return decision.delay.total_seconds() if decision is not None else 0.0
+
         retrying = Retrying(
-            stop=stop_after_attempt(self.settings.inline_retries),
-            wait=wait_exponential(multiplier=self.settings.inline_retry_wait_seconds, max=10),
-            retry=retry_if_exception(_worth_a_quick_retry),
+            retry=lambda state: quick(state) is not None,
+            wait=pause,
             reraise=True,
             sleep=self._sleep or _default_sleep,
         )
         return retrying(call)
+
+    def _warn_of_unknown_outcome(self, adapter: CrmAdapter, action: Action) -> None:
+        """Taken over from a dead attempt: the adapter must not trust reads that may lag behind it."""
+        since = self._reclaimed.get(action.id)
+        if since is not None and isinstance(adapter, OutcomeAware):
+            log.info("action %s was taken over after its lease ran out at %s", action.id, since.isoformat())
+            adapter.outcome_unknown(action.idempotency_key, since)
 
     def _perform(self, adapter: CrmAdapter, action: Action) -> dict[str, Any]:
         key = action.idempotency_key
@@ -697,9 +707,9 @@ class Worker:
         )
         _close_run_if_finished(session, action.run_id)
 
-    def _reschedule(self, action: Action, exc: Exception, *, count_attempt: bool) -> None:
-        delay = self._backoff(action.attempts, exc)
-        attempts = action.attempts if count_attempt else max(action.attempts - 1, 0)
+    def _reschedule(self, action: Action, decision: Decision) -> None:
+        """Put the action back in the queue, due after the decision's delay."""
+        attempts = action.attempts if decision.counts_attempt else max(action.attempts - 1, 0)
         with self.store.session() as session:
             _rows(
                 session,
@@ -711,15 +721,22 @@ class Worker:
                 )
                 .values(
                     state="pending",
-                    due_at=self.clock() + delay,
+                    due_at=self.clock() + decision.delay,
                     lease_until=None,
                     attempts=attempts,
-                    last_error=_describe(exc),
+                    last_error=decision.note,
                 ),
             )
-        log.warning("action %s will be retried in %.0fs: %s", action.id, delay.total_seconds(), exc)
+        log.warning(
+            "action %s (%s): %s, due again in %.0fs: %s",
+            action.id,
+            action.kind,
+            decision.verdict,
+            decision.delay.total_seconds(),
+            decision.note,
+        )
 
-    def _park(self, action: Action, crm: str, exc: Exception) -> None:
+    def _park(self, action: Action, crm: str, note: str) -> None:
         now = self.clock()
         with self.store.session() as session:
             parked = _rows(
@@ -730,7 +747,7 @@ class Worker:
                     Action.claimed_by == self.worker_id,
                     Action.state == "running",
                 )
-                .values(state="failed", lease_until=None, last_error=_describe(exc)),
+                .values(state="failed", lease_until=None, last_error=note),
             )
             if parked:
                 session.add(
@@ -740,28 +757,26 @@ class Worker:
                         run_id=action.run_id,
                         action_id=action.id,
                         crm=crm,
-                        detail={"error": _describe(exc)},
+                        detail={"error": note},
                         at=now,
                     )
                 )
-        log.error("action %s failed after %d attempt(s): %s", action.id, action.attempts, exc)
-
-    def _backoff(self, attempts: int, exc: Exception) -> timedelta:
-        if isinstance(exc, CrmRateLimited) and exc.retry_after is not None:
-            return timedelta(seconds=exc.retry_after)
-        base = self.settings.retry_base_seconds * (2 ** max(attempts - 1, 0))
-        seconds = min(base, self.settings.retry_max_seconds)
-        return timedelta(seconds=seconds * random.uniform(0.8, 1.0))
+        log.error("action %s failed after %d attempt(s): %s", action.id, action.attempts, note)
 
     # --- claiming ----------------------------------------------------------
 
     def _claim(self, table: type[Event] | type[Action], due_column: Any) -> list[Any]:
-        """Lease up to a batch of due rows to this worker, atomically."""
+        """Lease up to a batch of due rows to this worker, atomically.
+
+        A row that still carries a lease was held by an attempt that never finished (its worker
+        died): for actions, when that lease ran out is kept, as the moment after which the dead
+        attempt wrote nothing, so the adapter can wait for its reads to show what it wrote.
+        """
         now = self.clock()
         lease_until = now + timedelta(seconds=self.settings.lease_seconds)
         with self.store.session() as session:
-            ids = session.scalars(
-                select(table.id)
+            found = session.execute(
+                select(table.id, table.lease_until)
                 .where(
                     or_(
                         and_(table.state == "pending", due_column <= now),
@@ -772,6 +787,9 @@ class Worker:
                 .limit(self.settings.worker_batch)
                 .with_for_update(skip_locked=True)
             ).all()
+            ids = [row_id for row_id, _ in found]
+            if table is Action:
+                self._reclaimed = {row_id: held for row_id, held in found if held is not None}
             if not ids:
                 return []
             session.execute(
@@ -818,14 +836,15 @@ def cancel_run(session: Session, run: Run, *, reason: str, actor: str, now: date
     return int(cancelled or 0)
 
 
-class PlaybooksIncomplete(Exception):
-    """A playbook file has no version loaded, so no run may start: the event waits for it."""
+class PlaybooksIncomplete(Deferred):
+    """A playbook file has no version loaded, so no run may start: the event waits for it
+    (no playbook file's problem is the event's fault, so no attempt is used)."""
 
     def __init__(self, files: list[str]) -> None:
         one = len(files) == 1
         which = f"{files[0]} does not" if one else f"{', '.join(files)} do not"
-        self.reason = f"{WAITING}{which} load; fix {'it' if one else 'them'} and run offboard validate"
-        super().__init__(self.reason)
+        reason = f"{WAITING}{which} load; fix {'it' if one else 'them'} and run offboard validate"
+        super().__init__(reason, seconds=WAIT_FOR_PLAYBOOKS_SECONDS)
 
 
 def unloaded_playbooks(playbooks: Playbooks) -> list[str]:
@@ -834,14 +853,6 @@ def unloaded_playbooks(playbooks: Playbooks) -> list[str]:
     A plain function handing out playbooks has no files of its own that could be missing.
     """
     return list(getattr(playbooks, "unloaded", []))
-
-
-class Skip(Exception):
-    """This action will not run, for a reason the operator should see (not a failure)."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 def closed_too_long_ago(deal: Deal, max_days: int, today: date) -> str | None:
@@ -883,18 +894,6 @@ def _rows(session: Session, statement: Any) -> int:
     """Execute an UPDATE and return how many rows it changed."""
     result = cast("CursorResult[Any]", session.execute(statement))
     return int(result.rowcount or 0)
-
-
-def _worth_a_quick_retry(exc: BaseException) -> bool:
-    # Rate limits wait for the CRM's window in the queue, not in a busy loop here.
-    return isinstance(exc, CrmTransient) and not isinstance(exc, CrmRateLimited)
-
-
-def _describe(exc: Exception) -> str:
-    text = f"{type(exc).__name__}: {exc}"
-    if isinstance(exc, CrmError) and exc.detail:
-        text += f" | {exc.detail}"
-    return text[:2000]
 
 
 def _default_sleep(seconds: float) -> None:

@@ -8,11 +8,12 @@ updates are naturally idempotent; a referral's contact is unique by email in Hub
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+import time as pytime
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any
 
-from adapters.base import BudgetAware, CrmAdapter, Ending, InboundAdapter, SweepWindow
+from adapters.base import BudgetAware, CrmAdapter, Ending, InboundAdapter, OutcomeAware, SweepWindow
 from adapters.hubspot import records, webhook
 from adapters.hubspot.api import HubSpotApi
 from adapters.hubspot.once import CreateOnce
@@ -64,13 +65,20 @@ DEAL_PROPERTIES = (
 class HubSpotAdapter:
     name = "hubspot"
 
-    def __init__(self, settings: Settings, api: HubSpotApi, *, clock: Clock = utcnow) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        api: HubSpotApi,
+        *,
+        clock: Clock = utcnow,
+        sleep: Callable[[float], None] = pytime.sleep,
+    ) -> None:
         self.api = api
         self.clock = clock
         self.contract_type_property = settings.hubspot_contract_type_property
         self.contract_end_property = settings.hubspot_contract_end_property
         self.stages = StageBook(api.deal_pipelines)
-        self.once = CreateOnce(api)
+        self.once = CreateOnce(api, lag_seconds=settings.hubspot_search_lag_seconds, clock=clock, sleep=sleep)
         self._account: str | None = None
 
     @property
@@ -199,6 +207,11 @@ class HubSpotAdapter:
         return tuple(records.contact(r, primary=n == 0) for n, r in enumerate(ordered))
 
     # --- writes ------------------------------------------------------------
+
+    def outcome_unknown(self, key: str, since: datetime) -> None:
+        """A dead worker's attempt of ``key`` may have written until ``since``: HubSpot's search
+        may not show it yet, so the next write with ``key`` waits for the index first."""
+        self.once.outcome_unknown(key, since)
 
     def create_tasks(self, tasks: Sequence[TaskSpec], key: str) -> list[str]:
         inputs = [records.task_input(task, key, n) for n, task in enumerate(tasks)]
@@ -360,3 +373,4 @@ if TYPE_CHECKING:  # mypy checks the adapter against both ports
     _crm_port: type[CrmAdapter] = HubSpotAdapter
     _inbound_port: type[InboundAdapter] = HubSpotAdapter
     _budget_port: type[BudgetAware] = HubSpotAdapter
+    _outcome_port: type[OutcomeAware] = HubSpotAdapter

@@ -6,15 +6,25 @@ attempt created, and only the rest is created. HubSpot's search index trails its
 a few seconds, so right after an attempt whose outcome is unknown (5xx, timeout, dropped
 connection) a search that finds nothing is not trusted: the caller is asked to come back
 later (CrmTransient) rather than risk writing twice.
+
+A new process knows nothing of what an earlier one tried. When the worker claims an action
+again after its lease ran out (the worker that held it died mid-way), it says so
+(``outcome_unknown``): the next search for that key first waits until the index lag has
+passed since the dead attempt could last have written, so what it wrote is found, not
+written again.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import Any
 
 from adapters.hubspot import records
 from adapters.hubspot.api import BATCH_LIMIT, HubSpotApi, chunks
 from adapters.hubspot.errors import OutcomeUnknown
+from connector.clock import Clock, utcnow
 from connector.errors import CrmTransient
 
 INDEX_LAG_SECONDS = 20.0  # how long HubSpot's search may miss a record just written
@@ -22,9 +32,26 @@ BODY = {"tasks": "hs_task_body", "notes": "hs_note_body"}  # where the marker go
 
 
 class CreateOnce:
-    def __init__(self, api: HubSpotApi) -> None:
+    def __init__(
+        self,
+        api: HubSpotApi,
+        *,
+        lag_seconds: float = INDEX_LAG_SECONDS,
+        clock: Clock = utcnow,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.api = api
+        self.lag_seconds = lag_seconds
+        self.clock = clock
+        self._sleep = sleep
         self._unsure: dict[str, float] = {}  # idempotency key → when an attempt's outcome was lost
+        self._settles: dict[str, datetime] = {}  # idempotency key → when a dead attempt's writes show
+
+    def outcome_unknown(self, key: str, since: datetime) -> None:
+        """An attempt of ``key`` in another process may have written until ``since``."""
+        now = self.clock()  # keys never searched (a property update) are forgotten once settled
+        self._settles = {k: at for k, at in self._settles.items() if at > now}
+        self._settles[key] = since + timedelta(seconds=self.lag_seconds)
 
     def create(
         self, object_type: str, inputs: list[dict[str, Any]], key: str, found: dict[int, str] | None = None
@@ -41,6 +68,7 @@ class CreateOnce:
 
     def existing(self, object_type: str, key: str) -> dict[int, str]:
         """What earlier attempts of ``key`` created, by position."""
+        self._wait_for_index(key)
         body = BODY[object_type]
         marker = {"property_name": body, "operator": "CONTAINS_TOKEN", "value": records.token(key)}
         found: dict[int, str] = {}
@@ -50,9 +78,22 @@ class CreateOnce:
                 found.setdefault(position, str(record.id))
         return found
 
+    def _wait_for_index(self, key: str) -> None:
+        """Wait out the index lag after a dead attempt of ``key``, so the search sees what it wrote.
+
+        Waiting here, not in the queue: the worker renews the action's lease meanwhile, and a
+        back-off in the queue would cost an attempt and far longer than the lag.
+        """
+        settles = self._settles.pop(key, None)
+        if settles is None:
+            return
+        wait = (settles - self.clock()).total_seconds()
+        if wait > 0:
+            self._sleep(wait)
+
     def _trust_search(self, key: str) -> None:
         since = self._unsure.get(key)
-        if since is not None and self.api.limits.now() - since < INDEX_LAG_SECONDS:
+        if since is not None and self.api.limits.now() - since < self.lag_seconds:
             raise CrmTransient(
                 "an earlier attempt may have written these; waiting for HubSpot's search index "
                 "to show them before writing again"

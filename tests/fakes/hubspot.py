@@ -1019,7 +1019,8 @@ def fake_time_adapter(settings: Any, clock: Any) -> Any:
     limits = fake_time_limits(
         clock, settings.hubspot_rate_limit_per_10s, settings.hubspot_search_rate_limit_per_s
     )
-    return HubSpotAdapter(settings, HubSpotApi.from_settings(settings, limits), clock=clock)
+    api = HubSpotApi.from_settings(settings, limits)
+    return HubSpotAdapter(settings, api, clock=clock, sleep=lambda s: clock.advance(seconds=s))
 
 
 def hubspot_services(settings: Any, store: Any, clock: Any) -> Any:

@@ -112,7 +112,24 @@ def tasks_per_run() -> int:
     return sum(1 for s in steps if "task" in s and not (s["task"].get("after") or s["task"].get("when")))
 
 
+def default_env(db_url: str, fake_url: str, **extra: str) -> dict[str, str]:
+    """What a deployment must set to serve HubSpot from the fake; every other setting its default."""
+    return {
+        "OFFBOARD_DATABASE_URL": db_url,
+        "OFFBOARD_PLAYBOOKS": str(BUNDLED_PLAYBOOKS),
+        "OFFBOARD_ROLES": json.dumps({"finance": FINANCE}),
+        "OFFBOARD_LOG_LEVEL": "INFO",
+        "OFFBOARD_SWEEP_INTERVAL_SECONDS": "0",  # only the webhooks start runs
+        "HUBSPOT_ACCESS_TOKEN": TOKEN,
+        "HUBSPOT_CLIENT_SECRET": CLIENT_SECRET,
+        "HUBSPOT_API_BASE_URL": fake_url,
+        "PYTHONFAULTHANDLER": "1",  # a process that hangs can be made to show where
+        **extra,
+    }
+
+
 def process_env(db_url: str, fake_url: str, **extra: str) -> dict[str, str]:
+    """Short leases, polls and back-offs, so the many kills of the fault suite fit in minutes."""
     return {
         "OFFBOARD_DATABASE_URL": db_url,
         "OFFBOARD_PLAYBOOKS": str(BUNDLED_PLAYBOOKS),
@@ -131,6 +148,7 @@ def process_env(db_url: str, fake_url: str, **extra: str) -> dict[str, str]:
         "HUBSPOT_API_BASE_URL": fake_url,
         "HUBSPOT_RATE_LIMIT_PER_10S": str(RATE_LIMIT_PER_10S),
         "HUBSPOT_SEARCH_RATE_LIMIT_PER_S": str(SEARCH_PER_S),
+        "HUBSPOT_SEARCH_LAG_SECONDS": str(SEARCH_LAG.total_seconds() * 2),  # the fake's lag, with room
         "PYTHONFAULTHANDLER": "1",  # a process that hangs can be made to show where
         **extra,
     }
@@ -208,10 +226,11 @@ class WorkerProcess:
 
 
 class Cluster:
-    """The web process (no worker thread) and the worker processes, all on one database."""
+    """The web process (no worker thread, unless ``with_worker``) and the worker processes, all on
+    one database."""
 
-    def __init__(self, env: dict[str, str], logs: Path, workers: int) -> None:
-        self.server = ServerProcess(env, "--no-worker", log=logs / "server.log")
+    def __init__(self, env: dict[str, str], logs: Path, workers: int, *, with_worker: bool = False) -> None:
+        self.server = ServerProcess(env, *(() if with_worker else ("--no-worker",)), log=logs / "server.log")
         self.workers = [
             WorkerProcess(self.server.env, logs / f"worker-{n}.log", f"worker-{n}") for n in range(workers)
         ]
@@ -281,6 +300,7 @@ class Chaos:
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="chaos", daemon=True)
         self._started = 0.0
+        self.last_restart = 0.0  # time.monotonic() when the last killed process was up again
 
     def start(self) -> Chaos:
         self._started = time.monotonic()
@@ -319,6 +339,7 @@ class Chaos:
             worker.kill()
             time.sleep(pause)
             worker.start()
+        self.last_restart = time.monotonic()
 
 
 # --- HubSpot's side of the webhooks ------------------------------------------------------------
