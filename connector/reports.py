@@ -150,15 +150,9 @@ def sent_links(public_url: str, secret_key: str, *, reveal: bool) -> LinkFor:
         sent = action.kind in ("survey", "referral") and action.state == "done"
         if not sent or not payload.get("contact_id"):
             return None
-        purpose = "survey" if action.kind == "survey" else "referral"
+        purpose, claims = links.invite_claims(run.id, action.kind, action.step_id, payload)
         if not reveal:
             return f"{public_url}/{links.PREFIX[purpose]}/<hidden: --reveal-links shows it>"
-        claims = {
-            "run": run.id,
-            "step": payload.get("answers", action.step_id),  # a reminder answers the survey it follows
-            "contact": payload["contact_id"],
-            "kind": payload["survey"] if purpose == "survey" else "referral",
-        }
         return links.make_link(public_url, secret_key, purpose, claims)
 
     return link_for

@@ -627,14 +627,8 @@ class Worker:
         payload = action.payload
         if not payload.get("contact_id"):
             raise CrmPermanent("the deal has no contact to send this to")
-        purpose = "survey" if action.kind == "survey" else "referral"
-        kind: InviteKind = payload["survey"] if purpose == "survey" else "referral"
-        claims = {
-            "run": action.run_id,
-            "step": payload.get("answers", action.step_id),  # a reminder answers the survey it follows
-            "contact": payload["contact_id"],
-            "kind": kind,
-        }
+        purpose, claims = links.invite_claims(action.run_id, action.kind, action.step_id, payload)
+        kind: InviteKind = claims["kind"]
         link = links.make_link(
             self.settings.public_url, self.settings.secret_key.get_secret_value(), purpose, claims
         )
