@@ -7,14 +7,21 @@ header, so each adapter keeps its own marker (see each adapter's notes).
 
 Errors are the ``CrmError`` branch of ``connector.errors``, re-exported here so
 adapters import one module.
+
+A CRM is a plugin: its package under ``adapters/`` exposes a ``PLUGIN`` (``Plugin``
+below) with its settings model, how its adapter is built for a ``Connection``, its
+inbound sources (``InboundSource``: verify and parse what the CRM sends), its CLI
+commands and its tables. ``adapters.registry`` finds them; the core sees only this
+module and the registry, never a CRM's package.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from zoneinfo import ZoneInfo
 
 from connector.errors import CrmError, CrmPermanent, CrmRateLimited, CrmTransient
 from connector.models import (
@@ -27,18 +34,34 @@ from connector.models import (
     ReferralSpec,
     TaskSpec,
 )
+from connector.settings import CrmSettings, Settings
+
+if TYPE_CHECKING:
+    import click
+
+    from connector.inbox import Accepted
+    from connector.store import Store
 
 __all__ = [
     "BudgetAware",
+    "Connection",
     "CrmAdapter",
     "CrmError",
     "CrmPermanent",
     "CrmRateLimited",
+    "CrmSettings",
     "CrmTransient",
     "DealKeeper",
+    "Delivery",
     "Ending",
     "InboundAdapter",
+    "InboundEvent",
+    "InboundRequest",
+    "InboundSource",
     "OutcomeAware",
+    "Plugin",
+    "Refusal",
+    "Reply",
     "SweepWindow",
 ]
 
@@ -181,3 +204,134 @@ class OutcomeAware(Protocol):
         """An earlier attempt of ``key`` may have written until ``since``: before the next write
         with this key, wait until reads show what it wrote."""
         ...
+
+
+# --- connections and plugins ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Connection:
+    """One CRM account Offboard works in, and what its adapter is built from.
+
+    ``account`` is the CRM's id for it (portal id, org id). It is None for the
+    environment's connection (single-account mode): there the credentials name the
+    account, and the adapter learns its id on first use. ``settings`` are the
+    plugin's settings for this account; ``zone`` the account's time zone (due dates).
+    """
+
+    crm: str
+    account: str | None
+    settings: CrmSettings
+    zone: ZoneInfo
+
+    @classmethod
+    def from_environment(cls, settings: Settings, crm: str) -> Connection:
+        """The environment's connection to ``crm``: its plugin's variables and the deployment's zone."""
+        return cls(crm=crm, account=None, settings=settings.crm(crm), zone=settings.zone)
+
+
+@dataclass(frozen=True)
+class Plugin:
+    """What a CRM package gives the core (its ``PLUGIN``), found through ``adapters.registry``.
+
+    Everything here imports cheaply: a plugin imports its SDK only inside ``build``
+    (and its commands), so reading settings or serving webhooks never loads one.
+    """
+
+    name: str  # the CRM's key: in settings.crm(), the inbox's source, runs' crm column
+    settings: type[CrmSettings]
+    # The adapter for one connection; may raise SettingsInvalid naming what is missing.
+    build: Callable[[Connection, Store], CrmAdapter]
+    # Its inbound endpoints, given its settings (served by the core's one webhook receiver).
+    sources: Callable[[CrmSettings], Sequence[InboundSource]] = lambda _settings: ()
+    # Its `offboard` commands (click groups or commands).
+    commands: Callable[[], Sequence[click.Command]] = lambda: ()
+    # Modules that declare its tables on the core's metadata (imported before migrating).
+    tables: tuple[str, ...] = ()
+
+
+# --- inbound sources ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class InboundRequest:
+    """A webhook request as a source sees it: no web framework, the body read only when asked."""
+
+    method: str
+    path: str  # the path and query exactly as requested (signatures cover the raw bytes)
+    args: Mapping[str, str]
+    headers: Mapping[str, str]
+    read_body: Callable[[], bytes]
+    now: datetime
+    public_url: str  # the deployment's public base URL (what a proxy's caller signed)
+    configured: Collection[str] = ()  # the CRMs with a connection on this connector
+
+
+@dataclass(frozen=True)
+class InboundEvent:
+    """One thing a CRM told us, as the inbox stores it (under its source's name)."""
+
+    account: str
+    event_key: str  # unique per source and account: a redelivery is stored once
+    kind: str
+    payload: Any
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What one request carried, verified and parsed; ``reference`` names it in logs (or None)."""
+
+    events: list[InboundEvent]
+    reference: str | None = None
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What the sender gets: a JSON object (a dict) or bytes of ``content_type``."""
+
+    status: int
+    body: bytes | dict[str, object] = b""
+    content_type: str | None = None
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A refused request: ``error`` is the WebhookRejected class name, None for an HTTP-level
+    refusal (a body over the limit, a body cut short)."""
+
+    status: int
+    reason: str
+    path: str
+    error: str | None = None
+    details: list[dict[str, Any]] = field(default_factory=list)
+
+
+@runtime_checkable
+class InboundSource(Protocol):
+    """One endpoint a CRM sends to: where, how it is verified and parsed, how it is answered.
+
+    The core's receiver routes ``POST path`` here, stores the delivery's events under
+    ``source`` (one transaction, duplicates recognised) and only then answers.
+    """
+
+    path: str  # "/webhooks/hubspot"
+    source: str  # the inbox's source: the CRM whose adapter interprets the events
+
+    def receive(self, request: InboundRequest) -> Delivery:
+        """Verify the sender, then parse; raise a WebhookRejected (4xx/503) saying why not."""
+        ...
+
+    def reply(self, delivery: Delivery, stored: Sequence[Accepted]) -> Reply:
+        """The answer once every event is stored."""
+        ...
+
+    def refused(self, refusal: Refusal) -> Reply | None:
+        """The answer to a refusal, or None for the core's JSON error."""
+        ...
+
+
+def accepted_json(stored: Sequence[Accepted]) -> Reply:
+    """The JSON answer of a one-event endpoint: 202 when stored now, 200 for a redelivery."""
+    (accepted,) = stored
+    status = "duplicate" if accepted.duplicate else "accepted"
+    return Reply(200 if accepted.duplicate else 202, {"status": status, "event_id": accepted.event_id})

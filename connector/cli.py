@@ -11,8 +11,7 @@ from typing import Any
 
 import click
 
-from connector.cli_operator import ID, LIMIT, TIMES, failed_lines, run_lines, stream_json, timeline_lines
-from connector.cli_sandbox import SANDBOX_OPERATIONS, echo_answers, echo_faults, echo_invites, echo_notes
+from connector.cli_operator import ID, LIMIT, failed_lines, run_lines, stream_json, timeline_lines
 from connector.clock import utcnow
 from connector.errors import PlaybookError, SettingsInvalid
 from connector.settings import Settings, load_settings, log_startup_warnings, production_problems
@@ -190,7 +189,7 @@ def _report_waiting_events(store: Any) -> None:
     from sqlalchemy import func, select
 
     from connector.store import Event
-    from connector.worker import WAITING
+    from connector.usecases.offboarding import WAITING
 
     with store.read() as session:
         waiting = session.execute(
@@ -288,7 +287,7 @@ def _run_timeline(settings: Settings, store: Any, run_id: int, *, reveal_links: 
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
 def failed(limit: int, after: int | None, fmt: str) -> None:
     """Actions parked as failed, with their errors: fix the cause, then `offboard retry`."""
-    from connector.operator import failed_count, failed_pages
+    from connector.usecases.operator import failed_count, failed_pages
 
     store = _services(_settings()).store
     rows = failed_pages(store, limit=limit, after=after or 0)
@@ -314,7 +313,7 @@ def retry(ids: tuple[int, ...], every: bool) -> None:
 
     Written a few hundred at a time, so webhooks and workers go on meanwhile.
     """
-    from connector.operator import retry as retry_actions
+    from connector.usecases.operator import retry as retry_actions
 
     if bool(ids) == every:
         raise click.UsageError("give action IDS or --all")
@@ -336,7 +335,7 @@ def cancel(run_id: int, reason: str) -> None:
     Tasks it already wrote stay open in the CRM (no CRM here closes tasks for us):
     the output says how many, to close there if they no longer apply.
     """
-    from connector.operator import cancel as cancel_run
+    from connector.usecases.operator import cancel as cancel_run
 
     done = cancel_run(_services(_settings()).store, run_id, actor="cli", now=utcnow(), reason=reason)
     if done is None:
@@ -520,7 +519,7 @@ def demo(url: str | None, in_process: bool, timeout: float) -> None:
         raise click.ClickException(
             "OFFBOARD_WEBHOOK_SECRET is not set: run `make demo`, or export it as for `make run`"
         )
-    if not settings.sandbox_enabled:
+    if not settings.crm("sandbox").configured:
         raise click.ClickException("the demo writes to the sandbox CRM, which OFFBOARD_SANDBOX turns off")
     event = sample.sample_event(utcnow().date())
     body, headers = sample.signed_request(settings.webhook_secret.get_secret_value(), event)
@@ -530,7 +529,7 @@ def demo(url: str | None, in_process: bool, timeout: float) -> None:
     remote = reply is not None
     services = _services(settings, playbooks="none" if remote else "lenient")
     if not remote and services.playbooks.unloaded:  # its event would only wait: say so, send nothing
-        from connector.worker import WAITING, PlaybooksIncomplete
+        from connector.usecases.offboarding import WAITING, PlaybooksIncomplete
 
         reason = PlaybooksIncomplete(services.playbooks.unloaded).reason.removeprefix(WAITING)
         raise click.ClickException(f"the demo starts a run, and none starts while {reason}")
@@ -591,114 +590,12 @@ def _print_tasks(tasks: list[Any]) -> None:
         )
 
 
-@main.group()
-def sandbox() -> None:
-    """The built-in sandbox CRM."""
-
-
-@sandbox.command("tasks")
-@click.option("--deal", default=None, help="only this deal's tasks")
-def sandbox_tasks(deal: str | None) -> None:
-    """The tasks the sandbox CRM holds."""
-    services = _services(_settings())
-    tasks = services.adapters["sandbox"].tasks(deal)
-    if not tasks:
-        click.echo("the sandbox CRM holds no tasks")
-    by_deal: dict[str, list[Any]] = {}
-    for task in tasks:
-        by_deal.setdefault(task.deal_id, []).append(task)
-    for deal_id, items in by_deal.items():
-        click.echo(f"deal {deal_id}:")
-        _print_tasks(items)
-
-
-def _sandbox_crm() -> Any:
-    crm = _services(_settings()).adapters.get("sandbox")
-    if crm is None:
-        raise click.ClickException("the sandbox CRM is turned off (OFFBOARD_SANDBOX)")
-    return crm
-
-
-@sandbox.command("fail")
-@click.argument("operation", required=False, type=click.Choice(SANDBOX_OPERATIONS))
-@click.option(
-    "--kind",
-    type=click.Choice(["transient", "rate_limited", "permanent", "lost_reply"]),
-    default="transient",
-    show_default=True,
-)
-@click.option("--times", default=1, show_default=True, type=TIMES, help="0 clears OPERATION's faults")
-@click.option("--list", "listing", is_flag=True, help="list the faults still to strike")
-@click.option("--clear", is_flag=True, help="clear every fault still to strike")
-def sandbox_fail(operation: str | None, kind: str, times: int, listing: bool, clear: bool) -> None:
-    """Make the sandbox CRM fail the next TIMES calls of OPERATION (--times 0 clears them)."""
-    if sum((operation is not None, listing, clear)) != 1:
-        raise click.UsageError("give OPERATION, --list or --clear")
-    crm = _sandbox_crm()
-    if listing:
-        echo_faults(crm.faults())
-    elif clear:
-        click.echo(f"cleared {crm.clear_faults()} fault(s); the sandbox CRM answers normally")
-    elif times == 0:
-        click.echo(f"cleared {crm.clear_faults(operation)} {operation} fault(s)")
-    else:
-        crm.inject(operation, kind, times)
-        click.echo(f"the next {times} {operation} call(s) will fail ({kind})")
-
-
-@sandbox.command("faults")
-def sandbox_faults() -> None:
-    """The faults the sandbox CRM will still produce (`sandbox fail --clear` clears them)."""
-    echo_faults(_sandbox_crm().faults())
-
-
-@sandbox.command("invites")
-@click.option("--deal", default=None, help="only this deal's invitations")
-@click.option(
-    "--reveal-links",
-    is_flag=True,
-    help="print links whole. They are credentials: whoever holds one answers as that client.",
-)
-def sandbox_invites(deal: str | None, reveal_links: bool) -> None:
-    """The survey and referral invitations the sandbox CRM was asked to send (links masked)."""
-    echo_invites(_sandbox_crm().invites(deal), reveal=reveal_links)
-
-
-@sandbox.command("notes")
-@click.option("--deal", default=None, help="only this deal's notes")
-def sandbox_notes(deal: str | None) -> None:
-    """The notes the sandbox CRM holds (answers, referrals, the offboarding record)."""
-    echo_notes(_sandbox_crm().notes(deal))
-
-
-@sandbox.command("answers")
-def sandbox_answers() -> None:
-    """The survey answers the sandbox CRM holds on its contacts."""
-    echo_answers(_sandbox_crm().answers())
-
-
-@sandbox.command("seed")
-def sandbox_seed() -> None:
-    """Add sample deals whose contracts end in the coming weeks (see them with `offboard sweep`)."""
-    settings = _settings()
-    services = _services(settings)
-    keeper = services.adapters.get("sandbox")
-    if keeper is None:
-        raise click.ClickException("the sandbox CRM is turned off (OFFBOARD_SANDBOX)")
-    today = utcnow().astimezone(settings.zone).date()
-    for deal in keeper.seed(today):
-        click.echo(f"deal {deal.id}  {deal.name}  ({deal.contract_type}, contract ends {deal.contract_end})")
-    click.echo(
-        "`offboard sweep` starts their contract-end runs; "
-        "`offboard plan --crm sandbox --deal ID --trigger contract_end` shows one's timeline"
-    )
-
-
 def _register_crm_commands() -> None:
-    from connector.cli_hubspot import hubspot
+    import adapters
     from connector.cli_playbooks import playbooks
 
-    main.add_command(hubspot)
+    for command in adapters.commands():  # each CRM plugin's own (sandbox, hubspot…)
+        main.add_command(command)
     main.add_command(playbooks)
 
 

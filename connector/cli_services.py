@@ -10,12 +10,13 @@ server keeps going with its last good set; ``serve`` refuses to start on a broke
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-import adapters
-from adapters.base import CrmAdapter
+from adapters import AdapterSet
+from connector.errors import SettingsInvalid
 from connector.playbooks.registry import PlaybookRegistry
-from connector.services import Services
-from connector.settings import Settings
+from connector.services import Services, as_adapter_set
+from connector.settings import Settings, load_settings
 from connector.store import Store
 
 
@@ -25,7 +26,10 @@ class Connections:
 
     settings: Settings
     store: Store
-    adapters: dict[str, CrmAdapter]
+    adapters: AdapterSet
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        super().__setattr__(name, as_adapter_set(value) if name == "adapters" else value)
 
     def close(self) -> None:
         self.store.dispose()
@@ -34,8 +38,27 @@ class Connections:
 def connect(settings: Settings) -> Connections:
     """The store and every CRM the settings turn on (``connector.services.build`` without playbooks)."""
     store = Store.from_url(settings.database_url)
-    built = {name: adapters.build(name, settings, store) for name in adapters.enabled(settings)}
-    return Connections(settings=settings, store=store, adapters=built)
+    return Connections(settings=settings, store=store, adapters=AdapterSet.from_settings(settings, store))
+
+
+def for_command() -> Connections:
+    """What a CRM plugin's command works with: the settings, the database migrated, the CRMs.
+
+    Bad settings end the command with their message (a ``click.ClickException``).
+    """
+    import click
+
+    from connector.store.db import engine_for
+    from connector.store.migrate import upgrade
+
+    try:
+        settings = load_settings()
+        engine = engine_for(settings.database_url)
+        upgrade(engine)
+        engine.dispose()
+        return connect(settings)
+    except SettingsInvalid as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def with_playbooks(connections: Connections, registry: PlaybookRegistry) -> Services:

@@ -122,12 +122,7 @@ class JsonLineFormatter(JsonFormatter):
 
 def redactor_for(settings: Settings) -> Redactor:
     """A redactor that also knows the literal values of the deployment's secret settings."""
-    values = []
-    for name in type(settings).model_fields:
-        value: Any = getattr(settings, name)
-        if hasattr(value, "get_secret_value"):
-            values.append(str(value.get_secret_value()))
-    return Redactor(values)
+    return Redactor(settings.secret_values())  # the CRM plugins' secrets included
 
 
 def configure_logging(settings: Settings, stream: IO[str] | None = None) -> logging.Handler:

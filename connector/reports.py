@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import Select, select
 from sqlalchemy.orm import selectinload
 
+from connector.runs import TASK
 from connector.store import Action, Run, Store
 
 PAGE = 100  # runs per read transaction
@@ -118,7 +119,7 @@ def _timeline_entry(run: Run, action: Action, link_for: LinkFor) -> dict[str, An
     result = action.result or {}
     entry["crm_ids"] = {field: result[field] for field in CRM_ID_FIELDS if field in result}
     entry["link"] = link_for(run, action)
-    if action.kind == "tasks":
+    if action.kind == TASK:
         ids = list(result.get("task_ids") or [])
         entry["tasks"] = [
             {

@@ -34,7 +34,7 @@ from connector.settings import load_settings
 from connector.store import Run, Store
 from connector.store.migrate import upgrade
 from connector.web import create_app
-from tests.conftest import BUNDLED_PLAYBOOKS, WEBHOOK_SECRET, deal_closed_today
+from tests.support.helpers import BUNDLED_PLAYBOOKS, WEBHOOK_SECRET, deal_closed_today
 
 REQUESTS = int(os.environ.get("OFFBOARD_BENCH_REQUESTS", "400"))
 DEALS = int(os.environ.get("OFFBOARD_BENCH_DEALS", "200"))

@@ -18,6 +18,7 @@ from adapters.hubspot import records, webhook
 from adapters.hubspot.api import HubSpotApi
 from adapters.hubspot.once import CreateOnce
 from adapters.hubspot.records import associated_ids, day, decimal, token
+from adapters.hubspot.settings import HubSpotSettings
 from adapters.hubspot.setup import (
     EXIT_CATEGORY,
     LAST_EXIT_SCORE,
@@ -44,7 +45,6 @@ from connector.models import (
     ReferralSpec,
     TaskSpec,
 )
-from connector.settings import Settings
 
 log = logging.getLogger("offboard.hubspot")
 
@@ -67,7 +67,7 @@ class HubSpotAdapter:
 
     def __init__(
         self,
-        settings: Settings,
+        settings: HubSpotSettings,
         api: HubSpotApi,
         *,
         clock: Clock = utcnow,
@@ -75,10 +75,10 @@ class HubSpotAdapter:
     ) -> None:
         self.api = api
         self.clock = clock
-        self.contract_type_property = settings.hubspot_contract_type_property
-        self.contract_end_property = settings.hubspot_contract_end_property
+        self.contract_type_property = settings.contract_type_property
+        self.contract_end_property = settings.contract_end_property
         self.stages = StageBook(api.deal_pipelines)
-        self.once = CreateOnce(api, lag_seconds=settings.hubspot_search_lag_seconds, clock=clock, sleep=sleep)
+        self.once = CreateOnce(api, lag_seconds=settings.search_lag_seconds, clock=clock, sleep=sleep)
         self._account: str | None = None
 
     @property

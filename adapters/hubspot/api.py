@@ -24,7 +24,7 @@ from connector import metrics
 from connector.errors import CrmPermanent, CrmRateLimited
 
 if TYPE_CHECKING:
-    from connector.settings import Settings
+    from adapters.hubspot.settings import HubSpotSettings
 
 TIMEOUT = (5.0, 30.0)  # connect, read (seconds)
 RATE_LIMIT_WAITS = 3  # 429s waited out in-process before the caller gets CrmRateLimited
@@ -48,12 +48,12 @@ class HubSpotApi:
         self._apis: dict[tuple[str, str], Any] = {}
 
     @classmethod
-    def from_settings(cls, settings: Settings, limits: Limits) -> HubSpotApi:
-        if settings.hubspot_access_token is None:
+    def from_settings(cls, settings: HubSpotSettings, limits: Limits) -> HubSpotApi:
+        if settings.access_token is None:
             raise CrmPermanent("HUBSPOT_ACCESS_TOKEN is not set: HubSpot is off")
         client = HubSpot(
-            access_token=settings.hubspot_access_token.get_secret_value(),
-            host=settings.hubspot_api_base_url,
+            access_token=settings.access_token.get_secret_value(),
+            host=settings.api_base_url,
             retry=Retry(total=0),
         )
         return cls(client, limits)

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from connector import metrics
 
 if TYPE_CHECKING:
-    from connector.settings import Settings
+    from adapters.hubspot.settings import HubSpotSettings
 
 Seconds = Callable[[], float]
 Sleep = Callable[[float], None]
@@ -126,13 +126,11 @@ _SHARED: dict[str, Limits] = {}
 _SHARED_LOCK = threading.Lock()
 
 
-def shared_limits(settings: Settings) -> Limits:
+def shared_limits(settings: HubSpotSettings) -> Limits:
     """The process's limits for this token's account (one per token, made on first use)."""
-    token = settings.hubspot_access_token.get_secret_value() if settings.hubspot_access_token else ""
-    key = hashlib.sha256(f"{settings.hubspot_api_base_url}|{token}".encode()).hexdigest()
+    token = settings.access_token.get_secret_value() if settings.access_token else ""
+    key = hashlib.sha256(f"{settings.api_base_url}|{token}".encode()).hexdigest()
     with _SHARED_LOCK:
         if key not in _SHARED:
-            _SHARED[key] = Limits(
-                settings.hubspot_rate_limit_per_10s, settings.hubspot_search_rate_limit_per_s
-            )
+            _SHARED[key] = Limits(settings.rate_limit_per_10s, settings.search_rate_limit_per_s)
         return _SHARED[key]

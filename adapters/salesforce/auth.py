@@ -28,8 +28,8 @@ from pydantic import SecretStr
 from simple_salesforce import SalesforceLogin
 
 from adapters.salesforce.oauth import RefreshGrant, instance_host
+from adapters.salesforce.settings import SalesforceSettings
 from connector.errors import SettingsInvalid
-from connector.settings import Settings
 
 log = logging.getLogger("offboard.salesforce")
 Login = Callable[[requests.Session], tuple[str, str]]
@@ -42,7 +42,7 @@ class Auth:
     renewable: bool
 
 
-def choose(settings: Settings, version: str) -> Auth:
+def choose(settings: SalesforceSettings, version: str) -> Auth:
     """The auth mode these settings describe, or SettingsInvalid naming what is missing."""
     for candidate in (_refresh, _session, _jwt, _client_credentials, _password):
         auth = candidate(settings, version)
@@ -70,8 +70,8 @@ class _FirstGiven:
         return self._grant(http)
 
 
-def _refresh(settings: Settings, version: str) -> Auth | None:
-    token, key = settings.salesforce_refresh_token, settings.salesforce_consumer_key
+def _refresh(settings: SalesforceSettings, version: str) -> Auth | None:
+    token, key = settings.refresh_token, settings.consumer_key
     if token is None or not token.get_secret_value():
         return None
     if not key:
@@ -79,12 +79,12 @@ def _refresh(settings: Settings, version: str) -> Auth | None:
             "SALESFORCE_CONSUMER_KEY: the refresh token is renewed with the External Client App's "
             "consumer key; set it along with SALESFORCE_REFRESH_TOKEN"
         )
-    grant = RefreshGrant(settings.salesforce_login_url, key, token, settings.salesforce_consumer_secret)
+    grant = RefreshGrant(settings.login_url, key, token, settings.consumer_secret)
     return Auth("refresh_token", _FirstGiven(_given_session(settings), grant), renewable=True)
 
 
-def _given_session(settings: Settings) -> tuple[SecretStr, str] | None:
-    url, token = settings.salesforce_instance_url, settings.salesforce_access_token
+def _given_session(settings: SalesforceSettings) -> tuple[SecretStr, str] | None:
+    url, token = settings.instance_url, settings.access_token
     if not url or token is None:
         return None
     instance = instance_host(url)
@@ -93,7 +93,7 @@ def _given_session(settings: Settings) -> tuple[SecretStr, str] | None:
     return token, instance
 
 
-def _session(settings: Settings, version: str) -> Auth | None:
+def _session(settings: SalesforceSettings, version: str) -> Auth | None:
     given = _given_session(settings)
     if given is None:
         return None
@@ -101,11 +101,11 @@ def _session(settings: Settings, version: str) -> Auth | None:
     return Auth("session", lambda _http: (token.get_secret_value(), instance), renewable=False)
 
 
-def _jwt(settings: Settings, version: str) -> Auth | None:
+def _jwt(settings: SalesforceSettings, version: str) -> Auth | None:
     key, path, user = (
-        settings.salesforce_consumer_key,
-        settings.salesforce_private_key_file,
-        settings.salesforce_username,
+        settings.consumer_key,
+        settings.private_key_file,
+        settings.username,
     )
     if not (key and path and user):
         return None
@@ -117,7 +117,7 @@ def _jwt(settings: Settings, version: str) -> Auth | None:
             username=user,
             consumer_key=key,
             privatekey_file=str(path),
-            domain=settings.salesforce_domain or "login",
+            domain=settings.domain or "login",
             sf_version=version,
             session=http,
         )
@@ -125,11 +125,11 @@ def _jwt(settings: Settings, version: str) -> Auth | None:
     return Auth("jwt", login, renewable=True)
 
 
-def _client_credentials(settings: Settings, version: str) -> Auth | None:
+def _client_credentials(settings: SalesforceSettings, version: str) -> Auth | None:
     key, secret, domain = (
-        settings.salesforce_consumer_key,
-        settings.salesforce_consumer_secret,
-        settings.salesforce_domain,
+        settings.consumer_key,
+        settings.consumer_secret,
+        settings.domain,
     )
     if not (key and secret is not None and domain):
         return None
@@ -151,11 +151,11 @@ def _client_credentials(settings: Settings, version: str) -> Auth | None:
     return Auth("client_credentials", login, renewable=True)
 
 
-def _password(settings: Settings, version: str) -> Auth | None:
-    user, password = settings.salesforce_username, settings.salesforce_password
+def _password(settings: SalesforceSettings, version: str) -> Auth | None:
+    user, password = settings.username, settings.password
     if not (user and password is not None):
         return None
-    token = settings.salesforce_security_token
+    token = settings.security_token
     _warn_soap_login_retires()
 
     def login(http: requests.Session) -> tuple[str, str]:
@@ -164,7 +164,7 @@ def _password(settings: Settings, version: str) -> Auth | None:
             password=password.get_secret_value(),
             # An empty token is how orgs that trust our IP range log in.
             security_token=token.get_secret_value() if token is not None else "",
-            domain=settings.salesforce_domain or "login",
+            domain=settings.domain or "login",
             sf_version=version,
             session=http,
         )

@@ -1,17 +1,8 @@
-"""The sandbox CRM, kept in Offboard's own database."""
+"""The sandbox CRM, kept in Offboard's own database (``PLUGIN`` is what the core finds)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from adapters.sandbox.adapter import SandboxAdapter
+from adapters.sandbox.plugin import PLUGIN
 
-if TYPE_CHECKING:
-    from connector.settings import Settings
-    from connector.store import Store
-
-__all__ = ["SandboxAdapter", "build"]
-
-
-def build(settings: Settings, store: Store) -> SandboxAdapter:
-    return SandboxAdapter(store)
+__all__ = ["PLUGIN", "SandboxAdapter"]

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from alembic import context
 
-import adapters.sandbox.tables  # noqa: F401  (registers the sandbox CRM's tables)
+import adapters
 import connector.store.tables  # noqa: F401
 from connector.store.db import Base
 
+adapters.load_tables()  # the CRM plugins' own tables (the sandbox's) join the metadata
 config = context.config
 target_metadata = Base.metadata
 

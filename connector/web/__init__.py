@@ -41,9 +41,10 @@ def create_app(services: Services) -> Flask:
     app.url_map.merge_slashes = False  # "//healthz" is not a path we serve: 404, not a redirect
     app.extensions["offboard"] = services
 
-    from connector.web import health, hubspot, metrics, pages, salesforce, webhooks
+    from connector.web import health, metrics, pages, receiver
 
-    for blueprint in (health.bp, metrics.bp, webhooks.bp, hubspot.bp, salesforce.bp, pages.bp):
+    webhooks = receiver.blueprint(receiver.sources(services))  # every inbound source, one receiver
+    for blueprint in (health.bp, metrics.bp, webhooks, pages.bp):
         app.register_blueprint(blueprint)
     _register_errors(app)
     app.before_request(_bounded_stream)
@@ -162,22 +163,27 @@ def http_headers(exc: HTTPException) -> list[tuple[str, str]]:
     return [(k, v) for k, v in exc.get_headers() if k.lower() != "content-type"]
 
 
-def _register_errors(app: Flask) -> None:
-    @app.errorhandler(WebhookRejected)
-    def _rejected(exc: WebhookRejected) -> tuple[dict[str, object], int]:
-        log.info("rejected %s: %s", type(exc).__name__, exc.reason)
-        body: dict[str, object] = {"error": exc.reason}
-        if exc.details:
-            body["details"] = exc.details
-        return body, exc.status
+def rejected_answer(exc: WebhookRejected) -> tuple[dict[str, object], int]:
+    """The JSON error a refused inbound request gets (logged)."""
+    log.info("rejected %s: %s", type(exc).__name__, exc.reason)
+    body: dict[str, object] = {"error": exc.reason}
+    if exc.details:
+        body["details"] = exc.details
+    return body, exc.status
 
-    @app.errorhandler(HTTPException)
-    def _http(exc: HTTPException) -> Any:
-        status = exc.code or 500
-        if request.path.startswith(CLIENT_PAGES):
-            detail = http_reason(exc) if status == 413 else None  # the limit, in bytes
-            return _client_error(status, detail), status, http_headers(exc)
-        return {"error": http_reason(exc)}, status, http_headers(exc)
+
+def http_answer(exc: HTTPException) -> Any:
+    """An HTTP-level refusal (404, 405, 413…): an HTML page under the client pages, JSON elsewhere."""
+    status = exc.code or 500
+    if request.path.startswith(CLIENT_PAGES):
+        detail = http_reason(exc) if status == 413 else None  # the limit, in bytes
+        return _client_error(status, detail), status, http_headers(exc)
+    return {"error": http_reason(exc)}, status, http_headers(exc)
+
+
+def _register_errors(app: Flask) -> None:
+    app.register_error_handler(WebhookRejected, rejected_answer)
+    app.register_error_handler(HTTPException, http_answer)
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Any:

@@ -16,10 +16,13 @@ from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, make_response, render_template, request
 
-from connector import feedback
+from connector import links
 from connector.errors import FormProblem, LinkProblem
-from connector.feedback import Claims, LinkPage
-from connector.web import services
+from connector.links import Claims
+from connector.usecases import feedback
+from connector.usecases.feedback import LinkPage
+from connector.usecases.uow import unit_of_work
+from connector.web import forms, services
 from connector.web.brand import Brand
 
 bp = Blueprint("pages", __name__)
@@ -141,10 +144,11 @@ def answer_survey(token: str) -> Response:
     claims, page = _open("survey", token)
     _check_form_origin()
     found = services()
-    comment = feedback.plain_text(request.form.get("comment", ""), feedback.COMMENT_LIMIT)
+    comment = forms.comment(request.form)
     try:
-        score = feedback.parse_score(claims.kind, request.form.get("score"))
-        feedback.record_answer(found.store, found.settings, claims, score, comment, found.clock())
+        score = forms.score(claims.kind, request.form.get("score"))
+        with unit_of_work(found.store, actor="survey", clock=found.clock) as uow:
+            feedback.record_answer(uow, found.settings, claims, score, comment)
     except FormProblem as problem:
         return _form_page(
             "survey.html",
@@ -177,8 +181,9 @@ def submit_referral(token: str) -> Response:
         for key in ("name", "email", "company", "note", "testimonial", "case_study")
     }
     try:
-        form = feedback.ReferralForm.parse(raw)
-        feedback.record_referral(found.store, found.settings, claims, form, found.clock())
+        form = forms.referral(raw)
+        with unit_of_work(found.store, actor="referral", clock=found.clock) as uow:
+            feedback.record_referral(uow, found.settings, claims, form)
     except FormProblem as problem:
         shown = raw | {"testimonial": raw["testimonial"] == "yes", "case_study": raw["case_study"] == "yes"}
         return _form_page(
@@ -218,8 +223,11 @@ def error_page(status: int, detail: str | None = None) -> Response:
 def _open(purpose: str, token: str) -> tuple[Claims, LinkPage]:
     found = services()
     try:
-        claims = feedback.read_link(found.settings, purpose, token)
-        return claims, feedback.open_link(found.store, claims)
+        settings = found.settings
+        secret = settings.secret_key.get_secret_value()
+        claims = links.read_link(secret, purpose, token, max_age_days=settings.link_max_age_days)
+        with unit_of_work(found.store, actor="client", clock=found.clock) as uow:
+            return claims, feedback.open_link(uow, claims)
     except LinkProblem as problem:
         raise _Refused(_problem(problem.problem)) from None
 

@@ -17,27 +17,10 @@ from connector import links
 from connector.demo import post, wait_for
 from connector.settings import DEV_SECRET_KEY
 from connector.store import Store
-from tests.conftest import WEBHOOK_SECRET, deal_closed_today, signed
-from tests.e2e.browser import DESKTOP, PHONE, browser, chromium_path
-from tests.e2e.server import ServerProcess
-
-PLAYBOOK = """
-id: screenshots
-name: Screenshots
-version: 1
-tone: celebratory
-match: {}
-anchor: run_start
-steps:
-  - id: exit-nps
-    survey: {kind: nps}
-  - id: exit-csat
-    survey: {kind: csat}
-  - id: exit-ces
-    survey: {kind: ces}
-  - id: referral-ask
-    referral: {after: exit-nps, when: {score: {gte: 9}}, ask: [referral, testimonial, case_study]}
-"""
+from tests.support.browser import DESKTOP, PHONE, browser, chromium_path
+from tests.support.helpers import WEBHOOK_SECRET, deal_closed_today, signed
+from tests.support.playbooks import exit_nps_referral
+from tests.support.server import ServerProcess
 
 
 def main(out: Path) -> None:
@@ -46,9 +29,11 @@ def main(out: Path) -> None:
         sys.exit("no Chromium found: apt-get install chromium")
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp, "playbooks")
-        folder.mkdir()
-        (folder / "screens.yaml").write_text(PLAYBOOK)
+        folder = exit_nps_referral(
+            Path(tmp, "playbooks"),
+            more_surveys=("csat", "ces"),
+            ask=("referral", "testimonial", "case_study"),
+        )
         url = f"sqlite:///{tmp}/screens.db"
         env = {
             "OFFBOARD_DATABASE_URL": url,

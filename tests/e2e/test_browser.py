@@ -10,29 +10,12 @@ from sqlalchemy import select
 from adapters.sandbox import SandboxAdapter
 from connector.demo import post, wait_for
 from connector.store import Action, Run, Store
-from tests.conftest import WEBHOOK_SECRET, deal_closed_today, signed
-from tests.e2e.browser import DESKTOP, PHONE, browser, require_browser
-from tests.e2e.server import ServerProcess
+from tests.support.browser import DESKTOP, PHONE, browser, require_browser
+from tests.support.helpers import WEBHOOK_SECRET, deal_closed_today, signed
+from tests.support.playbooks import exit_nps_referral
+from tests.support.server import ServerProcess
 
 pytestmark = pytest.mark.e2e
-
-# Everything at once, so the test does not wait for calendar days.
-PLAYBOOK = """
-id: browser-check
-name: Browser check
-version: 1
-tone: celebratory
-match: {}
-anchor: run_start
-steps:
-  - id: exit-nps
-    survey: {kind: nps}
-  - id: referral-ask
-    referral: {after: exit-nps, when: {score: {gte: 9}}}
-  - id: detractor-call
-    task: {title: "Call {{ contact.first_name }} about their score", after: exit-nps,
-           when: {score: {lte: 6}}, due: +1bd, type: call, priority: high}
-"""
 
 
 @pytest.fixture(scope="module")
@@ -42,9 +25,7 @@ def chromium():
 
 @pytest.fixture
 def live(tmp_path, sqlite_url):
-    folder = tmp_path / "playbooks"
-    folder.mkdir()
-    (folder / "browser.yaml").write_text(PLAYBOOK)
+    folder = exit_nps_referral(tmp_path / "playbooks", detractor_call=True)
     env = {
         "OFFBOARD_DATABASE_URL": sqlite_url,
         "OFFBOARD_PLAYBOOKS": str(folder),

@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import deal_closed_today, signed
-from tests.e2e.server import free_port
+from tests.support.helpers import deal_closed_today, signed
+from tests.support.server import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from connector.store import Store
-from tests.conftest import BUNDLED_PLAYBOOKS, WEBHOOK_SECRET
-from tests.e2e.server import OFFBOARD, free_port
+from tests.support.helpers import BUNDLED_PLAYBOOKS, WEBHOOK_SECRET
+from tests.support.server import OFFBOARD, free_port
 
 pytestmark = pytest.mark.e2e
 

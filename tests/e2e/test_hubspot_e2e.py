@@ -10,11 +10,10 @@ from datetime import UTC, datetime
 import pytest
 from click.testing import CliRunner
 
-from connector.cli_hubspot import hubspot
+from adapters.hubspot.cli import hubspot
 from connector.demo import wait_for
-from tests.conftest import BUNDLED_PLAYBOOKS, days_from_today
-from tests.e2e.server import ServerProcess
-from tests.fakes.hubspot import (
+from tests.support.helpers import BUNDLED_PLAYBOOKS, days_from_today
+from tests.support.hubspot import (
     CLIENT_SECRET,
     FINANCE,
     RENEWALS,
@@ -26,6 +25,7 @@ from tests.fakes.hubspot import (
     stage_event,
     standard_portal,
 )
+from tests.support.server import ServerProcess
 
 pytestmark = pytest.mark.e2e
 

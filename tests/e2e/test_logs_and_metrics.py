@@ -13,8 +13,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from connector.links import make_link
 from connector.settings import DEV_SECRET_KEY
-from tests.conftest import BUNDLED_PLAYBOOKS, WEBHOOK_SECRET, deal_closed_today, signed
-from tests.e2e.server import ServerProcess
+from tests.support.helpers import BUNDLED_PLAYBOOKS, WEBHOOK_SECRET, deal_closed_today, signed
+from tests.support.server import ServerProcess
 
 pytestmark = pytest.mark.e2e
 OUTBOUND_KEY = "e2e-outbound-key-" + "x" * 24

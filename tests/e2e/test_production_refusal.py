@@ -9,8 +9,8 @@ import subprocess
 
 import pytest
 
-from tests.conftest import BUNDLED_PLAYBOOKS
-from tests.e2e.server import OFFBOARD, free_port
+from tests.support.helpers import BUNDLED_PLAYBOOKS
+from tests.support.server import OFFBOARD, free_port
 
 pytestmark = pytest.mark.e2e
 

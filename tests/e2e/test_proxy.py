@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import BUNDLED_PLAYBOOKS, WEBHOOK_SECRET, deal_closed_today, signed
-from tests.e2e.server import ServerProcess, free_port
-from tests.e2e.slow_clients import SlowClients
+from tests.support.helpers import BUNDLED_PLAYBOOKS, WEBHOOK_SECRET, deal_closed_today, signed
+from tests.support.server import ServerProcess, free_port
+from tests.support.slow_clients import SlowClients
 
 pytestmark = pytest.mark.e2e
 

@@ -26,8 +26,8 @@ from sqlalchemy import func, select
 
 from connector.clock import utcnow
 from connector.store import Action, Event, Run, Store
-from tests.conftest import ROOT
-from tests.e2e.server import ServerProcess
+from tests.support.helpers import ROOT
+from tests.support.server import ServerProcess
 
 pytestmark = pytest.mark.e2e
 

@@ -14,9 +14,9 @@ from datetime import date, timedelta
 import pytest
 
 from connector.demo import wait_for
-from tests.conftest import BUNDLED_PLAYBOOKS, WEBHOOK_SECRET, days_from_today
-from tests.e2e.server import ServerProcess
-from tests.fakes.salesforce import (
+from tests.support.faults import Fault
+from tests.support.helpers import BUNDLED_PLAYBOOKS, WEBHOOK_SECRET, days_from_today
+from tests.support.salesforce import (
     EXPECTED_ACK,
     OUTBOUND_PATH,
     FakeSalesforce,
@@ -26,6 +26,7 @@ from tests.fakes.salesforce import (
     refresh_settings,
     session_settings,
 )
+from tests.support.server import ServerProcess
 
 pytestmark = pytest.mark.e2e
 
@@ -129,7 +130,8 @@ def test_the_real_server_renews_an_expired_session_through_the_refresh_token(
     process = ServerProcess(env, log=tmp_path / "server.log").start()
     try:
         seed = org.add_opportunity(close_date=days_from_today(), contract_end=days_from_today(41))
-        org.expire_after(match="POST composite/sobjects")  # the session ends right after the checklist
+        # the session ends right after the checklist
+        org.inject(Fault.SESSION_EXPIRED, match="POST composite/sobjects")
         body = outbound_message([("04l5g0000000001AAA", opportunity_fields(org, seed.opportunity))])
         assert post_soap(process.url, body) == (200, "text/xml", EXPECTED_ACK)
         done = wait_for(lambda: org.db["Opportunity"][seed.opportunity]["Offboarding_Status__c"], 20)

@@ -7,8 +7,8 @@ import urllib.request
 
 import pytest
 
-from tests.conftest import BUNDLED_PLAYBOOKS, WEBHOOK_SECRET, deal_closed_today, signed
-from tests.e2e.server import ServerProcess
+from tests.support.helpers import BUNDLED_PLAYBOOKS, WEBHOOK_SECRET, deal_closed_today, signed
+from tests.support.server import ServerProcess
 
 pytestmark = pytest.mark.e2e
 

@@ -12,8 +12,8 @@ from sqlalchemy import select
 
 from connector.demo import post, wait_for
 from connector.store import Event, Store
-from tests.conftest import BUNDLED_PLAYBOOKS, WEBHOOK_SECRET, deal_closed_today, signed
-from tests.e2e.server import ServerProcess
+from tests.support.helpers import BUNDLED_PLAYBOOKS, WEBHOOK_SECRET, deal_closed_today, signed
+from tests.support.server import ServerProcess
 
 pytestmark = pytest.mark.e2e
 

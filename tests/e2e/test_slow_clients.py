@@ -28,9 +28,9 @@ from sqlalchemy import select
 
 from connector.store import Event, Store
 from connector.store.migrate import upgrade
-from tests.conftest import BUNDLED_PLAYBOOKS, WEBHOOK_SECRET, deal_closed_today, signed
-from tests.e2e.server import OFFBOARD, free_port
-from tests.e2e.slow_clients import SLOW_BODIES, SLOW_HEADERS, TRICKLE_SECONDS, SlowClients
+from tests.support.helpers import BUNDLED_PLAYBOOKS, WEBHOOK_SECRET, deal_closed_today, signed
+from tests.support.server import OFFBOARD, free_port
+from tests.support.slow_clients import SLOW_BODIES, SLOW_HEADERS, TRICKLE_SECONDS, SlowClients
 
 pytestmark = pytest.mark.e2e
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from pytest_httpserver import HTTPServer
 
-from tests.fakes.hubspot import FakeHubSpot, offboard_properties, serve, standard_portal
-from tests.faults.harness import Cluster, RecordingHubSpot, process_env
+from tests.support.harness import Cluster, RecordingHubSpot, process_env
+from tests.support.hubspot import FakeHubSpot, offboard_properties, serve, standard_portal
 
 
 @pytest.fixture

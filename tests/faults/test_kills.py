@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from tests.faults import harness
+from tests.support import harness
 
 pytestmark = [pytest.mark.faults, pytest.mark.e2e]
 

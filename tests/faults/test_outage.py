@@ -42,14 +42,15 @@ from datetime import UTC, datetime
 import pytest
 
 from connector.demo import wait_for
-from tests.fakes.hubspot import DROP, RESET, STALL, stage_event
-from tests.faults import harness
+from tests.support import harness
+from tests.support.faults import Fault
+from tests.support.hubspot import stage_event
 
 pytestmark = [pytest.mark.faults, pytest.mark.e2e]
 
-QUICK = [500, 502, 503, RESET, DROP]
-STALLS = [STALL]
-RATE_LIMITED = [429]
+QUICK = [500, 502, 503, Fault.RESET, Fault.LOST_REPLY]
+STALLS = [Fault.TIMEOUT]
+RATE_LIMITED = [Fault.RATE_LIMITED]
 STALL_SECONDS = 1.0
 RATE_LIMIT_WAIT = 10.0  # HubSpot's ten-second window: what a 429 makes the client wait
 
@@ -181,7 +182,7 @@ def test_an_outage_ends_with_every_action_done_once_and_a_bounded_number_of_call
         items_called=len([item for item in per_item if item != "other"]),
         busiest_item=busiest,
         item_bounds=bounds,
-        failures_served={str(s): n for s, n in sorted(Counter(status for _item, status in calls).items())},
+        failures_served={str(s): n for s, n in sorted(Counter(s for _item, s in calls).items(), key=str)},
         tasks=outcome.tasks,
         lost=len(outcome.missing_markers),
         duplicated=len(outcome.duplicated_markers),

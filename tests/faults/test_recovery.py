@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from connector.settings import Settings
+from adapters.hubspot.settings import HubSpotSettings
 from connector.store import Store
-from tests.fakes.hubspot import FakeHubSpot
-from tests.faults import harness
+from tests.support import harness
+from tests.support.hubspot import FakeHubSpot
 
 pytestmark = [pytest.mark.faults, pytest.mark.e2e]
 
@@ -41,7 +41,7 @@ def test_four_kills_of_serve_with_default_settings_recover_within_two_minutes(
     deals = harness.portal_with_deals(fake, EVENTS)
     fake.latency = harness.LATENCY_SECONDS
     fake.search_lag = harness.timedelta(seconds=SEARCH_LAG_SECONDS)
-    assert Settings.model_fields["hubspot_search_lag_seconds"].default > SEARCH_LAG_SECONDS
+    assert HubSpotSettings.model_fields["search_lag_seconds"].default > SEARCH_LAG_SECONDS
     env = harness.default_env(db_url, fake.url)  # type: ignore[attr-defined]
     serving = harness.Cluster(env, tmp_path, workers=0, with_worker=True)
     try:

@@ -16,9 +16,9 @@ from sqlalchemy import select
 
 from connector.demo import wait_for
 from connector.store import Action, Store
-from tests.e2e.server import ServerProcess
-from tests.fakes.hubspot import FakeHubSpot, stage_event
-from tests.faults import harness
+from tests.support import harness
+from tests.support.hubspot import FakeHubSpot, stage_event
+from tests.support.server import ServerProcess
 
 pytestmark = [pytest.mark.faults, pytest.mark.e2e]
 
@@ -29,7 +29,7 @@ DEALS = 5  # ten actions due now, one batch
 def _due_actions(store: Store) -> list[Action]:
     with store.session() as session:
         rows = session.scalars(
-            select(Action).where(Action.kind.in_(("tasks", "property"))).order_by(Action.id)
+            select(Action).where(Action.kind.in_(("task", "property"))).order_by(Action.id)
         ).all()
         session.expunge_all()
         return list(rows)
@@ -52,7 +52,7 @@ def _check_put_back(store: Store, log: str) -> list[Action]:
     actions = _due_actions(store)
     assert len(actions) == 2 * DEALS
     first, rest = actions[0], actions[1:]
-    assert (first.kind, first.state) == ("tasks", "done"), log  # the action in hand was finished
+    assert (first.kind, first.state) == ("task", "done"), log  # the action in hand was finished
     assert [(a.state, a.lease_until, a.claimed_by, a.attempts) for a in rest] == [
         ("pending", None, None, 0)
     ] * len(rest), log

@@ -15,8 +15,8 @@ from datetime import timedelta
 
 import pytest
 
-from tests.fakes.hubspot import stage_event
-from tests.faults import harness
+from tests.support import harness
+from tests.support.hubspot import stage_event
 
 pytestmark = [pytest.mark.faults, pytest.mark.e2e]
 

@@ -1,47 +1,26 @@
 """Hostile input: every endpoint and parser on, a fixed hypothesis budget, and a view of every table.
 
-The budget is small and fixed so ``make test`` stays fast and deterministic
+The budget and the table view live in ``tests.support.hostile``. The budget is small and
+fixed so ``make test`` stays fast and deterministic
 (``derandomize``: the same examples on every run, no example database).
 ``OFFBOARD_TEST_HOSTILE_EXAMPLES=2000 pytest tests/hostile`` digs deeper.
 """
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck
-from hypothesis import settings as budget
-from sqlalchemy import delete, select, tuple_
+from sqlalchemy import select
 
-import adapters.sandbox.tables  # noqa: F401  (the sandbox's tables are part of every dump)
 from connector import links
 from connector.settings import Settings
-from connector.store import Base, Run, Store
-from tests.conftest import deal_closed_event, make_settings, signed
-from tests.fakes.hubspot import settings_overrides
-from tests.fakes.salesforce import ORG_ID, OUTBOUND_KEY
-
-EXAMPLES = int(os.environ.get("OFFBOARD_TEST_HOSTILE_EXAMPLES", "100"))
-FLOW_SECRET = "flow-shared-secret-for-hostile-tests"
-
-HOSTILE = budget(
-    max_examples=EXAMPLES,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    print_blob=False,
-    suppress_health_check=[
-        HealthCheck.function_scoped_fixture,  # the store is shared on purpose; each example resets it
-        HealthCheck.too_slow,
-        HealthCheck.data_too_large,
-        HealthCheck.large_base_example,
-        HealthCheck.filter_too_much,
-    ],
-)
+from connector.store import Run, Store
+from tests.support.helpers import deal_closed_event, make_settings, signed
+from tests.support.hostile import FLOW_SECRET, Tables
+from tests.support.hubspot import settings_overrides
+from tests.support.salesforce import ORG_ID, OUTBOUND_KEY
 
 
 @pytest.fixture
@@ -55,57 +34,6 @@ def settings(db_url: str) -> Settings:
         SALESFORCE_WEBHOOK_SECRET=FLOW_SECRET,
         OFFBOARD_SWEEP_INTERVAL_SECONDS=0,  # no contract-end sweep: it would ask the (absent) HubSpot
     )
-
-
-Snapshot = dict[str, dict[tuple[Any, ...], tuple[Any, ...]]]
-
-
-def _hashable(value: Any) -> Any:
-    return json.dumps(value, sort_keys=True, default=str) if isinstance(value, dict | list) else value
-
-
-class Tables:
-    """Every table's rows: what a request added, and a way back to the baseline between examples."""
-
-    def __init__(self, store: Store) -> None:
-        self.store = store
-        self.baseline = self.snapshot()
-
-    def rebase(self) -> None:
-        """What is there now is the baseline that ``reset`` returns to."""
-        self.baseline = self.snapshot()
-
-    def snapshot(self) -> Snapshot:
-        with self.store.session() as session:
-            return {
-                table.name: {
-                    tuple(_hashable(v) for v in row): tuple(row) for row in session.execute(select(table))
-                }
-                for table in Base.metadata.sorted_tables
-            }
-
-    def added(self, before: Snapshot, table: str) -> list[dict[str, Any]]:
-        """Rows of ``table`` that were not there in ``before``, as dicts, in id order."""
-        columns = [c.name for c in Base.metadata.tables[table].columns]
-        now = self.snapshot()[table]
-        rows = [dict(zip(columns, row, strict=True)) for key, row in now.items() if key not in before[table]]
-        return sorted(rows, key=lambda row: row.get("id") or 0)
-
-    def changed(self, before: Snapshot) -> list[str]:
-        after = self.snapshot()
-        return [name for name in after if after[name] != before[name]]
-
-    def reset(self) -> None:
-        """Delete every row the baseline did not have (children first)."""
-        with self.store.session() as session:
-            for table in reversed(Base.metadata.sorted_tables):
-                keys = list(table.primary_key.columns)
-                index = [list(table.columns).index(column) for column in keys]
-                kept = {tuple(row[i] for i in index) for row in self.baseline[table.name].values()}
-                present = {tuple(row) for row in session.execute(select(*keys))}
-                gone = present - kept
-                if gone:
-                    session.execute(delete(table).where(tuple_(*keys).in_(list(gone))))
 
 
 @pytest.fixture

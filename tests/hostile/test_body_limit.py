@@ -17,8 +17,8 @@ from werkzeug.test import EnvironBuilder, run_wsgi_app
 
 from adapters.salesforce import flow
 from connector.web import MAX_BODY_BYTES
-from tests.fakes.salesforce import OUTBOUND_PATH
-from tests.hostile.conftest import FLOW_SECRET, Tables
+from tests.support.hostile import FLOW_SECRET, Tables
+from tests.support.salesforce import OUTBOUND_PATH
 
 BIG = 64 * MAX_BODY_BYTES  # what the stream would deliver if the app kept reading
 SLACK = 64 * 1024  # one read past the limit is how the app notices it

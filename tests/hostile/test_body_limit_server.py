@@ -14,10 +14,10 @@ import time
 import pytest
 
 from connector.web import MAX_BODY_BYTES
-from tests.conftest import BUNDLED_PLAYBOOKS, WEBHOOK_SECRET
-from tests.e2e.server import ServerProcess
-from tests.fakes.salesforce import ORG_ID, OUTBOUND_KEY, OUTBOUND_PATH
-from tests.hostile.conftest import FLOW_SECRET
+from tests.support.helpers import BUNDLED_PLAYBOOKS, WEBHOOK_SECRET
+from tests.support.hostile import FLOW_SECRET
+from tests.support.salesforce import ORG_ID, OUTBOUND_KEY, OUTBOUND_PATH
+from tests.support.server import ServerProcess
 
 pytestmark = pytest.mark.e2e
 BIG = 64 * MAX_BODY_BYTES

@@ -19,9 +19,8 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from connector.web.pages import CSRF_COOKIE
-from tests.hostile.conftest import HOSTILE, Tables
-from tests.hostile.strategies import HOSTILE_STRINGS, hostile_text, noisy
-from tests.hostile.test_webhook_fuzz import strict_json
+from tests.support.hostile import HOSTILE, Tables, strict_json
+from tests.support.strategies import HOSTILE_STRINGS, hostile_text, noisy
 
 CSRF = "c" * 43  # what the page would have set
 SCRIPT = "<script>alert(1)</script>"
@@ -247,7 +246,7 @@ def test_referral_posts_never_fail_and_never_store_garbage(client, pages, tables
                 for a in actions
                 if a["step_id"].startswith(f"referral-ask:referral:{referral['id']}")
             )
-            assert kinds == ["referral_contact", "tasks"]
+            assert kinds == ["referral_contact", "task"]
         for action in actions:
             strict_json(action["payload"])
         audits = tables.added(before, "audit")

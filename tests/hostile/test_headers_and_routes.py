@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.hostile.conftest import FLOW_SECRET
+from tests.support.hostile import FLOW_SECRET
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFEST = json.loads((ROOT / "manifest.json").read_text())

@@ -22,9 +22,9 @@ from connector.errors import PlaybookError
 from connector.playbooks import templates
 from connector.playbooks.loader import LoadedPlaybook, load_file
 from connector.playbooks.model import Playbook
-from tests.conftest import BUNDLED_PLAYBOOKS
-from tests.hostile.conftest import HOSTILE
-from tests.hostile.strategies import mutated, noisy, values
+from tests.support.helpers import BUNDLED_PLAYBOOKS
+from tests.support.hostile import HOSTILE
+from tests.support.strategies import mutated, noisy, values
 
 BASES = [yaml.safe_load(path.read_text()) for path in sorted(BUNDLED_PLAYBOOKS.glob("*.yaml"))]
 

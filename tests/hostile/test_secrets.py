@@ -25,8 +25,8 @@ from connector.errors import SettingsInvalid
 from connector.settings import load_settings, secret_variables
 from connector.store import Action, AuditEntry, Event
 from connector.web import create_app
-from tests.conftest import deal_closed_event, make_settings, signed
-from tests.fakes.hubspot import (
+from tests.support.helpers import deal_closed_event, make_settings, signed
+from tests.support.hubspot import (
     FakeHubSpot,
     add_deal,
     hubspot_services,
@@ -36,8 +36,8 @@ from tests.fakes.hubspot import (
     stage_event,
     standard_portal,
 )
-from tests.fakes.hubspot import signed as hubspot_signed
-from tests.fakes.salesforce import ORG_ID, FakeSalesforce, opportunity_fields, outbound_message
+from tests.support.hubspot import signed as hubspot_signed
+from tests.support.salesforce import ORG_ID, FakeSalesforce, opportunity_fields, outbound_message
 
 MARK = "SEKRIT"
 WEBHOOK_KEY = f"{MARK}-generic-webhook-key-7a2c".encode()
@@ -172,7 +172,7 @@ def test_no_secret_reaches_logs_error_bodies_the_audit_trail_or_the_database(
     run_everything(services, clock)
     with store.session() as session:
         states = {(a.kind, a.state) for a in session.scalars(select(Action))}
-    assert ("tasks", "done") in states and ("survey", "done") in states  # the flow really ran
+    assert ("task", "done") in states and ("survey", "done") in states  # the flow really ran
     assert hubspot.records("tasks") and org.records("Task")
 
     invite = next(i for i in services.adapters["sandbox"].invites("D-1") if i.kind == "nps")

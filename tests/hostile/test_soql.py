@@ -23,9 +23,9 @@ from adapters.salesforce import soql
 from adapters.salesforce.adapter import SalesforceAdapter
 from connector.errors import ConnectorError, SettingsInvalid
 from connector.models import ReferralSpec
-from tests.conftest import make_settings
-from tests.fakes.salesforce import FakeSalesforce, parse_soql, session_settings
-from tests.hostile.conftest import HOSTILE
+from tests.support.helpers import make_settings
+from tests.support.hostile import HOSTILE
+from tests.support.salesforce import FakeSalesforce, parse_soql, session_settings
 
 HOSTILE_VALUES = [
     "'",

@@ -27,30 +27,16 @@ from adapters.hubspot import webhook
 from adapters.hubspot.signature import sign_v3
 from adapters.salesforce import flow, outbound
 from connector import generic
-from tests.conftest import WEBHOOK_SECRET, deal_closed_event
-from tests.fakes.hubspot import CLIENT_SECRET, stage_event
-from tests.fakes.salesforce import ORG_ID, OUTBOUND_PATH, outbound_message
-from tests.hostile.conftest import FLOW_SECRET, HOSTILE, Tables
-from tests.hostile.strategies import CONTENT_TYPES, hostile_text, json_bodies, noisy
+from tests.support.helpers import WEBHOOK_SECRET, deal_closed_event
+from tests.support.hostile import FLOW_SECRET, HOSTILE, Tables, strict_json
+from tests.support.hubspot import CLIENT_SECRET, stage_event
+from tests.support.salesforce import ORG_ID, OUTBOUND_PATH, outbound_message
+from tests.support.strategies import CONTENT_TYPES, hostile_text, json_bodies, noisy
 
 OPPORTUNITY = "0065g00000AbCdEAAZ"
 NOTIFICATION = "04l5g0000000001AAA"
 INBOX_ONLY = {"events"}  # the only table a webhook may write
 SALESFORCE_ID = re.compile(r"[a-zA-Z0-9]{15}(?:[a-zA-Z0-9]{3})?")
-
-
-def strict_json(value: Any) -> None:
-    """What a stored payload must survive: standard JSON, no NaN/Infinity, no NUL, no unpaired surrogates."""
-    json.dumps(value, allow_nan=False, ensure_ascii=False).encode("utf-8")  # a lone surrogate fails here
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            stack += [*item.keys(), *item.values()]
-        elif isinstance(item, list):
-            stack += item
-        elif isinstance(item, str):
-            assert "\x00" not in item, "a NUL in a stored payload"
 
 
 def same_json(a: Any, b: Any) -> bool:

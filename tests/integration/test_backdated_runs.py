@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from sqlalchemy import select
 
 from connector.store import Action
-from tests.conftest import deal_closed_event, signed
+from tests.support.helpers import deal_closed_event, signed
 
 BACKDATED = deal_closed_event(contract_end="2026-10-01")  # the run starts on 20 Nov
 

@@ -15,9 +15,9 @@ from connector.services import build
 from connector.settings import load_settings
 from connector.store import Action
 from connector.web import create_app
-from tests.conftest import deal_closed_event, make_settings, signed
-from tests.fakes.salesforce import FakeSalesforce, session_settings
-from tests.integration.test_feedback import SURVEY_DAY, path_of
+from tests.support.feedback import SURVEY_DAY, path_of
+from tests.support.helpers import deal_closed_event, make_settings, signed
+from tests.support.salesforce import FakeSalesforce, session_settings
 
 BRAND = {
     "OFFBOARD_BRAND_NAME": "Northwind Studio",
@@ -104,8 +104,10 @@ def test_the_worker_puts_the_sender_on_every_invite(db_url, store, clock):
             )
         )
     assert sends
+    handlers = services.worker().performer.handlers
     for action in sends:
-        invite = services.worker()._invite(action)
+        handler = handlers[action.kind]
+        invite = handler.invite(handler.parse(action))
         assert (invite.sender, invite.reply_to) == ("Northwind Studio", "hello@northwind.example")
 
 
@@ -138,7 +140,7 @@ def test_the_salesforce_invite_email_names_the_sender_and_the_reply_address(tmp_
 
 
 def test_the_hubspot_invite_note_names_the_sender(clock, httpserver):
-    from tests.fakes.hubspot import (
+    from tests.support.hubspot import (
         FakeHubSpot,
         add_deal,
         fake_time_adapter,

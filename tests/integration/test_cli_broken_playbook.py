@@ -16,7 +16,13 @@ from sqlalchemy import select
 from connector.cli import main
 from connector.playbooks.registry import PlaybookRegistry
 from connector.store import Action, Event, Run
-from tests.conftest import BUNDLED_PLAYBOOKS, WEBHOOK_SECRET, deal_closed_event, deal_closed_today, signed
+from tests.support.helpers import (
+    BUNDLED_PLAYBOOKS,
+    WEBHOOK_SECRET,
+    deal_closed_event,
+    deal_closed_today,
+    signed,
+)
 
 BROKEN = "id: half-saved\nname: A playbook saved half way\nsteps:\n  - id: first\n    task: {title: [\n"
 FIXED = "id: half-saved\nname: Saved\nversion: 1\nsteps:\n  - id: first\n    task: {title: Confirm}\n"

@@ -13,10 +13,11 @@ from sqlalchemy import create_engine, func, make_url, select, text
 
 from connector.generic import GenericEvent
 from connector.planner import PlanContext, choose, plan
-from connector.runs import start_run
 from connector.store import Action, Event, Run, Store
 from connector.store.migrate import current, upgrade
-from tests.conftest import deal_closed_event, signed
+from connector.usecases.offboarding import start_run
+from connector.usecases.uow import UnitOfWork
+from tests.support.helpers import deal_closed_event, signed
 
 
 def deliver(client, event) -> int:
@@ -151,15 +152,8 @@ def test_start_run_refuses_a_second_open_run_and_numbers_the_next_generation(ser
     laid_out = plan(deal, loaded.playbook, context)
 
     def start():
-        return start_run(
-            session,
-            deal=deal,
-            loaded=loaded,
-            plan=laid_out,
-            trigger="deal_closed",
-            event_id=None,
-            now=clock(),
-        )
+        uow = UnitOfWork(session=session, actor="test", now=clock())
+        return start_run(uow, deal, loaded, laid_out, "deal_closed", None)
 
     with store.session() as session:
         first, again = start(), start()
@@ -210,10 +204,11 @@ def test_the_migration_keeps_runs_and_their_actions_and_frees_a_cancelled_deal(e
         with store.engine.begin() as connection:
             connection.execute(text(RUN_ROW))
             connection.execute(text(ACTION_ROW))
-        assert upgrade(store.engine) and current(store.engine) == "0007"
+        assert upgrade(store.engine) and current(store.engine) == "0008"
         with store.session() as session:
             (run,) = session.scalars(select(Run)).all()
             assert (run.generation, [a.idempotency_key for a in run.actions]) == (1, ["k-1"])
+            assert [a.kind for a in run.actions] == ["task"]  # 0008: named like the step kind
         with store.engine.begin() as connection:
             # A second run of the same deal and playbook: allowed now that the first is cancelled …
             second = (

@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 
 from adapters.sandbox import SandboxAdapter
 from connector.store import Action
-from tests.conftest import deal_closed_event, signed
+from tests.support.helpers import deal_closed_event, signed
 
 pytestmark = pytest.mark.postgres
 

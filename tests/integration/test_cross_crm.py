@@ -3,7 +3,7 @@
 One process with both adapters on, as an agency with clients in both CRMs
 would run it. The HubSpot fake is served by pytest-httpserver (its SDK speaks
 urllib3); the Salesforce fake sits behind ``responses`` (simple-salesforce
-speaks requests). Both deals mirror ``tests.conftest.deal_closed_event``: a won
+speaks requests). Both deals mirror ``tests.support.helpers.deal_closed_event``: a won
 project for Acme Corp, contact Pat Lee, owner Sam Rivera, contract ending
 2026-12-31, so the bundled ``completed-project`` playbook picks both.
 
@@ -23,8 +23,8 @@ from sqlalchemy import select
 
 from connector.store import Action, Run
 from connector.web import create_app
-from tests.conftest import make_settings
-from tests.fakes.hubspot import (
+from tests.support.helpers import make_settings
+from tests.support.hubspot import (
     FINANCE,
     OWNER,
     FakeHubSpot,
@@ -37,7 +37,7 @@ from tests.fakes.hubspot import (
     stage_event,
     standard_portal,
 )
-from tests.fakes.salesforce import (
+from tests.support.salesforce import (
     OUTBOUND_PATH,
     FakeSalesforce,
     opportunity_fields,
@@ -111,7 +111,7 @@ def test_the_bundled_playbook_gives_the_same_checklist_in_hubspot_and_salesforce
         runs = {r.crm: r.playbook_id for r in session.scalars(select(Run))}
         batches = {
             a.run.crm: [t["step_id"] for t in a.payload["tasks"]]
-            for a in session.scalars(select(Action).where(Action.kind == "tasks"))
+            for a in session.scalars(select(Action).where(Action.kind == "task"))
         }
     assert runs == {"hubspot": "completed-project", "salesforce": "completed-project"}
     assert batches["hubspot"] == batches["salesforce"] and len(batches["hubspot"]) >= 10

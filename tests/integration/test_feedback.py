@@ -10,18 +10,13 @@ import pytest
 from sqlalchemy import func, select
 
 from connector.store import Action, Answer, Referral, Run
-from tests.conftest import deal_closed_event, signed
-
-SURVEY_DAY = datetime(2027, 1, 1, 9, 0, tzinfo=UTC)  # exit-nps: +1d from the 2026-12-31 end
+from tests.support.feedback import SURVEY_DAY, path_of
+from tests.support.helpers import deal_closed_event, signed
 
 
 def deliver(client, event):
     body, headers = signed(event)
     assert client.post("/webhooks/generic", data=body, headers=headers).status_code == 202
-
-
-def path_of(link: str) -> str:
-    return "/" + link.split("/", 3)[3]
 
 
 @pytest.fixture
@@ -334,7 +329,7 @@ def test_a_referral_link_takes_one_submission(client, services, store, surveyed,
 def test_links_of_a_cancelled_run_show_the_closed_page_and_write_nothing(
     client, services, store, surveyed, clock
 ):
-    from connector import operator
+    from connector.usecases import operator
 
     csrf = re.search(r'name="csrf" value="([^"]+)"', client.get(surveyed).get_data(as_text=True)).group(1)
     operator.cancel(store, the_run_id(store), actor="test", now=clock.now, reason="deal reopened")
@@ -347,7 +342,7 @@ def test_links_of_a_cancelled_run_show_the_closed_page_and_write_nothing(
 
 
 def test_a_referral_link_of_a_cancelled_run_is_closed(client, services, store, surveyed, clock):
-    from connector import operator
+    from connector.usecases import operator
 
     path = referral_path(client, services, surveyed, clock)
     csrf = re.search(r'name="csrf" value="([^"]+)"', client.get(path).get_data(as_text=True)).group(1)
@@ -402,7 +397,7 @@ def test_concurrent_answers_on_one_survey_link_make_one_answer(app, client, stor
 
 
 def test_client_pages_answer_errors_in_html(app, client, surveyed, monkeypatch):
-    from connector import feedback
+    from connector.usecases import feedback
 
     csrf = re.search(r'name="csrf" value="([^"]+)"', client.get(surveyed).get_data(as_text=True)).group(1)
 

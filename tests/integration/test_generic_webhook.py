@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import func, select
 
 from connector.store import Event, Run
-from tests.conftest import deal_closed_event, signed
+from tests.support.helpers import deal_closed_event, signed
 
 
 def count(store, table) -> int:
@@ -155,7 +155,7 @@ def test_oversize_body_is_413_and_stores_nothing(client, store):
 def test_endpoint_is_503_without_a_secret(store, clock):
     from connector.services import build
     from connector.web import create_app
-    from tests.conftest import make_settings
+    from tests.support.helpers import make_settings
 
     settings = make_settings(
         str(store.engine.url.render_as_string(hide_password=False)), OFFBOARD_WEBHOOK_SECRET=None

@@ -15,7 +15,8 @@ from adapters.hubspot.setup import SURVEY_KIND, SURVEY_LINK, SURVEY_REF, SURVEY_
 from connector.errors import CrmPermanent, CrmRateLimited, CrmTransient
 from connector.models import AnswerSpec, Invite, NoteSpec, PropertyUpdate, ReferralSpec, TaskSpec
 from connector.settings import load_settings
-from tests.fakes.hubspot import (
+from tests.support.faults import Fault
+from tests.support.hubspot import (
     FINANCE,
     OWNER,
     PORTAL_ID,
@@ -206,7 +207,7 @@ def test_tasks_cost_one_create_call_per_100(adapter, fake, ids, count, create_ca
 
 
 def test_a_lost_reply_does_not_create_the_tasks_twice(adapter, fake, ids):
-    fake.drop_reply(CREATE)
+    fake.inject(Fault.LOST_REPLY, route=CREATE)
     with pytest.raises(OutcomeUnknown):
         adapter.create_tasks(tasks_for(ids, 5), KEY)
     assert len(fake.records("tasks")) == 5  # HubSpot did create them
@@ -218,7 +219,7 @@ def test_a_lost_reply_does_not_create_the_tasks_twice(adapter, fake, ids):
 
 def test_after_a_lost_reply_a_lagging_search_is_not_trusted(adapter, fake, ids, clock):
     fake.search_lag = timedelta(seconds=5)  # HubSpot's index trails its writes
-    fake.drop_reply(CREATE)
+    fake.inject(Fault.LOST_REPLY, route=CREATE)
     with pytest.raises(OutcomeUnknown):
         adapter.create_tasks(tasks_for(ids, 3), KEY)
     with pytest.raises(CrmTransient, match="search index"):

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from click.testing import CliRunner
 
+from adapters.hubspot.cli import hubspot
 from adapters.hubspot.setup import PROPERTIES
-from connector.cli_hubspot import hubspot
-from tests.fakes.hubspot import TOKEN, FakeHubSpot, serve, standard_portal
+from tests.support.hubspot import TOKEN, FakeHubSpot, serve, standard_portal
 
 
 @pytest.fixture
@@ -58,8 +58,8 @@ def test_setup_needs_a_token_and_reports_a_refused_one(fake, monkeypatch):
 
 def test_plan_previews_what_a_hubspot_deal_would_get(fake, monkeypatch, sqlite_url):
     from connector.cli import main
-    from tests.conftest import BUNDLED_PLAYBOOKS
-    from tests.fakes.hubspot import add_deal
+    from tests.support.helpers import BUNDLED_PLAYBOOKS
+    from tests.support.hubspot import add_deal
 
     monkeypatch.setenv("OFFBOARD_DATABASE_URL", sqlite_url)
     monkeypatch.setenv("OFFBOARD_PLAYBOOKS", str(BUNDLED_PLAYBOOKS))

@@ -18,8 +18,9 @@ from sqlalchemy import select
 
 from connector.store import Action
 from connector.web import create_app
-from tests.conftest import make_settings
-from tests.fakes.hubspot import (
+from tests.support.faults import Fault
+from tests.support.helpers import make_settings
+from tests.support.hubspot import (
     FINANCE,
     MARKETING,
     OWNER,
@@ -36,20 +37,6 @@ from tests.fakes.hubspot import (
 )
 
 PUBLIC = "https://offboard.example.com"
-# Everything at once, so the test does not wait for calendar days.
-PLAYBOOK = """
-id: hubspot-feedback
-name: HubSpot feedback
-version: 1
-tone: celebratory
-match: {}
-anchor: run_start
-steps:
-  - id: exit-nps
-    survey: {kind: nps}
-  - id: referral-ask
-    referral: {after: exit-nps, when: {score: {gte: 9}}}
-"""
 REFERRAL = {
     "name": "Jo Park",
     "email": "Jo.Park@Globex.example",
@@ -65,16 +52,15 @@ def fake(clock):
 
 
 @pytest.fixture
-def services(tmp_path: Path, db_url, store, clock, fake, httpserver):
-    folder = tmp_path / "playbooks"
-    folder.mkdir()
-    (folder / "feedback.yaml").write_text(PLAYBOOK)
+def services(exit_nps_playbooks: Path, db_url, store, clock, fake, httpserver):
     overrides = settings_overrides(
         serve(fake, httpserver),
         OFFBOARD_ROLES={"finance": FINANCE, "marketing": MARKETING},
         OFFBOARD_SWEEP_INTERVAL_SECONDS=0,
     )
-    settings = make_settings(db_url, OFFBOARD_PUBLIC_URL=PUBLIC, OFFBOARD_PLAYBOOKS=str(folder), **overrides)
+    settings = make_settings(
+        db_url, OFFBOARD_PUBLIC_URL=PUBLIC, OFFBOARD_PLAYBOOKS=str(exit_nps_playbooks), **overrides
+    )
     return hubspot_services(settings, store, clock)
 
 
@@ -190,7 +176,8 @@ def test_a_referral_through_the_page_is_one_attributed_contact_with_tasks(
 
 def test_a_lost_reply_to_the_contact_create_is_found_by_its_email(referral_path, services, client, fake):
     ids, path = referral_path
-    fake.drop_reply("POST /crm/v3/objects/contacts")  # created, but the answer never arrives
+    # created, but the answer never arrives
+    fake.inject(Fault.LOST_REPLY, route="POST /crm/v3/objects/contacts")
     assert submit(client, path, **REFERRAL).status_code == 200
     services.worker().run_until_idle()
     assert not fake.faults

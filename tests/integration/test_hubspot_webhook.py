@@ -10,8 +10,8 @@ from sqlalchemy import func, select
 
 from connector.store import Event
 from connector.web import create_app
-from tests.conftest import make_settings
-from tests.fakes.hubspot import (
+from tests.support.helpers import make_settings
+from tests.support.hubspot import (
     CLIENT_SECRET,
     hubspot_services,
     legacy_headers,

@@ -11,8 +11,9 @@ from sqlalchemy import select
 from adapters.hubspot.records import MARKER
 from connector.store import Action, Event, Run
 from connector.web import create_app
-from tests.conftest import make_settings
-from tests.fakes.hubspot import (
+from tests.support.faults import Fault
+from tests.support.helpers import make_settings
+from tests.support.hubspot import (
     FakeHubSpot,
     add_deal,
     hubspot_services,
@@ -28,7 +29,7 @@ PUBLIC = "https://offboard.example.com"
 CREATE = "POST /crm/v3/objects/tasks/batch/create"
 BUDGET = 10  # requests per rolling 10 s: small, so a few runs must wait for it
 # What each kind of action costs in calls: a marker search before each create.
-COST = {"tasks": 2, "property": 1, "note": 2, "survey": 3, "referral": 3, "deadline": 0}
+COST = {"task": 2, "property": 1, "note": 2, "survey": 3, "referral": 3, "deadline": 0}
 FETCH_DEAL = 4  # deal, owner, company, contacts (the portal id and pipelines are read once)
 
 
@@ -80,7 +81,7 @@ def test_a_whole_run_costs_one_task_create_call(services, fake, clock, store):
     run_everything(services, clock, store)
     actions = rows(store, Action)
     assert {a.state for a in actions} == {"done"}
-    (batch,) = [a for a in actions if a.kind == "tasks"]
+    (batch,) = [a for a in actions if a.kind == "task"]
     planned = len(batch.payload["tasks"])
     assert 0 < planned <= 100
     assert len(fake.records("tasks")) == planned
@@ -95,7 +96,7 @@ def test_tasks_land_on_deal_company_and_contact_with_owner_and_due_time(services
     services.worker().run_until_idle()
     (run,) = rows(store, Run)
     assert run.playbook_id == "completed-project"
-    (batch,) = [a for a in rows(store, Action) if a.kind == "tasks"]
+    (batch,) = [a for a in rows(store, Action) if a.kind == "task"]
     by_subject = {t.properties["hs_task_subject"]: t for t in fake.records("tasks")}
     for spec in batch.payload["tasks"]:
         task = by_subject[spec["title"]]
@@ -124,14 +125,14 @@ def test_429s_then_500s_every_action_done_once_and_the_budget_kept(services, fak
     # While the actions are written: the same again, and one batch written but its answer lost.
     fake.inject(429, times=9)
     fake.inject(500, times=6)
-    fake.drop_reply(CREATE)
+    fake.inject(Fault.LOST_REPLY, route=CREATE)
     run_everything(services, clock, store)
     assert not fake.faults  # every fault was met
     assert max(a.attempts for a in rows(store, Action)) > 1
     assert {e.state for e in rows(store, Event)} == {"done"}
     actions = rows(store, Action)
     assert {a.state for a in actions} == {"done"}
-    planned = sum(len(a.payload["tasks"]) for a in actions if a.kind == "tasks")
+    planned = sum(len(a.payload["tasks"]) for a in actions if a.kind == "task")
     markers = task_markers(fake)
     assert len(fake.records("tasks")) == planned == len(markers)
     assert set(markers.values()) == {1}  # no task twice
@@ -142,10 +143,10 @@ def test_429s_then_500s_every_action_done_once_and_the_budget_kept(services, fak
 
 def test_a_lost_reply_in_a_run_does_not_duplicate_tasks(services, fake, clock, store):
     ids = add_deal(fake)
-    fake.drop_reply(CREATE)
+    fake.inject(Fault.LOST_REPLY, route=CREATE)
     deliver(services, [stage_event(ids["deal"], "closedwon", at=clock.now)])
     run_everything(services, clock, store)
-    (batch,) = [a for a in rows(store, Action) if a.kind == "tasks"]
+    (batch,) = [a for a in rows(store, Action) if a.kind == "task"]
     assert batch.state == "done"
     assert len(fake.records("tasks")) == len(batch.payload["tasks"])
     assert fake.calls[CREATE] == 1  # the retry found them by their markers

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import ROOT
+from tests.support.helpers import ROOT
 
 # A fresh process with logging at INFO on stderr, as `offboard serve` and `offboard worker` have.
 UPGRADE = (

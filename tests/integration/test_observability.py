@@ -19,7 +19,7 @@ from connector.services import build
 from connector.settings import load_settings
 from connector.store import WorkerBeat
 from connector.web import create_app
-from tests.conftest import deal_closed_event, make_settings, signed
+from tests.support.helpers import deal_closed_event, make_settings, signed
 
 OUTBOUND_KEY = "k" * 20 + "OUTBOUNDKEY0123456789"
 GUESSED_KEY = "GUESSEDKEY-not-the-real-one"
@@ -133,9 +133,9 @@ def test_metrics_move_when_an_event_arrives_and_actions_are_done_or_parked(clien
     services.worker().run_until_idle()
     worked = scrape(client)
     assert value(worked, "offboard_queue_depth", queue="events", state="pending", kind="deal.closed") == 0
-    assert value(worked, "offboard_action_outcomes_total", kind="tasks", outcome="failed") == 1
+    assert value(worked, "offboard_action_outcomes_total", kind="task", outcome="failed") == 1
     assert value(worked, "offboard_action_parkings_total", crm="sandbox") == 1
-    assert value(worked, "offboard_queue_depth", queue="actions", state="failed", kind="tasks") == 1
+    assert value(worked, "offboard_queue_depth", queue="actions", state="failed", kind="task") == 1
     done = sum(
         v
         for (name, labels), v in worked.items()
@@ -193,7 +193,7 @@ def test_metrics_need_the_bearer_token_when_one_is_set(sqlite_url, store, clock)
 
 
 def test_hubspot_calls_429s_and_waits_are_counted_where_the_answers_are_seen(client, clock, httpserver):
-    from tests.fakes.hubspot import (
+    from tests.support.hubspot import (
         FakeHubSpot,
         add_deal,
         fake_time_adapter,
@@ -225,7 +225,7 @@ def test_salesforce_calls_are_counted_where_the_answers_are_seen(client, tmp_pat
     import responses
 
     from adapters.salesforce.adapter import SalesforceAdapter
-    from tests.fakes.salesforce import FakeSalesforce, session_settings
+    from tests.support.salesforce import FakeSalesforce, session_settings
 
     org = FakeSalesforce()
     seed = org.add_opportunity()

@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from connector.cli import main
 from connector.store import Action, AuditEntry, Run
-from tests.conftest import deal_closed_event, signed
+from tests.support.helpers import deal_closed_event, signed
 
 
 @pytest.fixture
@@ -49,7 +49,7 @@ def test_failed_then_retry_round_trip(client, services, store, cli, clock):
     parked_run(client, services)
     listed = cli("failed")
     assert listed.exit_code == 0
-    assert "completed-project/tasks (tasks, 1 attempt(s))" in listed.output
+    assert "completed-project/tasks (task, 1 attempt(s))" in listed.output
     assert "CrmPermanent: sandbox: owner 42 inactive" in listed.output
     (row,) = json.loads(cli("failed", "--format", "json").output)
     assert services.adapters["sandbox"].tasks("D-1") == []
@@ -112,7 +112,7 @@ def test_runs_shows_what_comes_next_and_why_anything_is_stuck(client, services, 
             Action(
                 run_id=active,
                 step_id="referral-ask:follow-up",
-                kind="tasks",
+                kind="task",
                 payload={"tasks": [], "after": "referral-ask"},
                 due_at=datetime(2027, 2, 1, tzinfo=UTC),
                 state="waiting",

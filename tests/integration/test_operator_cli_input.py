@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from connector.cli import main
 from connector.cli_operator import MAX_ID
 from connector.store import Action, AuditEntry, Run
-from tests.conftest import deal_closed_event, signed
+from tests.support.helpers import deal_closed_event, signed
 
 TOO_BIG = str(MAX_ID + 1)
 BAD_IDS = ["99999999999999999999", TOO_BIG, "0", "-1", "abc", ""]

@@ -27,7 +27,7 @@ from connector.store import Action, AuditEntry, Event, Run, Store
 from connector.store.db import engine_for
 from connector.store.migrate import upgrade
 from connector.web import create_app
-from tests.conftest import BUNDLED_PLAYBOOKS, ROOT, deal_closed_event, make_settings, signed
+from tests.support.helpers import BUNDLED_PLAYBOOKS, ROOT, deal_closed_event, make_settings, signed
 
 RUNS, ACTIONS_PER_RUN = 250, 100  # 25,000 parked actions
 WEB_LOCK_WAIT_MS = 2000
@@ -62,7 +62,7 @@ def _fill(store: Store) -> int:
             {
                 "run_id": run_id,
                 "step_id": f"step-{n}",
-                "kind": "tasks",
+                "kind": "task",
                 "payload": {"tasks": []},
                 "due_at": now,
                 "state": "failed",

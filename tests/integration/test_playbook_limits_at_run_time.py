@@ -6,7 +6,7 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from connector.store import Event, Run
-from tests.conftest import deal_closed_event, signed
+from tests.support.helpers import deal_closed_event, signed
 
 BOOK = """id: echo
 name: Echo

@@ -11,8 +11,8 @@ from sqlalchemy import select
 from connector.settings import Settings
 from connector.store import Action, Event
 from connector.web import create_app
-from tests.conftest import make_settings
-from tests.fakes.hubspot import (
+from tests.support.helpers import make_settings
+from tests.support.hubspot import (
     FakeHubSpot,
     add_deal,
     hubspot_services,
@@ -71,7 +71,7 @@ def test_the_default_lease_hands_a_dead_workers_actions_over_within_30_seconds(
     closed_deal(first, fake)
     dead = first.worker("dead")
     dead.process_events()
-    assert dead._claim(Action, Action.due_at)  # claims its batch, then dies
+    assert dead._claim(Action)  # claims its batch, then dies
     other = process(db_url, store, clock, url).worker("alive")
     assert other.execute_due_actions() == 0  # still leased
     clock.advance(seconds=first.settings.lease_seconds + first.settings.worker_poll_seconds)
@@ -86,12 +86,13 @@ def test_a_taken_over_action_does_not_write_what_the_dead_attempt_wrote_seconds_
     closed_deal(first, fake)
     dead = first.worker("dead")
     dead.process_events()
-    (batch,) = [a for a in dead._claim(Action, Action.due_at) if a.kind == "tasks"]
+    (batch,) = [a for a in dead._claim(Action) if a.kind == "task"]
     planned = len(batch.payload["tasks"])
     # The dead attempt writes the tasks at the very end of its lease (after a long rate-limit
     # wait, say), then dies before it can record that it did.
     clock.advance(seconds=first.settings.lease_seconds - 1)
-    dead._perform(first.adapters["hubspot"], batch)
+    tasks = dead.performer.handlers["task"]
+    tasks.perform(first.adapters["hubspot"], tasks.parse(batch), batch.idempotency_key)
     assert len(fake.records("tasks")) == planned
     clock.advance(seconds=2)  # the lease has run out; the search does not show the tasks yet
 
@@ -99,7 +100,7 @@ def test_a_taken_over_action_does_not_write_what_the_dead_attempt_wrote_seconds_
     assert second.adapters["hubspot"].once.existing("tasks", batch.idempotency_key) == {}
     second.worker("alive").run_until_idle()
 
-    (done,) = actions(store, "tasks")
+    (done,) = actions(store, "task")
     assert (done.state, done.claimed_by, done.attempts) == ("done", "alive", 2)
     assert len(fake.records("tasks")) == planned  # found, not written again
     assert fake.calls[CREATE] == 1
@@ -111,12 +112,12 @@ def test_an_action_taken_over_and_put_back_still_tells_the_next_worker(db_url, s
     closed_deal(first, fake)
     dead = first.worker("dead")
     dead.process_events()
-    claimed = dead._claim(Action, Action.due_at)
+    claimed = dead._claim(Action)
     ran_out = {a.id: a.lease_until for a in actions(store) if a.state == "running"}
     clock.advance(seconds=first.settings.lease_seconds + 1)
 
     stopping = process(db_url, store, clock, url).worker("stopping")
-    taken = stopping._claim(Action, Action.due_at)  # takes the batch over, then is told to stop
+    taken = stopping._claim(Action)  # takes the batch over, then is told to stop
     assert {a.id for a in taken} == {a.id for a in claimed}
     with stopping._held_lock:
         stopping._held[Action].update(a.id for a in taken)
@@ -125,7 +126,7 @@ def test_an_action_taken_over_and_put_back_still_tells_the_next_worker(db_url, s
     put_back = {a.id: (a.state, a.lease_until) for a in actions(store) if a.id in ran_out}
     assert put_back == {i: ("pending", ran_out[i]) for i in ran_out}
     next_one = process(db_url, store, clock, url).worker("next")
-    next_one._claim(Action, Action.due_at)
+    next_one._claim(Action)
     assert next_one._reclaimed == ran_out
     assert not [e for e in _events(store) if e.state != "done"]
 

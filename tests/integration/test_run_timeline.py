@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import UTC, datetime
 
 import pytest
 from click.testing import CliRunner
@@ -12,9 +11,8 @@ from sqlalchemy import select
 
 from connector.cli import main
 from connector.store import Run
-from tests.conftest import deal_closed_event, signed
-
-SURVEY_DAY = datetime(2027, 1, 1, 9, 0, tzinfo=UTC)  # exit-nps: +1d from the 2026-12-31 end
+from tests.support.feedback import SURVEY_DAY, path_of
+from tests.support.helpers import deal_closed_event, signed
 
 
 @pytest.fixture
@@ -44,10 +42,6 @@ def surveyed(client, services, store, clock):
 
 def token_of(link: str) -> str:
     return link.rsplit("/", 1)[1]
-
-
-def path_of(link: str) -> str:
-    return "/" + link.split("/", 3)[3]
 
 
 def test_the_timeline_shows_every_action_with_its_crm_ids(cli, services, surveyed):
@@ -103,7 +97,7 @@ def test_the_timeline_shows_the_last_error(cli, client, services, store):
     with store.session() as session:
         run_id = session.scalars(select(Run.id)).one()
     text = cli("runs", str(run_id))
-    assert re.search(r"failed\s+tasks \(tasks\)", text)
+    assert re.search(r"failed\s+tasks \(task\)", text)
     assert "last error (1 attempt(s)): CrmPermanent: sandbox: owner 42 inactive" in text
     assert "task (not written):" in text
 

@@ -13,7 +13,7 @@ from connector.generic import GenericEvent
 from connector.playbooks.model import Playbook
 from connector.playbooks.pins import check_against_database
 from connector.store import Action, Event, Run
-from tests.conftest import deal_closed_event, signed
+from tests.support.helpers import deal_closed_event, signed
 
 
 def deliver(client, event):

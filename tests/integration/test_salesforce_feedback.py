@@ -16,8 +16,8 @@ import responses
 from sqlalchemy import func, select
 
 from connector.store import Action, Referral
-from tests.conftest import make_settings
-from tests.fakes.salesforce import (
+from tests.support.helpers import make_settings
+from tests.support.salesforce import (
     OUTBOUND_PATH,
     FakeSalesforce,
     Seeded,
@@ -26,19 +26,6 @@ from tests.fakes.salesforce import (
     session_settings,
 )
 
-PLAYBOOK = """
-id: sf-feedback
-name: Salesforce feedback check
-version: 1
-tone: celebratory
-match: {}
-anchor: run_start
-steps:
-  - id: exit-nps
-    survey: {kind: nps}
-  - id: referral-ask
-    referral: {after: exit-nps, when: {score: {gte: 9}}, ask: [referral, testimonial]}
-"""
 LINK = re.compile(r"https?://\S+/([sr])/(\S+)")
 
 
@@ -53,14 +40,11 @@ def marketing(org) -> str:
 
 
 @pytest.fixture
-def settings(db_url, org, marketing, tmp_path):
-    folder = tmp_path / "playbooks"
-    folder.mkdir()
-    (folder / "feedback.yaml").write_text(PLAYBOOK)
+def settings(db_url, org, marketing, exit_nps_playbooks):
     return make_settings(
         db_url,
         **session_settings(org),
-        OFFBOARD_PLAYBOOKS=str(folder),
+        OFFBOARD_PLAYBOOKS=str(exit_nps_playbooks),
         OFFBOARD_ROLES={"marketing": marketing},
     )
 

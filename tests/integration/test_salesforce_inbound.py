@@ -15,9 +15,12 @@ from sqlalchemy import func, select
 
 from adapters.salesforce.tasks import marker_in
 from connector.store import Action, Event, Run
-from tests.conftest import make_settings
-from tests.fakes.salesforce import (
+from tests.support.faults import Fault
+from tests.support.helpers import make_settings
+from tests.support.salesforce import (
+    BILLION_LAUGHS,
     EXPECTED_ACK,
+    EXTERNAL_ENTITY,
     ORG_ID,
     OUTBOUND_KEY,
     OUTBOUND_PATH,
@@ -27,7 +30,6 @@ from tests.fakes.salesforce import (
     refresh_settings,
     session_settings,
 )
-from tests.unit.test_salesforce_outbound import BILLION_LAUGHS, EXTERNAL_ENTITY
 
 FLOW_SECRET = "flow-shared-secret-for-tests"
 NOTIFICATION = "04l5g0000000001AAA"
@@ -108,7 +110,7 @@ def test_a_closed_opportunity_gets_the_exact_ack_and_its_tasks_in_one_collection
 
     assert org.count("POST", "composite/sobjects") == 1
     with store.session() as session:
-        batch = session.scalars(select(Action).where(Action.kind == "tasks")).one()
+        batch = session.scalars(select(Action).where(Action.kind == "task")).one()
         assert batch.state == "done"
         planned = {t["step_id"]: t for t in batch.payload["tasks"]}
     tasks = {t["Id"]: t for t in org.records("Task")}
@@ -482,13 +484,14 @@ def test_a_session_that_expires_mid_run_is_renewed_and_the_run_finishes_writing_
     caplog.set_level(logging.DEBUG)
     built, client = refresh_app(db_url, store, clock, org, people)
     seed, body = closed_won(org)
-    org.expire_after(match="POST composite/sobjects")  # the checklist is written, then the session ends
+    # the checklist is written, then the session ends
+    org.inject(Fault.SESSION_EXPIRED, match="POST composite/sobjects")
     assert deliver(client, body).data == EXPECTED_ACK
     built.worker().run_until_idle()
 
     assert org.logins == 2  # the first session, and its renewal after the expiry
     with store.session() as session:
-        batch = session.scalars(select(Action).where(Action.kind == "tasks")).one()
+        batch = session.scalars(select(Action).where(Action.kind == "task")).one()
         assert batch.state == "done"
         assert not [a.step_id for a in session.scalars(select(Action)) if a.state == "failed"]
         planned = len(batch.payload["tasks"])

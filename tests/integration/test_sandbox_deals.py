@@ -11,7 +11,7 @@ from sqlalchemy import select
 from adapters.sandbox.tables import SandboxDeal
 from connector.cli import main
 from connector.store import Run
-from tests.conftest import deal_closed_event, signed
+from tests.support.helpers import deal_closed_event, signed
 
 
 def post(client, event) -> None:

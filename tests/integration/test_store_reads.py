@@ -10,7 +10,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 from connector.store import Action, Event, Run
-from tests.conftest import deal_closed_event, signed
+from tests.support.helpers import deal_closed_event, signed
 
 
 def other_writer(url: str) -> sqlite3.Connection:
@@ -76,7 +76,7 @@ def store_on(tmp_path):
 def client_on(sqlite_url):
     from connector.services import build
     from connector.web import create_app
-    from tests.conftest import make_settings
+    from tests.support.helpers import make_settings
 
     def make(store):
         app = create_app(build(make_settings(sqlite_url), store=store))

@@ -15,7 +15,7 @@ from connector.generic import GenericEvent
 from connector.services import build
 from connector.store import Event, Run, SweepCursor
 from connector.web import create_app
-from tests.conftest import deal_closed_event, make_settings, signed
+from tests.support.helpers import deal_closed_event, make_settings, signed
 
 
 class SlowSandbox(SandboxAdapter):

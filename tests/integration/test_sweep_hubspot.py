@@ -9,8 +9,8 @@ from sqlalchemy import select
 
 from adapters.hubspot import api as hubspot_api
 from connector.store import Event
-from tests.conftest import make_settings
-from tests.fakes.hubspot import (
+from tests.support.helpers import make_settings
+from tests.support.hubspot import (
     FakeHubSpot,
     add_deal,
     hubspot_services,

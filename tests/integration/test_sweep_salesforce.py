@@ -11,9 +11,9 @@ from sqlalchemy import select
 from adapters.salesforce.adapter import SalesforceAdapter
 from connector.playbooks.registry import PlaybookRegistry
 from connector.store import Event
-from connector.sweep import sweep
-from tests.conftest import make_settings
-from tests.fakes.salesforce import FakeSalesforce, session_settings
+from connector.usecases.sweep import sweep
+from tests.support.helpers import make_settings
+from tests.support.salesforce import FakeSalesforce, session_settings
 
 DEALS = 50
 

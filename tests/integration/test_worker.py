@@ -14,7 +14,7 @@ from sqlalchemy import select
 from adapters.sandbox import SandboxAdapter
 from connector import heartbeat
 from connector.store import Action, AuditEntry, Event, Run, WorkerBeat
-from tests.conftest import deal_closed_event, signed
+from tests.support.helpers import deal_closed_event, signed
 
 
 def deliver(client, event):
@@ -86,7 +86,7 @@ def test_a_transient_failure_is_retried_and_succeeds(client, services, store):
     services.worker().run_until_idle()
     batch = actions(store)[0]
     assert (batch.kind, batch.state, batch.attempts) == (
-        "tasks",
+        "task",
         "done",
         1,
     )  # two quick retries inside
@@ -172,7 +172,7 @@ def test_a_worker_that_died_leaves_its_actions_to_be_reclaimed_after_the_lease(
     deliver(client, deal_closed_event())
     dead = services.worker("dead")
     dead.process_events()
-    claimed = dead._claim(Action, Action.due_at)  # claims, then "dies" before executing
+    claimed = dead._claim(Action)  # claims, then "dies" before executing
     assert claimed and all(a.state == "running" for a in actions(store)[:1])
     alive = services.worker("alive")
     assert alive.execute_due_actions() == 0  # still leased
@@ -193,7 +193,7 @@ def test_a_reopened_deal_cancels_pending_actions(client, services, store):
         run = session.scalars(select(Run)).one()
         assert run.state == "cancelled"
     states = {a.kind: a.state for a in actions(store)}
-    assert states == {"tasks": "done", "property": "done", "survey": "cancelled", "deadline": "cancelled"}
+    assert states == {"task": "done", "property": "done", "survey": "cancelled", "deadline": "cancelled"}
 
 
 class Budgeted(SandboxAdapter):
@@ -213,7 +213,7 @@ def test_non_urgent_actions_wait_while_the_budget_is_low(client, services, store
     worker = services.worker()
     worker.run_until_idle()
     states = {a.kind: (a.state, a.last_error) for a in actions(store)}
-    assert states["tasks"] == ("done", None)  # the checklist is urgent
+    assert states["task"] == ("done", None)  # the checklist is urgent
     assert states["property"] == ("pending", "deferred: daily API usage 85% is past the 80% budget")
     from connector.cli import main
 
@@ -257,7 +257,7 @@ def test_a_deal_closed_30_days_ago_still_starts(client, services, store):
 def test_a_close_age_of_0_days_means_no_limit(db_url, store, clock):
     from connector.services import build
     from connector.web import create_app
-    from tests.conftest import make_settings
+    from tests.support.helpers import make_settings
 
     services = build(make_settings(db_url, OFFBOARD_MAX_CLOSE_AGE_DAYS=0), store=store, clock=clock)
     deliver(create_app(services).test_client(), deal_closed_event(close_date="2024-05-02"))

@@ -8,8 +8,8 @@ from sqlalchemy import select, update
 
 from connector.errors import CrmRateLimited
 from connector.store import Action, Event
-from connector.worker import Worker
-from tests.conftest import deal_closed_event, signed
+from connector.usecases.events import EventProcessor
+from tests.support.helpers import deal_closed_event, signed
 
 
 def deliver(client, event):
@@ -24,7 +24,7 @@ def the_event(store) -> Event:
 
 def failing_interpret(monkeypatch, error: BaseException, *, times: int) -> None:
     """Interpreting an event raises ``error`` the first ``times`` times, then works."""
-    real = Worker._interpret
+    real = EventProcessor.interpret
     calls: list[int] = []
 
     def interpret(self, event):
@@ -33,7 +33,7 @@ def failing_interpret(monkeypatch, error: BaseException, *, times: int) -> None:
             raise error
         return real(self, event)
 
-    monkeypatch.setattr(Worker, "_interpret", interpret)
+    monkeypatch.setattr(EventProcessor, "interpret", interpret)
 
 
 def test_an_event_that_times_out_backs_off_and_then_starts_its_run(
@@ -96,11 +96,11 @@ def test_an_action_whose_stored_payload_does_not_fit_its_model_is_parked_at_once
     worker.process_events()
     with store.session() as session:
         session.execute(
-            update(Action).where(Action.kind == "tasks").values(payload={"tasks": [{"title": None}]})
+            update(Action).where(Action.kind == "task").values(payload={"tasks": [{"title": None}]})
         )
     worker.run_until_idle()
     with store.session() as session:
-        batch = session.scalars(select(Action).where(Action.kind == "tasks")).one()
+        batch = session.scalars(select(Action).where(Action.kind == "task")).one()
     assert (batch.state, batch.attempts) == ("failed", 1)
     assert batch.last_error.startswith("ValidationError: ")
     assert services.adapters["sandbox"].tasks("D-1") == []

@@ -7,8 +7,8 @@ import pytest
 from connector.playbooks.coverage import COMMAND, table_in
 from connector.playbooks.loader import load_all
 from connector.playbooks.model import Playbook, Step
-from tests.conftest import BUNDLED_PLAYBOOKS, ROOT
-from tests.unit.checklist import CHECKLIST, CLIENT_FACING, FULL_PLAYBOOKS, coverage_table
+from tests.support.checklist import CHECKLIST, CLIENT_FACING, FULL_PLAYBOOKS, coverage_table
+from tests.support.helpers import BUNDLED_PLAYBOOKS, ROOT
 
 LOADED = {p.id: p for p in load_all([BUNDLED_PLAYBOOKS])}
 PROMOTER = {"nps": 9, "csat": 5, "ces": 6}  # the lowest score that counts as a happy client

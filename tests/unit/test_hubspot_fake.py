@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tests.fakes.hubspot import (
-    DROP,
+from tests.support.faults import Fault
+from tests.support.hubspot import (
     TOKEN,
     FakeHubSpot,
     add_deal,
@@ -104,12 +104,45 @@ def test_past_the_rolling_budget_hubspot_answers_429_with_its_body(fake):
 def test_injected_faults_and_dropped_replies(fake):
     deal = add_deal(fake)["deal"]
     fake.inject(503, times=1, route=f"POST {CREATE}")
-    fake.drop_reply(f"POST {CREATE}")
+    fake.inject(Fault.LOST_REPLY, route=f"POST {CREATE}")
     assert call(fake, "POST", CREATE, {"inputs": [task(deal)]})[0] == 503
     assert fake.records("tasks") == []
-    assert call(fake, "POST", CREATE, {"inputs": [task(deal)]})[0] == DROP
+    assert call(fake, "POST", CREATE, {"inputs": [task(deal)]})[0] == Fault.LOST_REPLY
     assert len(fake.records("tasks")) == 1  # applied, though nobody heard the answer
     assert fake.calls[f"POST {CREATE}"] == 2
+
+
+@pytest.mark.parametrize(
+    ("fault", "status", "category"),
+    [
+        (Fault.TRANSIENT, 503, "SERVICE_UNAVAILABLE"),
+        (Fault.RATE_LIMITED, 429, "RATE_LIMITS"),
+        (Fault.PERMANENT, 400, "VALIDATION_ERROR"),
+    ],
+)
+def test_a_fault_played_before_the_work_answers_its_status_and_writes_nothing(fake, fault, status, category):
+    deal = add_deal(fake)["deal"]
+    fake.inject(fault, route=f"POST {CREATE}")
+    answered, _headers, body = call(fake, "POST", CREATE, {"inputs": [task(deal)]})
+    assert (answered, body["category"]) == (status, category)
+    assert fake.records("tasks") == []
+    assert call(fake, "POST", CREATE, {"inputs": [task(deal)]})[0] == 201  # once only
+
+
+@pytest.mark.parametrize("fault", [Fault.RESET, Fault.TIMEOUT])
+def test_a_reset_or_a_timeout_reaches_the_transport_and_writes_nothing(fake, fault):
+    deal = add_deal(fake)["deal"]
+    fake.outage([fault])
+    assert call(fake, "POST", CREATE, {"inputs": [task(deal)]})[0] == fault
+    fake.recover()
+    assert fake.records("tasks") == []
+
+
+def test_a_fault_hubspot_cannot_play_is_refused(fake):
+    with pytest.raises(ValueError, match="session_expired"):
+        fake.inject(Fault.SESSION_EXPIRED)
+    with pytest.raises(ValueError, match="session_expired"):
+        fake.outage([503, Fault.SESSION_EXPIRED])
 
 
 def test_search_finds_tokens_and_pages_and_lags_like_hubspot(fake):

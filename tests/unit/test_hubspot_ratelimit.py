@@ -81,8 +81,8 @@ def test_threads_share_one_budget():
 
 
 def test_one_limits_per_account_and_process():
-    a = load_settings(HUBSPOT_ACCESS_TOKEN="pat-a", HUBSPOT_RATE_LIMIT_PER_10S=50)
-    b = load_settings(HUBSPOT_ACCESS_TOKEN="pat-b")
+    a = load_settings(HUBSPOT_ACCESS_TOKEN="pat-a", HUBSPOT_RATE_LIMIT_PER_10S=50).crm("hubspot")
+    b = load_settings(HUBSPOT_ACCESS_TOKEN="pat-b").crm("hubspot")
     assert shared_limits(a) is shared_limits(a)
     assert shared_limits(a) is not shared_limits(b)
     assert shared_limits(a).general.budget == 50

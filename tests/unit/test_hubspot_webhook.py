@@ -9,7 +9,7 @@ import pytest
 
 from adapters.hubspot import webhook
 from connector.errors import PayloadInvalid
-from tests.fakes.hubspot import stage_event
+from tests.support.hubspot import stage_event
 
 
 def test_a_batch_becomes_one_inbox_event_per_item_kept_as_sent():

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 from connector.generic import GenericEvent
 from connector.planner import PlanContext, choose, plan, resolve_owner
 from connector.playbooks.loader import load_file
-from tests.conftest import deal_closed_event
+from tests.support.helpers import deal_closed_event
 
 
 def deal(**fields):

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from connector.cli import main
-from tests.conftest import BUNDLED_PLAYBOOKS, deal_closed_event
+from tests.support.helpers import BUNDLED_PLAYBOOKS, deal_closed_event
 
 
 def plan(tmp_path: Path, event: dict, *args: str, env: dict | None = None):

@@ -126,7 +126,7 @@ def test_the_worker_path_sees_an_edit_at_once(folder):
 def test_readyz_and_webhooks_answer_while_a_reload_is_stuck(client, services, monkeypatch, tmp_path):
     import shutil
 
-    from tests.conftest import deal_closed_event, signed
+    from tests.support.helpers import deal_closed_event, signed
 
     folder = tmp_path / "books"
     shutil.copytree(services.settings.playbooks, folder)

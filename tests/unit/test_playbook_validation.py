@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from connector.cli import main
-from tests.conftest import BUNDLED_PLAYBOOKS
+from tests.support.helpers import BUNDLED_PLAYBOOKS
 
 GOOD_STEP = """
   - id: confirm

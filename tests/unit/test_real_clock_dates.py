@@ -12,10 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, days_from_today, deal_closed_today
+from tests.support.helpers import ROOT, days_from_today, deal_closed_today
 
 TESTS = ROOT / "tests"
-REAL_CLOCK = sorted([*(TESTS / "e2e").glob("*.py"), *(TESTS / "faults").glob("*.py"), TESTS / "bench.py"])
+# The support modules that drive a server process or the fault harness run on the real clock too.
+REAL_CLOCK_SUPPORT = [
+    TESTS / "support" / name for name in ("harness.py", "server.py", "slow_clients.py", "browser.py")
+]
+REAL_CLOCK = sorted(
+    [*(TESTS / "e2e").glob("*.py"), *(TESTS / "faults").glob("*.py"), TESTS / "bench.py", *REAL_CLOCK_SUPPORT]
+)
 SEEDERS = {"add_deal", "add_opportunity"}  # the fake CRMs' deal makers; their close date is a fixed day
 
 
@@ -39,6 +45,11 @@ def test_real_clock_tests_close_their_deals_today(path):
     assert not fixed, f"{path.name}:{fixed} uses a fixed close date on the real clock; use deal_closed_today"
     undated = [call.lineno for call in calls(path) if name_of(call) in SEEDERS and not dated(call)]
     assert not undated, f"{path.name}:{undated} seeds a deal closing on a fixed day; pass close_date"
+
+
+def test_the_real_clock_support_modules_exist():
+    missing = [str(path.relative_to(ROOT)) for path in REAL_CLOCK_SUPPORT if not path.exists()]
+    assert not missing, f"moved or renamed, update REAL_CLOCK_SUPPORT: {missing}"
 
 
 def test_deal_closed_today_closes_today_and_ends_in_the_future():

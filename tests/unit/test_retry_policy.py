@@ -156,7 +156,7 @@ def test_a_deferral_that_names_its_delay_waits_that_long():
 
 
 def test_waiting_for_a_playbook_file_is_a_deferral():
-    from connector.worker import WAIT_FOR_PLAYBOOKS_SECONDS, WAITING, PlaybooksIncomplete
+    from connector.usecases.offboarding import WAIT_FOR_PLAYBOOKS_SECONDS, WAITING, PlaybooksIncomplete
 
     decision = policy().decide(PlaybooksIncomplete(["books/a.yaml"]), 1)
     assert (decision.verdict, seconds(decision)) == (Verdict.DEFER, WAIT_FOR_PLAYBOOKS_SECONDS)
@@ -240,13 +240,14 @@ def test_every_error_raised_on_purpose_is_in_one_tree():
 
 def test_the_old_homes_hand_out_the_same_classes():
     from adapters.hubspot import errors as hubspot_errors
-    from connector import feedback, worker
-    from connector.web import pages
+    from connector import links
+    from connector.actions import invites
+    from connector.web import forms, pages
 
     assert hubspot_errors.OutcomeUnknown is OutcomeUnknown
-    assert (feedback.LinkProblem, feedback.FormProblem) == (LinkProblem, FormProblem)
+    assert (links.LinkProblem, forms.FormProblem) == (LinkProblem, FormProblem)
     assert (pages.LinkProblem, pages.FormProblem) == (LinkProblem, FormProblem)
-    assert worker.Skip is Skip
+    assert invites.Skip is Skip
 
 
 def test_a_long_error_is_cut_to_what_the_row_keeps():

@@ -14,8 +14,9 @@ from adapters.salesforce import soql
 from adapters.salesforce.adapter import SalesforceAdapter
 from connector.errors import CrmPermanent, CrmTransient, SettingsInvalid
 from connector.models import AnswerSpec, Invite, NoteSpec, PropertyUpdate, ReferralSpec, TaskSpec
-from tests.conftest import make_settings
-from tests.fakes.salesforce import ORG_ID, FakeSalesforce, Seeded, session_settings
+from tests.support.faults import Fault
+from tests.support.helpers import make_settings
+from tests.support.salesforce import ORG_ID, FakeSalesforce, Seeded, session_settings
 
 KEY = "5e1f" * 16
 OTHER_KEY = "a7c3" * 16
@@ -212,7 +213,7 @@ def test_more_than_200_tasks_take_one_call_per_200(org, sf, seed):
 
 def test_a_retry_after_a_lost_reply_creates_nothing_twice(org, sf, seed):
     specs = [task(seed, n) for n in range(3)]
-    org.drop_reply(match="POST composite/sobjects")
+    org.inject(Fault.LOST_REPLY, match="POST composite/sobjects")
     with pytest.raises(CrmTransient, match="no answer"):
         sf.create_tasks(specs, KEY)
     assert len(org.records("Task")) == 3  # Salesforce did the work
@@ -225,7 +226,7 @@ def test_a_retry_after_a_lost_reply_creates_nothing_twice(org, sf, seed):
 def test_a_retried_task_about_a_lead_is_found_on_the_lead_and_not_written_twice(org, sf, seed):
     lead = org.add_lead("Robin", "Friend", "robin@friend.example")
     follow_up = task(seed, title="Call Robin about the referral", contact_id=lead)
-    org.drop_reply(match="POST composite/sobjects")
+    org.inject(Fault.LOST_REPLY, match="POST composite/sobjects")
     with pytest.raises(CrmTransient):
         sf.create_tasks([follow_up], KEY)
     (written,) = org.records("Task")
@@ -239,13 +240,13 @@ def test_a_task_about_a_lead_cannot_also_name_the_opportunity(org, sf, seed):
     lead = org.add_lead("Robin", "Friend", "robin@friend.example")
     record = {"attributes": {"type": "Task"}, "Subject": "x", "WhoId": lead, "WhatId": seed.opportunity}
     with pytest.raises(CrmPermanent, match="FIELD_INTEGRITY_EXCEPTION"):
-        sf._collections("POST", "composite/sobjects", [record])
+        sf.tasks.collections("POST", "composite/sobjects", [record])
     assert org.records("Task") == []
 
 
 def test_a_retry_creates_only_the_tasks_that_are_missing(org, sf, seed):
     first_batch = sf.create_tasks([task(seed, n) for n in range(200)], KEY)
-    org.fail(503, match="POST composite/sobjects")  # the second batch of 200 fails
+    org.inject(Fault.TRANSIENT, match="POST composite/sobjects")  # the second batch of 200 fails
     with pytest.raises(CrmTransient):
         sf.create_tasks([task(seed, n) for n in range(250)], OTHER_KEY)
     ids = sf.create_tasks([task(seed, n) for n in range(250)], OTHER_KEY)
@@ -259,7 +260,7 @@ def test_a_retry_creates_only_the_tasks_that_are_missing(org, sf, seed):
 def test_with_an_external_id_field_tasks_are_upserted_and_a_retry_cannot_duplicate(org, http, tmp_path, seed):
     sf = adapter_for(org, tmp_path, SALESFORCE_TASK_MARKER_FIELD="Offboard_Key__c")
     specs = [task(seed, n) for n in range(3)]
-    org.drop_reply(match="PATCH composite/sobjects/Task/Offboard_Key__c")
+    org.inject(Fault.LOST_REPLY, match="PATCH composite/sobjects/Task/Offboard_Key__c")
     with pytest.raises(CrmTransient):
         sf.create_tasks(specs, KEY)
     ids = sf.create_tasks(specs, KEY)
@@ -324,7 +325,7 @@ def test_a_note_is_a_content_note_linked_to_the_deal_company_and_contact_in_one_
 
 
 def test_a_note_is_not_added_twice_after_a_lost_reply(org, sf, seed):
-    org.drop_reply(match="POST composite")
+    org.inject(Fault.LOST_REPLY, match="POST composite")
     with pytest.raises(CrmTransient):
         sf.add_note(note(seed), KEY)
     note_id = sf.add_note(note(seed), KEY)
@@ -399,13 +400,14 @@ def test_a_survey_link_is_emailed_and_logged_as_a_completed_task_on_the_contact(
 
 def test_a_survey_is_not_sent_twice(org, sf, seed):
     first = sf.send_invite(invite(seed), KEY)
-    org.drop_reply(match="POST composite/sobjects")  # no effect: nothing is written the second time
+    # no effect: nothing is written the second time
+    org.inject(Fault.LOST_REPLY, match="POST composite/sobjects")
     assert sf.send_invite(invite(seed), KEY) == first
     assert len(org.emails) == 1
 
 
 def test_a_lost_reply_on_the_log_task_does_not_resend_the_email(org, sf, seed):
-    org.drop_reply(match="POST composite/sobjects")
+    org.inject(Fault.LOST_REPLY, match="POST composite/sobjects")
     with pytest.raises(CrmTransient):
         sf.send_invite(invite(seed), KEY)
     sf.send_invite(invite(seed), KEY)
@@ -439,7 +441,7 @@ def test_the_org_refuses_a_guest_invitation_without_its_site(org, http, tmp_path
     sf = adapter_for(
         org, tmp_path, SALESFORCE_SURVEY_IDS={"nps": survey}, SALESFORCE_COMMUNITY_ID=org.add_community()
     )
-    sf.community_id = None  # an adapter built around the settings check
+    sf.sends.community_id = None  # an adapter built around the settings check
     with pytest.raises(CrmPermanent, match="SALESFORCE_COMMUNITY_ID"):
         sf.send_invite(invite(seed), KEY)
     invitation = {"Name": "x", "SurveyId": survey, "ParticipantId": seed.contacts[0]}
@@ -514,7 +516,7 @@ def test_a_referral_becomes_a_lead_attributed_to_the_referrer(org, sf, seed):
 
 
 def test_the_same_person_twice_is_one_lead_even_after_a_lost_reply(org, sf, seed):
-    org.drop_reply(match="POST sobjects/Lead")
+    org.inject(Fault.LOST_REPLY, match="POST sobjects/Lead")
     with pytest.raises(CrmTransient):
         sf.create_referral(referral(seed), KEY)
     lead_id = sf.create_referral(referral(seed, email="robin@friend.example"), OTHER_KEY)

@@ -23,8 +23,9 @@ from adapters.salesforce import auth, errors
 from adapters.salesforce.adapter import SalesforceAdapter
 from adapters.salesforce.budget import STALE_AFTER_SECONDS, ApiBudget
 from connector.errors import CrmPermanent, CrmRateLimited, CrmTransient, SettingsInvalid
-from tests.conftest import make_settings
-from tests.fakes.salesforce import (
+from tests.support.faults import Fault
+from tests.support.helpers import make_settings
+from tests.support.salesforce import (
     CONSUMER_KEY,
     CONSUMER_SECRET,
     PASSWORD,
@@ -106,7 +107,7 @@ def test_each_mode_is_chosen_from_the_settings_present(org, tmp_path):
         (PASSWORD_MODE, "password", True),
     ]
     for values, mode, renewable in cases:
-        chosen = auth.choose(settings(tmp_path, **values), "59.0")
+        chosen = auth.choose(settings(tmp_path, **values).crm("salesforce"), "59.0")
         assert (chosen.mode, chosen.renewable) == (mode, renewable)
 
 
@@ -172,7 +173,7 @@ def test_a_session_token_cannot_be_renewed_so_expiry_is_permanent(org, http, tmp
 
 def test_the_refresh_token_flow_is_preferred_when_its_settings_are_present(org, tmp_path):
     values = {**PASSWORD_MODE, **session_settings(org), **refresh_settings(org)}
-    assert auth.choose(settings(tmp_path, **values), "59.0").mode == "refresh_token"
+    assert auth.choose(settings(tmp_path, **values).crm("salesforce"), "59.0").mode == "refresh_token"
 
 
 def test_a_refresh_token_logs_in_and_renews_an_expired_session(org, http, tmp_path):
@@ -305,7 +306,7 @@ def test_tokens_and_passwords_never_reach_the_logs(org, http, tmp_path, caplog):
     first_token = org.access_token
     org.expire_sessions()
     sf.fetch_deal(opportunity)
-    org.fail(503)
+    org.inject(Fault.TRANSIENT)
     with pytest.raises(CrmTransient) as failed:
         sf.fetch_deal(opportunity)
     shown = caplog.text + str(failed.value) + repr(sf.client.auth)
@@ -350,7 +351,7 @@ def test_sdk_errors_map_onto_the_port_and_keep_salesforces_words(raised, expecte
 
 
 def test_request_limit_exceeded_is_rate_limited_and_waits(org, http, tmp_path):
-    org.limit_exceeded()
+    org.inject(Fault.RATE_LIMITED)
     with pytest.raises(CrmRateLimited) as limited:
         adapter(tmp_path, **session_settings(org)).fetch_deal(next(iter(org.db["Opportunity"])))
     assert limited.value.retry_after == errors.LIMIT_RETRY_AFTER_SECONDS
@@ -363,7 +364,7 @@ def test_server_errors_and_lost_connections_are_transient(org, http, tmp_path):
     org.fail(500, code="UNKNOWN_EXCEPTION")
     with pytest.raises(CrmTransient, match="500"):
         sf.fetch_deal(opportunity)
-    org.drop_reply()
+    org.inject(Fault.LOST_REPLY)
     with pytest.raises(CrmTransient, match="no answer"):
         sf.fetch_deal(opportunity)
 
@@ -444,9 +445,11 @@ def test_the_outbound_key_must_be_at_least_32_characters(tmp_path):
     with pytest.raises(SettingsInvalid, match=r"SALESFORCE_OUTBOUND_KEY: .*at least 32") as refused:
         settings(tmp_path, SALESFORCE_OUTBOUND_KEY="short-key-0123456789")
     assert "short-key-0123456789" not in str(refused.value)
-    assert settings(tmp_path, SALESFORCE_OUTBOUND_KEY="").salesforce_outbound_key is None  # empty is unset
+    empty = settings(tmp_path, SALESFORCE_OUTBOUND_KEY="").crm("salesforce")
+    assert empty.outbound_key is None  # empty is unset
     key = "k" * 32
-    assert settings(tmp_path, SALESFORCE_OUTBOUND_KEY=key).salesforce_outbound_key.get_secret_value() == key
+    given = settings(tmp_path, SALESFORCE_OUTBOUND_KEY=key).crm("salesforce")
+    assert given.outbound_key.get_secret_value() == key
 
 
 def test_survey_ids_without_a_community_are_a_settings_error_naming_it(tmp_path):
@@ -454,4 +457,4 @@ def test_survey_ids_without_a_community_are_a_settings_error_naming_it(tmp_path)
         settings(tmp_path, SALESFORCE_SURVEY_IDS={"nps": "0Kd5g0000000001AAA"})
     surveys = {"nps": "0Kd5g0000000001AAA"}
     both = settings(tmp_path, SALESFORCE_SURVEY_IDS=surveys, SALESFORCE_COMMUNITY_ID="0DB5g0000000001AAA")
-    assert both.salesforce_community_id == "0DB5g0000000001AAA"
+    assert both.crm("salesforce").community_id == "0DB5g0000000001AAA"

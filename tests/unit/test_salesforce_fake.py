@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from tests.fakes.salesforce import (
+from tests.support.faults import Fault
+from tests.support.salesforce import (
     API_VERSION,
     CONSUMER_KEY,
     CONSUMER_SECRET,
@@ -139,15 +140,29 @@ def test_soql_understands_the_adapters_queries(org):
     assert record["OpportunityContactRoles"]["records"][0]["ContactId"] == seed.contacts[0]
 
 
-def test_injected_server_errors_happen_before_any_work(org):
-    org.fail(503, match="POST composite/sobjects")
-    status, errors = call(org, "POST", "composite/sobjects", {"allOrNone": True, "records": [task(org)]})
-    assert (status, errors[0]["errorCode"]) == (503, "SERVER_UNAVAILABLE")
+@pytest.mark.parametrize(
+    ("fault", "status", "code"),
+    [
+        (Fault.TRANSIENT, 503, "SERVER_UNAVAILABLE"),
+        (Fault.RATE_LIMITED, 403, "REQUEST_LIMIT_EXCEEDED"),
+        (Fault.PERMANENT, 400, "FIELD_CUSTOM_VALIDATION_EXCEPTION"),
+    ],
+)
+def test_injected_errors_happen_before_any_work(org, fault, status, code):
+    org.inject(fault, match="POST composite/sobjects")
+    status_seen, errors = call(org, "POST", "composite/sobjects", {"allOrNone": True, "records": [task(org)]})
+    assert (status_seen, errors[0]["errorCode"]) == (status, code)
     assert org.records("Task") == []
 
 
+@pytest.mark.parametrize("fault", [Fault.RESET, Fault.TIMEOUT])
+def test_a_fault_salesforce_cannot_play_is_refused(org, fault):
+    with pytest.raises(ValueError, match=str(fault)):
+        org.inject(fault)
+
+
 def test_a_dropped_reply_still_does_the_work(org):
-    org.drop_reply(match="POST composite/sobjects")
+    org.inject(Fault.LOST_REPLY, match="POST composite/sobjects")
     url = f"https://{INSTANCE}/services/data/v{API_VERSION}/composite/sobjects"
     body = json.dumps({"allOrNone": True, "records": [task(org)]}).encode()
     assert org.transport("POST", url, {"Authorization": f"Bearer {org.access_token}"}, body) is None
@@ -203,7 +218,7 @@ def test_revoked_refresh_tokens_and_expired_sessions_stay_refused(org):
     token = org.issue_refresh_token()
     org.revoke_refresh_tokens()
     assert token_call(org, refresh_form(token)) == (400, REFRESH_REFUSED)
-    org.expire_after(match="GET limits")
+    org.inject(Fault.SESSION_EXPIRED, match="GET limits")
     session = org.access_token
     assert call(org, "GET", "limits", token=session)[0] == 200  # answered, then the session ends
     assert call(org, "GET", "limits", token=session)[0] == 401

@@ -8,27 +8,10 @@ import pytest
 
 from adapters.salesforce import flow, outbound
 from connector.errors import EndpointDisabled, PayloadInvalid, SenderUnknown, SignatureInvalid
-from tests.fakes.salesforce import EXPECTED_ACK, ORG_ID, outbound_message
+from tests.support.salesforce import BILLION_LAUGHS, EXPECTED_ACK, EXTERNAL_ENTITY, ORG_ID, outbound_message
 
 OPPORTUNITY = "0065g00000AbCdEAAZ"
 CLOSED = {"Id": OPPORTUNITY, "StageName": "Closed Won", "IsClosed": True, "IsWon": True, "ContractId": None}
-
-BILLION_LAUGHS = b"""<?xml version="1.0"?>
-<!DOCTYPE lolz [
- <!ENTITY lol "lol">
- <!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">
- <!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">
- <!ENTITY lol4 "&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;">
-]>
-<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/"><soapenv:Body>
-<notifications xmlns="http://soap.sforce.com/2005/09/outbound"><OrganizationId>&lol4;</OrganizationId>
-</notifications></soapenv:Body></soapenv:Envelope>"""
-
-EXTERNAL_ENTITY = b"""<?xml version="1.0"?>
-<!DOCTYPE foo [<!ENTITY xxe SYSTEM "file:///etc/passwd">]>
-<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/"><soapenv:Body>
-<notifications xmlns="http://soap.sforce.com/2005/09/outbound"><OrganizationId>&xxe;</OrganizationId>
-</notifications></soapenv:Body></soapenv:Envelope>"""
 
 
 def test_the_ack_is_exactly_what_salesforce_expects():

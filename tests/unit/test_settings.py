@@ -7,12 +7,11 @@ import pytest
 from connector.errors import SettingsInvalid
 from connector.settings import (
     DEV_SECRET_KEY,
-    Settings,
     all_variables,
     load_settings,
     log_startup_warnings,
     production_problems,
-    variable_name,
+    sections,
 )
 
 
@@ -22,8 +21,8 @@ def test_defaults_are_the_documented_ones():
     assert str(settings.playbooks) == "playbooks"
     assert settings.public_url == "http://127.0.0.1:8080"
     assert settings.webhook_secret is None
-    assert settings.hubspot_api_base_url == "https://api.hubapi.com"
-    assert settings.salesforce_contract_end_field == "Contract.EndDate"
+    assert settings.crm("hubspot").api_base_url == "https://api.hubapi.com"
+    assert settings.crm("salesforce").contract_end_field == "Contract.EndDate"
 
 
 def test_values_come_from_the_environment(monkeypatch):
@@ -62,9 +61,10 @@ def test_a_bad_value_names_its_variable(monkeypatch, variable, value, says):
 def test_secrets_never_print(monkeypatch):
     monkeypatch.setenv("HUBSPOT_ACCESS_TOKEN", "pat-na1-very-secret")
     settings = load_settings()
-    assert "pat-na1-very-secret" not in repr(settings)
-    assert "pat-na1-very-secret" not in str(settings.model_dump())
-    assert settings.hubspot_access_token.get_secret_value() == "pat-na1-very-secret"
+    for shown in (settings, settings.crm("hubspot")):
+        assert "pat-na1-very-secret" not in repr(shown)
+        assert "pat-na1-very-secret" not in str(shown.model_dump())
+    assert settings.crm("hubspot").access_token.get_secret_value() == "pat-na1-very-secret"
 
 
 def test_toml_file_holds_plain_settings_but_not_secrets(monkeypatch, tmp_path):
@@ -83,14 +83,28 @@ def test_toml_file_holds_plain_settings_but_not_secrets(monkeypatch, tmp_path):
 
 
 def _settable() -> list[str]:
-    return [variable_name(name) for name in Settings.model_fields]
+    """Every setting's variable: the core's and each CRM plugin's."""
+    return [model.variable(name) for model in sections() for name in model.model_fields]
+
+
+def _dump(settings) -> list[dict]:
+    return [settings.model_dump(), *(section.model_dump() for section in settings.crms.values())]
+
+
+def _setting(settings, variable: str):
+    """The value of the setting ``variable`` sets, in whichever section holds it."""
+    for section in (settings, *settings.crms.values()):
+        for name in type(section).model_fields:
+            if type(section).variable(name) == variable:
+                return getattr(section, name)
+    raise AssertionError(f"no setting reads {variable}")
 
 
 def test_an_empty_variable_is_not_set_for_every_setting(monkeypatch):
-    defaults = load_settings().model_dump()
+    defaults = _dump(load_settings())
     for variable in _settable():
         monkeypatch.setenv(variable, "")
-    assert load_settings().model_dump() == defaults
+    assert _dump(load_settings()) == defaults
 
 
 @pytest.mark.parametrize(
@@ -107,8 +121,7 @@ def test_an_empty_variable_is_not_set_for_every_setting(monkeypatch):
 @pytest.mark.parametrize("blank", ["", "   "])
 def test_an_empty_secret_is_none_so_its_endpoint_stays_off(monkeypatch, variable, blank):
     monkeypatch.setenv(variable, blank)
-    field = next(name for name in Settings.model_fields if variable_name(name) == variable)
-    assert getattr(load_settings(), field) is None
+    assert _setting(load_settings(), variable) is None
 
 
 def test_an_empty_secret_key_falls_back_to_the_development_key_and_production_refuses_it(monkeypatch):
@@ -124,7 +137,7 @@ def test_an_empty_generic_secret_leaves_the_generic_endpoint_answering_503(monke
     from connector.store import Store
     from connector.store.migrate import upgrade
     from connector.web import create_app
-    from tests.conftest import deal_closed_event, signed
+    from tests.support.helpers import deal_closed_event, signed
 
     store = Store.from_url(sqlite_url)
     upgrade(store.engine)
@@ -156,7 +169,7 @@ def test_the_worker_command_warns_about_the_development_key(monkeypatch, sqlite_
     from click.testing import CliRunner
 
     from connector.cli import main
-    from tests.conftest import BUNDLED_PLAYBOOKS
+    from tests.support.helpers import BUNDLED_PLAYBOOKS
 
     monkeypatch.setenv("OFFBOARD_DATABASE_URL", sqlite_url)
     monkeypatch.setenv("OFFBOARD_PLAYBOOKS", str(BUNDLED_PLAYBOOKS))

@@ -20,7 +20,19 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    _create_audit()
+    _create_events()
+    _create_sandbox_deals()
+    _create_sandbox_faults()
+    _create_sandbox_invites()
+    _create_sandbox_notes()
+    _create_sandbox_properties()
+    _create_sandbox_tasks()
+    _create_runs()
+    _create_actions()
 
+
+def _create_audit() -> None:
     op.create_table(
         "audit",
         sa.Column(
@@ -45,6 +57,8 @@ def upgrade() -> None:
     with op.batch_alter_table("audit", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_audit_run_id"), ["run_id"], unique=False)
 
+
+def _create_events() -> None:
     op.create_table(
         "events",
         sa.Column(
@@ -75,6 +89,8 @@ def upgrade() -> None:
     with op.batch_alter_table("events", schema=None) as batch_op:
         batch_op.create_index("ix_events_state_received", ["state", "received_at"], unique=False)
 
+
+def _create_sandbox_deals() -> None:
     op.create_table(
         "sandbox_deals",
         sa.Column("id", sa.String(length=64), nullable=False),
@@ -90,6 +106,8 @@ def upgrade() -> None:
     with op.batch_alter_table("sandbox_deals", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_sandbox_deals_contract_end"), ["contract_end"], unique=False)
 
+
+def _create_sandbox_faults() -> None:
     op.create_table(
         "sandbox_faults",
         sa.Column(
@@ -104,6 +122,9 @@ def upgrade() -> None:
         sa.Column("message", sa.Text(), nullable=False),
         sa.PrimaryKeyConstraint("id"),
     )
+
+
+def _create_sandbox_invites() -> None:
     op.create_table(
         "sandbox_invites",
         sa.Column(
@@ -124,6 +145,8 @@ def upgrade() -> None:
     with op.batch_alter_table("sandbox_invites", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_sandbox_invites_deal_id"), ["deal_id"], unique=False)
 
+
+def _create_sandbox_notes() -> None:
     op.create_table(
         "sandbox_notes",
         sa.Column(
@@ -144,6 +167,8 @@ def upgrade() -> None:
     with op.batch_alter_table("sandbox_notes", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_sandbox_notes_deal_id"), ["deal_id"], unique=False)
 
+
+def _create_sandbox_properties() -> None:
     op.create_table(
         "sandbox_properties",
         sa.Column(
@@ -160,6 +185,9 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("object", "object_id", "name", name="uq_sandbox_property"),
     )
+
+
+def _create_sandbox_tasks() -> None:
     op.create_table(
         "sandbox_tasks",
         sa.Column(
@@ -187,6 +215,8 @@ def upgrade() -> None:
     with op.batch_alter_table("sandbox_tasks", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_sandbox_tasks_deal_id"), ["deal_id"], unique=False)
 
+
+def _create_runs() -> None:
     op.create_table(
         "runs",
         sa.Column(
@@ -225,6 +255,9 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("crm", "account", "deal_id", "playbook_id", name="uq_runs_deal_playbook"),
     )
+
+
+def _create_actions() -> None:
     op.create_table(
         "actions",
         sa.Column(

@@ -19,7 +19,13 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    _create_contact_touches()
+    _create_sandbox_contacts()
+    _create_answers()
+    _create_referrals()
 
+
+def _create_contact_touches() -> None:
     op.create_table(
         "contact_touches",
         sa.Column(
@@ -38,6 +44,8 @@ def upgrade() -> None:
             "ix_contact_touches_contact", ["crm", "account", "contact_id", "kind"], unique=False
         )
 
+
+def _create_sandbox_contacts() -> None:
     op.create_table(
         "sandbox_contacts",
         sa.Column(
@@ -54,6 +62,9 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("email"),
     )
+
+
+def _create_answers() -> None:
     op.create_table(
         "answers",
         sa.Column(
@@ -76,6 +87,8 @@ def upgrade() -> None:
     with op.batch_alter_table("answers", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_answers_run_id"), ["run_id"], unique=False)
 
+
+def _create_referrals() -> None:
     op.create_table(
         "referrals",
         sa.Column(

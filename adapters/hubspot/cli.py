@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from adapters.hubspot.settings import HubSpotSettings
 from connector.errors import CrmError, SettingsInvalid
 from connector.settings import Settings, load_settings
 
@@ -21,12 +22,13 @@ def setup() -> None:
     from adapters.hubspot.setup import check_deal_property, ensure_properties, workflow_instructions
 
     settings = _settings()
+    portal = HubSpotSettings.of(settings)
     try:
-        api = HubSpotApi.from_settings(settings, shared_limits(settings))
+        api = HubSpotApi.from_settings(portal, shared_limits(portal))
         outcomes = ensure_properties(api)
         missing = [
             name
-            for name in (settings.hubspot_contract_type_property, settings.hubspot_contract_end_property)
+            for name in (portal.contract_type_property, portal.contract_end_property)
             if not check_deal_property(api, name)
         ]
     except CrmError as exc:
@@ -49,7 +51,7 @@ def _settings() -> Settings:
         settings = load_settings()
     except SettingsInvalid as exc:
         raise click.ClickException(str(exc)) from None
-    if settings.hubspot_access_token is None:
+    if HubSpotSettings.of(settings).access_token is None:
         raise click.ClickException(
             "HUBSPOT_ACCESS_TOKEN is not set: create a private app and export its token"
         )

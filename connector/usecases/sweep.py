@@ -10,6 +10,9 @@ modified since the last complete sweep or new to the window (the account's
 ``SweepCursor``); the full deal is fetched only for a hit the inbox does not
 hold yet. A sweep cut short (a CRM error, a low budget, a stop) keeps the old
 cursor, so the next one asks again; what it queued stays queued.
+
+A sweep talks to CRMs between its writes, so it never holds a transaction open: each
+deal it queues, and the cursor at its end, is a unit of work of its own.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from connector.playbooks.loader import LoadedPlaybook
 from connector.settings import Settings
 from connector.store import Store, SweepCursor
 from connector.store.db import insert
+from connector.usecases.uow import unit_of_work
 
 log = logging.getLogger("offboard.sweep")
 
@@ -135,7 +139,9 @@ def _queue(store: Store, deal: Deal, now: datetime) -> int:
         kind="contract_end",
         payload={"deal": deal.model_dump(mode="json")},
     )
-    return sum(1 for accepted in inbox.accept(store, [item], now) if not accepted.duplicate)
+    with unit_of_work(store, actor="sweep", now=now) as uow:
+        accepted = inbox.store_items(uow.session, [item], uow.now)
+    return sum(1 for one in accepted if not one.duplicate)
 
 
 def _window(store: Store, crm: str, account: str, start: date, end: date) -> SweepWindow:
@@ -148,7 +154,8 @@ def _window(store: Store, crm: str, account: str, start: date, end: date) -> Swe
 
 def _save_cursor(store: Store, crm: str, account: str, window: SweepWindow, now: datetime) -> None:
     values = {"changed_since": now - MARGIN, "horizon": window.end, "swept_at": now}
-    with store.session() as session:
+    with unit_of_work(store, actor="sweep", now=now) as uow:
+        session = uow.session
         session.execute(
             insert(session, SweepCursor)
             .values(crm=crm, account=account, **values)

@@ -18,10 +18,12 @@ Two transports serve the same core: ``install(responses_mock)`` for unit and
 integration tests (simple-salesforce speaks requests), and ``TlsServer`` for the
 end-to-end tests (simple-salesforce always builds https:// URLs).
 
-Switches: ``set_usage``, ``fail`` (an error status before any work),
-``limit_exceeded``, ``drop_reply`` (do the work, then lose the answer — a timeout
-after Salesforce received the request), ``expire_sessions`` (now) and
-``expire_after`` (right after a matching call), ``issue_refresh_token`` and
+Switches: ``inject(fault, match, times)`` plays a fault of ``tests.support.faults`` on the
+next matching calls: ``transient``, ``rate_limited`` (403 REQUEST_LIMIT_EXCEEDED) and
+``permanent`` answer an error before any work, ``lost_reply`` does the work and then loses
+the answer (a timeout after Salesforce received the request), ``session_expired`` ends every
+session right after answering. ``fail`` answers an exact error (status, code, message)
+before any work; ``set_usage``, ``expire_sessions`` (now), ``issue_refresh_token`` and
 ``revoke_refresh_tokens``.
 """
 
@@ -35,7 +37,7 @@ import secrets
 import ssl
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -45,6 +47,8 @@ from urllib.parse import parse_qs, urlsplit
 from xml.sax.saxutils import escape
 
 import requests
+
+from tests.support.faults import Fault
 
 API_VERSION = "59.0"
 INSTANCE = "acme.my.salesforce.com"
@@ -528,9 +532,17 @@ def parse_soql(text: str) -> Query:
 # --- the org --------------------------------------------------------------------
 
 
+# What the org answers for the faults it plays before doing any work: status, errorCode, message.
+ANSWERS = {
+    Fault.TRANSIENT: (503, "SERVER_UNAVAILABLE", "Service temporarily unavailable (injected)"),
+    Fault.RATE_LIMITED: (403, "REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded."),
+    Fault.PERMANENT: (400, "FIELD_CUSTOM_VALIDATION_EXCEPTION", "Offboard may not write this (injected)"),
+}
+
+
 @dataclass
-class Fault:
-    kind: str  # error | drop
+class Injected:
+    fault: Fault
     match: str
     times: int
     status: int = 503
@@ -550,6 +562,8 @@ class Seeded:
 
 
 class FakeSalesforce:
+    FAULTS = frozenset({*ANSWERS, Fault.LOST_REPLY, Fault.SESSION_EXPIRED})
+
     def __init__(
         self,
         *,
@@ -570,7 +584,7 @@ class FakeSalesforce:
         self.queries: list[str] = []  # every SOQL text received, parsed or not
         self.emails: list[dict[str, Any]] = []
         self.logins = 0
-        self.faults: list[Fault] = []
+        self.faults: list[Injected] = []
         self._cursors: dict[str, list[dict[str, Any]]] = {}
         self._counter = itertools.count(1)
         self._lock = threading.RLock()
@@ -634,7 +648,7 @@ class FakeSalesforce:
     ) -> Seeded:
         """An Opportunity with its Account, Owner, Contract and contact roles (the first is primary).
 
-        Defaults mirror tests.conftest.deal_closed_event, so the same deal exists in both CRMs.
+        Defaults mirror tests.support.helpers.deal_closed_event, so the same deal exists in both CRMs.
         Related records are found by name, or created.
         """
         account_id = self._named("Account", account) or self.add_account(account, website)
@@ -704,37 +718,26 @@ class FakeSalesforce:
         if total is not None:
             self.api_max = total
 
+    def inject(self, fault: Fault, *, match: str = "", times: int = 1) -> None:
+        """Play ``fault`` on the next ``times`` calls whose "METHOD path" contains ``match``."""
+        if fault not in self.FAULTS:
+            raise ValueError(f"the Salesforce fake cannot play {fault}")
+        if fault in ANSWERS:
+            status, code, message = ANSWERS[fault]
+            self.faults.append(Injected(fault, match, times, status, code, message))
+        else:
+            self.faults.append(Injected(fault, match, times))
+
     def fail(
-        self,
-        status: int = 503,
-        *,
-        match: str = "",
-        times: int = 1,
-        code: str = "SERVER_UNAVAILABLE",
-        message: str = "Service temporarily unavailable (injected)",
+        self, status: int, *, match: str = "", times: int = 1, code: str, message: str = "(injected)"
     ) -> None:
-        self.faults.append(Fault("error", match, times, status, code, message))
-
-    def limit_exceeded(self, *, times: int = 1, match: str = "") -> None:
-        self.fail(
-            403,
-            match=match,
-            times=times,
-            code="REQUEST_LIMIT_EXCEEDED",
-            message="TotalRequests Limit exceeded.",
-        )
-
-    def drop_reply(self, *, match: str = "", times: int = 1) -> None:
-        """Do the work, then lose the answer (the client sees a read timeout)."""
-        self.faults.append(Fault("drop", match, times))
+        """Answer the next matching calls with exactly this error, before any work."""
+        fault = Fault.TRANSIENT if status >= 500 else Fault.PERMANENT
+        self.faults.append(Injected(fault, match, times, status, code, message))
 
     def expire_sessions(self) -> None:
         """Every session ends, as when an admin revokes them or they time out."""
         self.access_token = "expired-" + secrets.token_hex(4)
-
-    def expire_after(self, *, match: str = "", times: int = 1) -> None:
-        """Once a matching call has been answered, every session ends (a timeout mid-run)."""
-        self.faults.append(Fault("expire", match, times))
 
     # --- the core ---------------------------------------------------------------
 
@@ -742,7 +745,7 @@ class FakeSalesforce:
         """``handle``, then the drop switch: None means the answer is lost after the work was done."""
         with self._lock:
             reply = self.handle(method, url, headers, body)
-            drop = self._take_fault("drop", f"{method} {_api_path(url)}")
+            drop = self._take_fault({Fault.LOST_REPLY}, f"{method} {_api_path(url)}")
             return None if drop else reply
 
     def handle(self, method: str, url: str, headers: dict[str, str], body: Any) -> Reply:
@@ -770,7 +773,7 @@ class FakeSalesforce:
             return self._json(401, [error.as_request_error()])
         self.calls.append(f"{method} {path}")
         self.api_used += 1
-        fault = self._take_fault("error", f"{method} {path}")
+        fault = self._take_fault(ANSWERS.keys(), f"{method} {path}")
         if fault is not None:
             return self._json(fault.status, [SfError(fault.code, fault.message).as_request_error()])
         if self.api_used > self.api_max:
@@ -783,7 +786,7 @@ class FakeSalesforce:
         except json.JSONDecodeError as exc:
             return self._json(400, [SfError("JSON_PARSER_ERROR", str(exc)).as_request_error()])
         reply = self._json(status, answer)
-        if self._take_fault("expire", f"{method} {path}"):
+        if self._take_fault({Fault.SESSION_EXPIRED}, f"{method} {path}"):
             self.expire_sessions()
         return reply
 
@@ -1379,11 +1382,12 @@ class FakeSalesforce:
         }
         return status, headers, b"" if answer is None else json.dumps(answer).encode()
 
-    def _take_fault(self, kind: str, call: str) -> Fault | None:
-        for fault in self.faults:
-            if fault.kind == kind and fault.times > 0 and fault.match in call:
-                fault.times -= 1
-                return fault
+    def _take_fault(self, kinds: Iterable[Fault], call: str) -> Injected | None:
+        kinds = set(kinds)
+        for injected in self.faults:
+            if injected.fault in kinds and injected.times > 0 and injected.match in call:
+                injected.times -= 1
+                return injected
         return None
 
     # --- transports ----------------------------------------------------------------------
@@ -1695,6 +1699,25 @@ def _self_signed(folder: Path) -> tuple[str, str]:
 
 
 # --- what Salesforce sends ---------------------------------------------------------------
+
+
+# Hostile XML: an entity bomb and an external entity, which the outbound parser must refuse.
+BILLION_LAUGHS = b"""<?xml version="1.0"?>
+<!DOCTYPE lolz [
+ <!ENTITY lol "lol">
+ <!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">
+ <!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">
+ <!ENTITY lol4 "&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;">
+]>
+<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/"><soapenv:Body>
+<notifications xmlns="http://soap.sforce.com/2005/09/outbound"><OrganizationId>&lol4;</OrganizationId>
+</notifications></soapenv:Body></soapenv:Envelope>"""
+
+EXTERNAL_ENTITY = b"""<?xml version="1.0"?>
+<!DOCTYPE foo [<!ENTITY xxe SYSTEM "file:///etc/passwd">]>
+<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/"><soapenv:Body>
+<notifications xmlns="http://soap.sforce.com/2005/09/outbound"><OrganizationId>&xxe;</OrganizationId>
+</notifications></soapenv:Body></soapenv:Envelope>"""
 
 
 def outbound_message(

@@ -14,10 +14,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, select
 
+from connector import queue
+from connector.queue import ActionState, RunState
+from connector.runs import TASK
 from connector.store import Action, AuditEntry, Run, Store
-from connector.worker import cancel_run
+from connector.usecases import offboarding
+from connector.usecases.uow import UnitOfWork, unit_of_work
 
 PAGE = 500  # failed actions per read transaction
 BATCH = 250  # actions per write transaction
@@ -36,7 +40,7 @@ def failed_pages(store: Store, *, limit: int, after: int = 0, page: int = PAGE) 
             rows = session.execute(
                 select(Action, Run)
                 .join(Run)
-                .where(Action.state == "failed", Action.id > cursor)
+                .where(Action.state == ActionState.FAILED, Action.id > cursor)
                 .order_by(Action.id)
                 .limit(size)
             ).all()
@@ -49,7 +53,7 @@ def failed_pages(store: Store, *, limit: int, after: int = 0, page: int = PAGE) 
 
 def failed_count(store: Store) -> int:
     with store.read() as session:
-        return int(session.scalar(select(func.count()).where(Action.state == "failed")) or 0)
+        return int(session.scalar(select(func.count()).where(Action.state == ActionState.FAILED)) or 0)
 
 
 def failed_actions(store: Store) -> list[dict[str, Any]]:
@@ -80,7 +84,8 @@ def retry(store: Store, ids: list[int] | None, *, actor: str, now: datetime, bat
     retried: list[int] = []
     for chunk in _batches(store, ids, batch):
         started = time.monotonic()
-        retried += _retry_batch(store, chunk, actor=actor, now=now)
+        with unit_of_work(store, actor=actor, now=now) as uow:
+            retried += _retry_batch(uow, chunk)
         if store.is_sqlite:
             time.sleep(max(SQLITE_MIN_GAP_SECONDS, time.monotonic() - started))
     return retried
@@ -95,7 +100,7 @@ def _batches(store: Store, ids: list[int] | None, size: int) -> Iterator[list[in
     cursor = 0
     while True:
         with store.read() as session:
-            query = select(Action.id).where(Action.state == "failed", Action.id > cursor)
+            query = select(Action.id).where(Action.state == ActionState.FAILED, Action.id > cursor)
             chunk = list(session.scalars(query.order_by(Action.id).limit(size)))
         if not chunk:
             return
@@ -103,38 +108,25 @@ def _batches(store: Store, ids: list[int] | None, size: int) -> Iterator[list[in
         cursor = chunk[-1]
 
 
-def _retry_batch(store: Store, chunk: list[int], *, actor: str, now: datetime) -> list[int]:
-    with store.session() as session:
-        rows = session.execute(
-            select(Action.id, Action.run_id, Action.last_error, Action.attempts).where(
-                Action.id.in_(chunk), Action.state == "failed"
-            )
-        ).all()
-        if not rows:
-            return []
-        ids = [row.id for row in rows]
-        session.execute(
-            insert(AuditEntry),
-            [
-                {
-                    "actor": actor,
-                    "verb": "action.retried",
-                    "run_id": row.run_id,
-                    "action_id": row.id,
-                    "detail": {"previous_error": row.last_error, "attempts": row.attempts},
-                    "at": now,
-                }
-                for row in rows
-            ],
+def _retry_batch(uow: UnitOfWork, chunk: list[int]) -> list[int]:
+    rows = uow.session.execute(
+        select(Action.id, Action.run_id, Action.last_error, Action.attempts).where(
+            Action.id.in_(chunk), Action.state == ActionState.FAILED
         )
-        session.execute(
-            update(Action)
-            .where(Action.id.in_(ids), Action.state == "failed")
-            .values(state="pending", attempts=0, due_at=now, claimed_by=None, lease_until=None)
-        )
-        run_ids = {row.run_id for row in rows}
-        session.execute(update(Run).where(Run.id.in_(run_ids), Run.state == "done").values(state="active"))
-        return sorted(ids)
+    ).all()
+    if not rows:
+        return []
+    ids = [row.id for row in rows]
+    uow.audit_many(
+        "action.retried",
+        [
+            {"run_id": r.run_id, "action_id": r.id, "previous_error": r.last_error, "attempts": r.attempts}
+            for r in rows
+        ],
+    )
+    queue.retry_failed(uow.session, ids, now=uow.now)
+    queue.reopen_runs(uow.session, {row.run_id for row in rows}, now=uow.now)
+    return sorted(ids)
 
 
 @dataclass(frozen=True)
@@ -152,20 +144,22 @@ class Cancellation:
 
 def cancel(store: Store, run_id: int, *, actor: str, now: datetime, reason: str) -> Cancellation | None:
     """Cancel a run's pending actions; None when there is no such run. Cancelling twice changes nothing."""
-    with store.session() as session:
-        run = session.get(Run, run_id)
+    with unit_of_work(store, actor=actor, now=now) as uow:
+        run = uow.session.get(Run, run_id)
         if run is None:
             return None
-        written = _tasks_written(session, run_id)
-        if run.state == "cancelled":
-            return _earlier_cancellation(session, run, written)
-        count = cancel_run(session, run, reason=reason, actor=actor, now=now)
+        written = _tasks_written(uow.session, run_id)
+        if run.state == RunState.CANCELLED:
+            return _earlier_cancellation(uow.session, run, written)
+        count = offboarding.cancel(uow, run, reason=reason)
         return Cancellation(run_id, False, count, written, now, reason, actor)
 
 
 def _tasks_written(session: Any, run_id: int) -> int:
     results = session.scalars(
-        select(Action.result).where(Action.run_id == run_id, Action.kind == "tasks", Action.state == "done")
+        select(Action.result).where(
+            Action.run_id == run_id, Action.kind == TASK, Action.state == ActionState.DONE
+        )
     )
     return sum(len((result or {}).get("task_ids") or []) for result in results)
 

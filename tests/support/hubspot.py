@@ -19,14 +19,13 @@ URL for HUBSPOT_API_BASE_URL. It is strict the way HubSpot is:
   429 with HubSpot's body; X-HubSpot-RateLimit-* headers on every answer
 - ``search_lag``: records younger than this do not show in search yet, as in HubSpot
 
-Switches: ``inject(status, times, route)`` answers the next matching calls with 429 or 5xx
-without doing anything; ``drop_reply(route, times)`` does the work and then drops the
-connection before answering. ``calls`` counts every call per route (e.g.
-"POST /crm/v3/objects/tasks/batch/create"); ``log`` keeps (time, route, status).
-For outages: ``reset(route, times)`` drops the connection before doing anything;
-``stall(seconds, times, route)`` hangs, then answers 504 as HubSpot's edge does, nothing done;
-``outage(statuses, seed)`` fails every call with one of ``statuses`` (429, 5xx, DROP, RESET,
-STALL) drawn at random until ``recover()``; ``calls_between(start, end)`` counts the calls
+Switches: ``inject(fault, times, route)`` plays a fault of ``tests.support.faults`` on the next
+matching calls (``Fault.LOST_REPLY`` does the work and then drops the connection before
+answering; ``Fault.TIMEOUT`` hangs ``stall_seconds``, then answers 504 as HubSpot's edge does),
+or answers them with an exact HTTP status without doing anything. ``calls`` counts every call
+per route (e.g. "POST /crm/v3/objects/tasks/batch/create"); ``log`` keeps (time, route,
+status). For outages: ``outage(faults, seed)`` fails every call with one of ``faults`` (faults
+or statuses) drawn at random until ``recover()``; ``calls_between(start, end)`` counts the calls
 made in a stretch; ``latency`` (seconds, 0 by default) delays every answer, as a network
 does, and ``slow_routes`` (route → seconds) the answers of some routes more. Serve the fake
 from a threaded server (pytest-httpserver's ``HTTPServer(threaded=True)``) when stalling or
@@ -52,13 +51,15 @@ from typing import Any
 
 from werkzeug import Request, Response
 
+from tests.support.faults import Fault
+
 TOKEN = "pat-na1-test-token"
 PORTAL_ID = 62515
-DROP = -1  # handle()'s status for "applied, then the connection dropped before the answer"
-RESET = -2  # handle()'s status for "the connection reset before HubSpot did anything"
-STALL = -3  # handle()'s status for "hung for ``stall_seconds``, then a 504 from the edge; nothing done"
 
-Reply = tuple[int, dict[str, str], Any]
+# handle()'s status is the HTTP status, or the fault (lost_reply, reset, timeout) that the
+# transport plays instead of answering.
+Reply = tuple[int | Fault, dict[str, str], Any]
+Injectable = Fault | int  # a fault, or an exact HTTP status answered without doing anything
 
 # (from, type id) → to; the HubSpot-defined association types Offboard may write.
 ASSOCIATION_TYPES = {
@@ -103,13 +104,15 @@ class Record:
 
 
 @dataclass
-class Fault:
-    status: int  # 429, 5xx, or DROP
+class Injected:
+    fault: Injectable
     times: int
     route: str | None
 
 
 class FakeHubSpot:
+    FAULTS = frozenset(Fault) - {Fault.SESSION_EXPIRED}  # a private-app token does not expire
+
     def __init__(
         self,
         *,
@@ -131,14 +134,14 @@ class FakeHubSpot:
         self.owners: dict[str, dict[str, Any]] = {}
         self.pipelines: list[dict[str, Any]] = []
         self.denied: dict[str, str] = {}  # route → the scope it needs and the token lacks
-        self.faults: deque[Fault] = deque()
+        self.faults: deque[Injected] = deque()
         self.calls: Counter[str] = Counter()
-        self.log: list[tuple[datetime, str, int]] = []
+        self.log: list[tuple[datetime, str, int | Fault]] = []
         self.natural_429s = 0
         self.stall_seconds = 2.0
         self.latency = 0.0
         self.slow_routes: dict[str, float] = {}
-        self._outage: tuple[list[int], random.Random] | None = None
+        self._outage: tuple[list[Injectable], random.Random] | None = None
         self._recent: deque[datetime] = deque()
         self._recent_search: deque[datetime] = deque()
         self._ids = itertools.count(1001)
@@ -186,23 +189,14 @@ class FakeHubSpot:
 
     # --- switches and inspection -----------------------------------------------
 
-    def inject(self, status: int, times: int = 1, route: str | None = None) -> None:
-        self.faults.append(Fault(status, times, route))
+    def inject(self, fault: Injectable, times: int = 1, route: str | None = None) -> None:
+        """Play ``fault`` (or answer this HTTP status) on the next ``times`` calls of ``route`` (or any)."""
+        self.faults.append(Injected(self._playable(fault), times, route))
 
-    def drop_reply(self, route: str, times: int = 1) -> None:
-        self.faults.append(Fault(DROP, times, route))
-
-    def reset(self, route: str | None = None, times: int = 1) -> None:
-        self.faults.append(Fault(RESET, times, route))
-
-    def stall(self, seconds: float, times: int = 1, route: str | None = None) -> None:
-        self.stall_seconds = seconds
-        self.faults.append(Fault(STALL, times, route))
-
-    def outage(self, statuses: Iterable[int], *, seed: int = 0) -> None:
-        """Every call fails with one of ``statuses`` (429, 5xx, DROP, RESET, STALL) until ``recover()``."""
+    def outage(self, faults: Iterable[Injectable], *, seed: int = 0) -> None:
+        """Every call fails with one of ``faults`` (faults or statuses) until ``recover()``."""
         with self._lock:
-            self._outage = (list(statuses), random.Random(seed))
+            self._outage = ([self._playable(fault) for fault in faults], random.Random(seed))
 
     def recover(self) -> None:
         with self._lock:
@@ -256,6 +250,11 @@ class FakeHubSpot:
             self.log.append((now, name, status))
             return status, self._limit_headers(now), answer
 
+    def _playable(self, fault: Injectable) -> Injectable:
+        if isinstance(fault, Fault) and fault not in self.FAULTS:
+            raise ValueError(f"the HubSpot fake cannot play {fault}")
+        return fault
+
     def _answer(
         self,
         name: str,
@@ -264,21 +263,23 @@ class FakeHubSpot:
         query: dict[str, list[str]],
         body: bytes,
         now: datetime,
-    ) -> tuple[int, Any]:
+    ) -> tuple[int | Fault, Any]:
         fault = None
         try:
             self._throttle(name, now)
             fault = self._outage_fault()
             if fault is None:
                 fault = self._fault(name)
-            if fault in (RESET, STALL):
-                return fault, _error_body(HubSpotError(504, "The gateway timed out.", "GATEWAY_TIMEOUT"))
-            if fault is not None and fault != DROP:
+            if fault in (Fault.RESET, Fault.TIMEOUT):
+                return Fault(fault), _error_body(
+                    HubSpotError(504, "The gateway timed out.", "GATEWAY_TIMEOUT")
+                )
+            if fault is not None and fault != Fault.LOST_REPLY:
                 raise _injected(fault)
             status, answer = handler(params, query, json.loads(body) if body else None)
         except HubSpotError as exc:
             return exc.status, _error_body(exc)
-        return (DROP, None) if fault == DROP else (status, answer)
+        return (Fault.LOST_REPLY, None) if fault == Fault.LOST_REPLY else (status, answer)
 
     def _authorize(self, name: str, headers: dict[str, str]) -> None:
         given = {k.lower(): v for k, v in headers.items()}.get("authorization", "")
@@ -303,19 +304,19 @@ class FakeHubSpot:
                 ],
             )
 
-    def _outage_fault(self) -> int | None:
+    def _outage_fault(self) -> Injectable | None:
         if self._outage is None:
             return None
         statuses, rng = self._outage
         return rng.choice(statuses)
 
-    def _fault(self, name: str) -> int | None:
-        for fault in self.faults:
-            if fault.route in (None, name):
-                fault.times -= 1
-                if fault.times <= 0:
-                    self.faults.remove(fault)
-                return fault.status
+    def _fault(self, name: str) -> Injectable | None:
+        for injected in self.faults:
+            if injected.route in (None, name):
+                injected.times -= 1
+                if injected.times <= 0:
+                    self.faults.remove(injected)
+                return injected.fault
         return None
 
     def _throttle(self, name: str, now: datetime) -> None:
@@ -780,10 +781,16 @@ def _error_body(exc: HubSpotError) -> dict[str, Any]:
     }
 
 
-def _injected(status: int) -> HubSpotError:
-    if status == 429:
+def _injected(fault: Injectable) -> HubSpotError:
+    """What HubSpot answers for a fault it plays before doing anything."""
+    if fault in (Fault.RATE_LIMITED, 429):
         return _rate_limited("TEN_SECONDLY_ROLLING")
-    return HubSpotError(status, "An internal error occurred.", "INTERNAL_ERROR")
+    if fault == Fault.PERMANENT:
+        return HubSpotError(400, "Property values were not valid (injected).", "VALIDATION_ERROR")
+    if fault == Fault.TRANSIENT:
+        return HubSpotError(503, "The service is temporarily unavailable.", "SERVICE_UNAVAILABLE")
+    assert isinstance(fault, int), fault
+    return HubSpotError(fault, "An internal error occurred.", "INTERNAL_ERROR")
 
 
 def _rate_limited(policy: str) -> HubSpotError:
@@ -876,13 +883,13 @@ def _respond(fake: FakeHubSpot, request: Request) -> Response:
     delay = fake.delay(request.method, request.path)
     if delay:
         time.sleep(delay)  # after the work, outside the fake's lock
-    if status == RESET:
+    if status == Fault.RESET:
         request.environ["werkzeug.socket"].shutdown(socket.SHUT_RDWR)
         return Response(status=200)
-    if status == STALL:
+    if status == Fault.TIMEOUT:
         time.sleep(fake.stall_seconds)  # outside the fake's lock: other calls go on meanwhile
         return Response(json.dumps(body), status=504, headers=headers)
-    if status == DROP:
+    if status == Fault.LOST_REPLY:
         # Applied, then the connection goes away before an answer: the client cannot know.
         request.environ["werkzeug.socket"].shutdown(socket.SHUT_RDWR)
         return Response(status=200)
@@ -1016,11 +1023,10 @@ def fake_time_adapter(settings: Any, clock: Any) -> Any:
     from adapters.hubspot.adapter import HubSpotAdapter
     from adapters.hubspot.api import HubSpotApi
 
-    limits = fake_time_limits(
-        clock, settings.hubspot_rate_limit_per_10s, settings.hubspot_search_rate_limit_per_s
-    )
-    api = HubSpotApi.from_settings(settings, limits)
-    return HubSpotAdapter(settings, api, clock=clock, sleep=lambda s: clock.advance(seconds=s))
+    portal = settings.crm("hubspot")
+    limits = fake_time_limits(clock, portal.rate_limit_per_10s, portal.search_rate_limit_per_s)
+    api = HubSpotApi.from_settings(portal, limits)
+    return HubSpotAdapter(portal, api, clock=clock, sleep=lambda s: clock.advance(seconds=s))
 
 
 def hubspot_services(settings: Any, store: Any, clock: Any) -> Any:

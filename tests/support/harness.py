@@ -33,9 +33,9 @@ from sqlalchemy import func, select
 
 from adapters.hubspot.records import MARKER, token
 from connector.store import Action, Event, Run, Store
-from tests.conftest import BUNDLED_PLAYBOOKS, days_from_today
-from tests.e2e.server import OFFBOARD, ServerProcess
-from tests.fakes.hubspot import (
+from tests.support.faults import Fault
+from tests.support.helpers import BUNDLED_PLAYBOOKS, days_from_today
+from tests.support.hubspot import (
     CLIENT_SECRET,
     FINANCE,
     TOKEN,
@@ -44,6 +44,7 @@ from tests.fakes.hubspot import (
     signed,
     stage_event,
 )
+from tests.support.server import OFFBOARD, ServerProcess
 
 # --- sizes and settings ------------------------------------------------------------------
 
@@ -160,7 +161,7 @@ class RecordingHubSpot(FakeHubSpot):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.requests: list[tuple[datetime, str, str, bytes, int]] = []
+        self.requests: list[tuple[datetime, str, str, bytes, int | Fault]] = []  # status or fault played
 
     def handle(
         self, method: str, path: str, query: dict[str, list[str]], headers: dict[str, str], body: bytes
@@ -510,18 +511,18 @@ def check_exactly_once(fake: FakeHubSpot, store: Store, deals: list[str], sender
         ]
         assert sorted(r.deal_id for r in runs) == sorted(deals)
         assert {r.playbook_id for r in runs} == {PLAYBOOK}
-        due = [a for a in actions if a.kind in ("tasks", "property")]
-        assert {(a.kind, a.state) for a in due} == {("tasks", "done"), ("property", "done")}, [
+        due = [a for a in actions if a.kind in ("task", "property")]
+        assert {(a.kind, a.state) for a in due} == {("task", "done"), ("property", "done")}, [
             (a.id, a.kind, a.state, a.last_error) for a in due if a.state != "done"
         ]
         assert not [a for a in actions if a.state == "failed"]
         expected = {
             (token(a.idempotency_key), str(n))
             for a in actions
-            if a.kind == "tasks"
+            if a.kind == "task"
             for n in range(len(a.payload["tasks"]))
         }
-        assert all(len(a.payload["tasks"]) == expected_per_run for a in actions if a.kind == "tasks")
+        assert all(len(a.payload["tasks"]) == expected_per_run for a in actions if a.kind == "task")
         reclaimed_actions = sum(1 for a in actions if a.attempts > 1)
         reclaimed_events = sum(1 for e in events if e.attempts > 1)
     tasks = fake.records("tasks")

@@ -1,0 +1,40 @@
+"""HubSpot as a plugin: its settings, its adapter per connection, its webhook endpoint, its command."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from adapters.base import Connection, CrmAdapter, CrmSettings, InboundSource, Plugin
+from adapters.hubspot.settings import HubSpotSettings
+
+if TYPE_CHECKING:
+    import click
+
+    from connector.store import Store
+
+
+def build(connection: Connection, store: Store) -> CrmAdapter:
+    """The adapter for the connection's portal, sharing the process's rate limits for it."""
+    from adapters.hubspot.adapter import HubSpotAdapter
+    from adapters.hubspot.api import HubSpotApi
+    from adapters.hubspot.ratelimit import shared_limits
+
+    settings = HubSpotSettings.of(connection.settings)
+    return HubSpotAdapter(settings, HubSpotApi.from_settings(settings, shared_limits(settings)))
+
+
+def sources(settings: CrmSettings) -> Sequence[InboundSource]:
+    from adapters.hubspot.inbound import WebhookSource
+
+    assert isinstance(settings, HubSpotSettings)
+    return [WebhookSource(settings)]
+
+
+def commands() -> Sequence[click.Command]:
+    from adapters.hubspot.cli import hubspot
+
+    return [hubspot]
+
+
+PLUGIN = Plugin(name="hubspot", settings=HubSpotSettings, build=build, sources=sources, commands=commands)

@@ -1,0 +1,148 @@
+"""Handle one claimed inbox event: what it means, and what it starts or cancels.
+
+A CRM's own events are interpreted by its adapter (``InboundAdapter``); the generic
+schema and the contract-end sweep's events are the core's. A failure goes to
+``connector.retry``, whose decision is applied through ``connector.queue``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+from adapters.base import CrmAdapter, DealKeeper, InboundAdapter
+from connector import queue
+from connector.clock import Clock, utcnow
+from connector.errors import PayloadInvalid
+from connector.generic import GenericEvent
+from connector.models import Deal, DealChange
+from connector.planner import PlanContext
+from connector.queue import EventState
+from connector.retry import RetryPolicy, Verdict
+from connector.settings import Settings
+from connector.store import Event, Store
+from connector.usecases import offboarding
+from connector.usecases.offboarding import (
+    WAITING,
+    Outcome,
+    Playbooks,
+    closed_too_long_ago,
+    unloaded_playbooks,
+)
+from connector.usecases.performing import adapter_for
+from connector.usecases.uow import unit_of_work
+
+log = logging.getLogger("offboard.worker")
+
+
+class EventProcessor:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        adapters: Mapping[str, CrmAdapter],
+        playbooks: Playbooks,
+        *,
+        worker_id: str,
+        clock: Clock = utcnow,
+    ) -> None:
+        self.settings, self.store, self.adapters, self.playbooks = settings, store, adapters, playbooks
+        self.worker_id, self.clock = worker_id, clock
+        self.retry = RetryPolicy.from_settings(settings)
+        self._all_loaded = False  # every playbook file loaded when last looked (waiting events woken)
+
+    def process(self, event: Event) -> None:
+        """Handle the event and settle it, or put it back as the retry policy says."""
+        try:
+            outcome = self.interpret(event)
+        except Exception as exc:  # the retry policy says what becomes of the event
+            self.failed(event, exc)
+            return
+        with unit_of_work(self.store, actor=self.worker_id, clock=self.clock) as uow:
+            queue.settle_event(
+                uow.session, event.id, EventState(outcome.state), note=outcome.note, now=uow.now
+            )
+
+    def interpret(self, event: Event) -> Outcome:
+        if event.source == "sweep":
+            deal = Deal.model_validate(event.payload["deal"])
+            return self.start(deal, event_id=event.id, trigger="contract_end")
+        change = self._change(event)
+        if change is None:
+            return Outcome("ignored", "not a deal closing or re-opening")
+        if change.change == "reopened":
+            with unit_of_work(self.store, actor=self.worker_id, clock=self.clock) as uow:
+                return offboarding.cancel_deal(uow, change.deal, reason=f"deal re-opened (event {event.id})")
+        today = self.clock().astimezone(self.settings.zone).date()
+        too_old = closed_too_long_ago(change.deal, self.settings.max_close_age_days, today)
+        if too_old is not None:
+            return Outcome("ignored", too_old)
+        return self.start(change.deal, event_id=event.id, trigger="deal_closed")
+
+    def start(self, deal: Deal, *, event_id: int | None, trigger: str) -> Outcome:
+        """Start the matching playbook's run for this deal, unless the deal already has one."""
+        with unit_of_work(self.store, actor="worker", clock=self.clock) as uow:
+            context = PlanContext.from_settings(self.settings, uow.now)
+            return offboarding.start_offboarding(
+                uow, deal, self.playbooks, context, trigger=trigger, event_id=event_id
+            )
+
+    def _change(self, event: Event) -> DealChange | None:
+        """What the event means: the generic schema is the core's; a CRM's own events are its adapter's."""
+        if event.source == "generic":
+            generic = GenericEvent.model_validate(event.payload)
+            told = adapter_for(self.adapters, generic.crm, generic.account)
+            deal = generic.to_deal(generic.account or told.account)
+            if isinstance(told, DealKeeper):  # the sandbox keeps the deals events tell it about
+                told.put_deal(deal)
+            if generic.type == "deal.reopened":
+                return DealChange(deal=deal, change="reopened", occurred_at=generic.occurred_at)
+            return DealChange(deal=deal, change="closed", occurred_at=generic.occurred_at)
+        adapter = adapter_for(self.adapters, event.source, event.account)
+        if not isinstance(adapter, InboundAdapter):
+            raise PayloadInvalid(f"the {event.source!r} adapter does not take inbound events")
+        return adapter.interpret(event.kind, event.payload)
+
+    def failed(self, event: Event, exc: Exception) -> None:
+        """Apply the retry policy's decision: settle the event, or put it back for later."""
+        decision = self.retry.decide(exc, event.attempts)
+        if decision.unexpected:
+            log.error("event %s raised unexpectedly", event.id, exc_info=exc)
+        with unit_of_work(self.store, actor=self.worker_id, clock=self.clock) as uow:
+            if decision.verdict in (Verdict.PARK, Verdict.SKIP):
+                log.warning("event %s %s: %s", event.id, decision.verdict, decision.note)
+                state = EventState.FAILED if decision.verdict is Verdict.PARK else EventState.IGNORED
+                queue.settle_event(uow.session, event.id, state, note=decision.note, now=uow.now)
+                return
+            attempts = event.attempts if decision.counts_attempt else max(event.attempts - 1, 0)
+            due = uow.now + decision.delay
+            queue.retry_later(
+                uow.session,
+                Event,
+                event.id,
+                worker_id=self.worker_id,
+                due=due,
+                attempts=attempts,
+                note=decision.note,
+            )
+        log.warning(
+            "event %s: %s, due again in %.0fs: %s",
+            event.id,
+            decision.verdict,
+            decision.delay.total_seconds(),
+            decision.note,
+        )
+
+    def wake_waiting(self) -> None:
+        """Once every playbook file loads again, the deal events held back for one are due at once."""
+        self.playbooks()  # the registry's due check for edits runs here
+        if unloaded_playbooks(self.playbooks):
+            self._all_loaded = False
+            return
+        if self._all_loaded:
+            return
+        self._all_loaded = True
+        with unit_of_work(self.store, actor=self.worker_id, clock=self.clock) as uow:
+            woken = queue.wake_waiting_events(uow.session, prefix=WAITING, now=uow.now)
+        if woken:
+            log.info("every playbook loads: %d waiting event(s) due now", woken)
