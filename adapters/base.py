@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, runtime_checkable
 from zoneinfo import ZoneInfo
 
 from connector.errors import CrmError, CrmPermanent, CrmRateLimited, CrmTransient
@@ -35,6 +35,9 @@ from connector.models import (
     TaskSpec,
 )
 from connector.settings import CrmSettings, Settings
+
+W = TypeVar("W")
+R = TypeVar("R")
 
 if TYPE_CHECKING:
     import click
@@ -192,17 +195,81 @@ class DealKeeper(Protocol):
 
 @runtime_checkable
 class OutcomeAware(Protocol):
-    """An adapter whose reads may lag behind its writes (HubSpot's search index).
+    """An adapter that looks for what an earlier attempt wrote only when told to.
 
-    Its idempotency rests on finding what an earlier attempt wrote, so it must be told
-    when an earlier attempt's outcome is unknown: the worker that made it died mid-way
-    and the action was claimed again. A CRM whose reads are consistent (Salesforce's
-    SOQL) has nothing to do and does not implement this.
+    Its idempotency rests on finding what an earlier attempt wrote, and a first write does
+    not look, so it must be told when an earlier attempt's outcome is unknown: the worker
+    that made it died mid-way and the action was claimed again, or the attempt timed out.
+    A CRM whose reads lag behind its writes (HubSpot's search index) also waits for them.
     """
 
     def outcome_unknown(self, key: str, since: datetime) -> None:
         """An earlier attempt of ``key`` may have written until ``since``: before the next write
         with this key, wait until reads show what it wrote."""
+        ...
+
+
+# --- many actions at once ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Write(Generic[W]):
+    """One action's write inside a batch: what to write, and that action's idempotency key.
+
+    ``unsure_since`` is set when an earlier attempt of this key may have written until then
+    (its outcome is unknown: a timeout, a lost reply, a worker that died): only then does the
+    adapter look for what it wrote, after waiting for reads that lag to show it. A write whose
+    earlier attempts all failed before reaching the CRM, or a first attempt, writes without
+    looking.
+    """
+
+    key: str
+    item: W
+    unsure_since: datetime | None = None
+
+
+# What each write of a batch came to, in order: its result, or the CrmError it alone met (a
+# record refused inside a batch fails only its own action). An error that stops the whole call
+# (the CRM is down, a 429) is raised instead, and every write of the batch shares it.
+Results = list[R | CrmError]
+
+
+@runtime_checkable
+class TaskBatches(Protocol):
+    """Checklist tasks of many actions (many deals) in as few calls as the CRM allows."""
+
+    def create_tasks_many(self, writes: Sequence[Write[Sequence[TaskSpec]]]) -> Results[list[str]]:
+        """Each write's task ids, in order, or its error."""
+        ...
+
+
+@runtime_checkable
+class NoteBatches(Protocol):
+    def add_notes_many(self, writes: Sequence[Write[NoteSpec]]) -> Results[str]:
+        """Each note's id, or its error."""
+        ...
+
+
+@runtime_checkable
+class PropertyBatches(Protocol):
+    def update_properties_many(self, writes: Sequence[Write[PropertyUpdate]]) -> Results[None]:
+        """None for each update made, or its error."""
+        ...
+
+
+@runtime_checkable
+class InviteBatches(Protocol):
+    def send_invites_many(self, writes: Sequence[Write[Invite]]) -> Results[str]:
+        """Each send's id, or its error (see ``CrmAdapter.send_invite``)."""
+        ...
+
+
+@runtime_checkable
+class DealBatches(Protocol):
+    """An inbound adapter that reads the deals of many events together."""
+
+    def interpret_many(self, events: Sequence[tuple[str, dict[str, Any]]]) -> Results[DealChange | None]:
+        """What each (kind, payload) means, as ``InboundAdapter.interpret``, reading deals in batches."""
         ...
 
 

@@ -1,19 +1,42 @@
-"""Accept inbound events: store them once, before anything answers the sender."""
+"""Accept inbound events: store them once, before anything answers the sender.
+
+Group commit. Webhooks come in bursts, many requests at a time, and a transaction per
+request would make them queue for the database's write lock (SQLite has one writer) and
+for a flush to disk each. So the requests of one process share transactions: each hands
+its verified items to the process's ``Inbox`` and waits; the first waiting request that
+finds no write under way stores every item then waiting in one transaction, commits,
+and wakes each request with its own answer. A request therefore still answers only
+after the transaction holding its events has committed ("stored before the 2xx"), and N
+requests arriving together cost one lock, one commit and one flush instead of N.
+
+A request's items are always stored together, in one transaction. If a shared
+transaction fails, each request's items are stored again in a transaction of their own,
+so a request whose items the database refuses fails alone; when the database itself is
+away (a connection refused, a lock not granted in time), every request of the group
+gets the error at once instead of each waiting its own turn to fail.
+"""
 
 from __future__ import annotations
 
+import threading
+import weakref
+from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from connector import queue
 from connector.store import Event, Store
 
 KNOWN_CHUNK = 500  # keys per query: well under every database's limit on bound parameters
+# Items per shared transaction: HubSpot sends up to 100 events per request, so a group holds
+# a few full requests, and a transaction stays short enough that the next group never waits long.
+GROUP_ITEMS = 500
 
 
 @dataclass(frozen=True)
@@ -32,32 +55,202 @@ class Accepted:
 
 
 def accept(store: Store, items: list[Incoming], now: datetime) -> list[Accepted]:
-    """Store every item in one transaction; a redelivered item is recognised, not stored twice."""
-    with store.session() as session:
-        return store_items(session, items, now)
+    """Store every item in one transaction; a redelivered item is recognised, not stored twice.
+
+    Returns once that transaction has committed; concurrent callers in this process may
+    share it (see the module docstring). Raises whatever kept the items from being stored.
+    """
+    return inbox_for(store).accept(items, now)
 
 
 def store_items(session: Session, items: list[Incoming], now: datetime) -> list[Accepted]:
     """``accept`` in the caller's transaction."""
-    return [_accept_one(session, item, now) for item in items]
+    return store_batches(session, [(items, now)])[0]
 
 
-def _accept_one(session: Session, item: Incoming, now: datetime) -> Accepted:
-    new_id = queue.insert_event(
-        session,
-        source=item.source,
-        account=item.account,
-        event_key=item.event_key,
-        kind=item.kind,
-        payload=item.payload,
-        now=now,
-    )
-    if new_id is not None:
-        return Accepted(new_id, duplicate=False)
-    existing = session.execute(
-        select(Event.id).filter_by(source=item.source, account=item.account, event_key=item.event_key)
-    ).scalar_one()
-    return Accepted(int(existing), duplicate=True)
+Key = tuple[str, str, str]  # source, account, event key
+
+
+def store_batches(session: Session, batches: list[tuple[list[Incoming], datetime]]) -> list[list[Accepted]]:
+    """Several deliveries' items (each with the time it arrived) in the caller's transaction, in one
+    statement; for each delivery, what became of each item. The first of the same key is the one
+    stored, any later one (in the inbox already, or earlier in these) is a duplicate."""
+    first: dict[Key, dict[str, Any]] = {}
+    for items, now in batches:
+        for item in items:
+            first.setdefault(_key(item), _row(item, now))
+    # Inserted in key order: two transactions writing the same keys lock them in the same order,
+    # so on Postgres one waits for the other instead of both deadlocking.
+    new_ids = queue.insert_events(session, [first[key] for key in sorted(first)])
+    ids = {**_ids_of(session, set(first) - set(new_ids)), **new_ids}
+    fresh = set(new_ids)
+    answers = []
+    for items, _ in batches:
+        answer = []
+        for item in items:
+            key = _key(item)
+            answer.append(Accepted(ids[key], duplicate=key not in fresh))
+            fresh.discard(key)
+        answers.append(answer)
+    return answers
+
+
+def _key(item: Incoming) -> Key:
+    return (item.source, item.account, item.event_key)
+
+
+def _row(item: Incoming, now: datetime) -> dict[str, Any]:
+    return {
+        "source": item.source,
+        "account": item.account,
+        "event_key": item.event_key,
+        "kind": item.kind,
+        "payload": item.payload,
+        "received_at": now,
+    }
+
+
+def _ids_of(session: Session, keys: set[Key]) -> dict[Key, int]:
+    """The ids of events the inbox holds already."""
+    found: dict[Key, int] = {}
+    ordered = sorted(keys)
+    for start in range(0, len(ordered), KNOWN_CHUNK):
+        chunk = ordered[start : start + KNOWN_CHUNK]
+        query = select(Event.id, Event.source, Event.account, Event.event_key).where(
+            Event.source.in_({source for source, _, _ in chunk}),
+            Event.event_key.in_({key for _, _, key in chunk}),
+        )
+        found.update(((s, a, k), int(i)) for i, s, a, k in session.execute(query))
+    return {key: found[key] for key in keys}
+
+
+class NotStored(Exception):
+    """The items were not stored (nothing of the request was); ``retry`` when the database was
+    away or busy, so the sender's redelivery will likely be stored."""
+
+    def __init__(self, reason: str, *, retry: bool) -> None:
+        super().__init__(reason)
+        self.retry = retry
+
+    @classmethod
+    def from_error(cls, error: BaseException) -> NotStored:
+        """Named after the database's error, its first line only (the rest quotes the statement
+        and the payload's values)."""
+        cause = getattr(error, "orig", None) or error
+        first = (str(cause).splitlines() or [""])[0]
+        return cls(
+            f"{type(cause).__name__}: {first}", retry=isinstance(error, OperationalError | InterfaceError)
+        )
+
+
+@dataclass(eq=False)
+class _Ticket:
+    """One request's items, and what became of them once its transaction ended."""
+
+    items: list[Incoming]
+    now: datetime
+    accepted: list[Accepted] = field(default_factory=list)
+    error: BaseException | None = None
+    done: bool = False
+
+
+class Inbox:
+    """One process's way into the inbox: concurrent requests share transactions (group commit)."""
+
+    def __init__(self, store: Store, group_items: int = GROUP_ITEMS) -> None:
+        self.store = store
+        self.group_items = group_items
+        self._turn = threading.Condition()
+        self._waiting: deque[_Ticket] = deque()
+        self._writing = False
+
+    def accept(self, items: list[Incoming], now: datetime) -> list[Accepted]:
+        """Store ``items`` in one transaction, maybe shared with other requests'; see ``accept``.
+
+        Raises NotStored (from the database's error) when the transaction did not commit.
+        """
+        if not items:
+            return []
+        ticket = _Ticket(list(items), now)
+        with self._turn:
+            self._waiting.append(ticket)
+            while not ticket.done:
+                if self._writing:
+                    self._turn.wait()  # another request is writing; its commit wakes everyone
+                else:
+                    self._write_next_group()
+        if ticket.error is not None:
+            # A fresh exception per request: the same error may be raised in many threads.
+            raise NotStored.from_error(ticket.error) from ticket.error
+        return ticket.accepted
+
+    def _write_next_group(self) -> None:
+        """Called holding ``_turn``: take what waits, write it with the lock released, wake all."""
+        group = self._take_group()
+        self._writing = True
+        self._turn.release()
+        try:
+            self._store_group(group)
+        finally:
+            self._turn.acquire()
+            self._writing = False
+            self._turn.notify_all()
+
+    def _take_group(self) -> list[_Ticket]:
+        group = [self._waiting.popleft()]  # the oldest first, whatever its size
+        size = len(group[0].items)
+        while self._waiting and size + len(self._waiting[0].items) <= self.group_items:
+            size += len(self._waiting[0].items)
+            group.append(self._waiting.popleft())
+        return group
+
+    def _store_group(self, group: list[_Ticket]) -> None:
+        """Every ticket of the group ends done: stored, or with the error that stopped it."""
+        try:
+            self._store_together(group)
+        except (OperationalError, InterfaceError) as exc:
+            _fail(group, exc)  # the database is away or locked: the same for every request
+        except Exception as exc:
+            if len(group) == 1:
+                _fail(group, exc)
+            for ticket in group:  # whose items does the database refuse? the others are stored
+                self._store_alone(ticket)
+        finally:
+            # Only an interruption (KeyboardInterrupt, SystemExit) leaves a ticket here.
+            _fail(group, RuntimeError("interrupted before the transaction ended"))
+
+    def _store_together(self, group: list[_Ticket]) -> None:
+        with self.store.session() as session:
+            results = store_batches(session, [(ticket.items, ticket.now) for ticket in group])
+        for ticket, accepted in zip(group, results, strict=True):
+            ticket.accepted, ticket.done = accepted, True
+
+    def _store_alone(self, ticket: _Ticket) -> None:
+        if ticket.done:
+            return
+        try:
+            self._store_together([ticket])
+        except Exception as exc:
+            _fail([ticket], exc)
+
+
+def _fail(tickets: list[_Ticket], error: BaseException) -> None:
+    for ticket in tickets:
+        if not ticket.done:
+            ticket.error, ticket.done = error, True
+
+
+_inboxes: weakref.WeakKeyDictionary[Store, Inbox] = weakref.WeakKeyDictionary()
+_inboxes_lock = threading.Lock()
+
+
+def inbox_for(store: Store) -> Inbox:
+    """The one ``Inbox`` of ``store`` in this process (made on first use, after any fork)."""
+    with _inboxes_lock:
+        found = _inboxes.get(store)
+        if found is None:
+            found = _inboxes[store] = Inbox(store)
+        return found
 
 
 def known(store: Store, source: str, keys: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:

@@ -23,6 +23,7 @@ killed; a graceful exit writes it.
 from __future__ import annotations
 
 import atexit
+import functools
 import json
 import logging
 import os
@@ -77,7 +78,7 @@ class _Tally:
         self.failing = False  # the last write to the database failed
 
     def add(self, name: str, labels: dict[str, str], amount: float = 1.0) -> None:
-        key = (name, json.dumps(labels, sort_keys=True))
+        key = (name, _labels_text(tuple(sorted(labels.items()))))
         with self.lock:
             self.pending[key] = self.pending.get(key, 0.0) + amount
         self._ensure_flusher()
@@ -108,6 +109,12 @@ class _Tally:
             return
         threading.Thread(target=_flush_forever, args=(store,), name="offboard-metrics", daemon=True).start()
         atexit.register(flush, store)
+
+
+@functools.lru_cache(maxsize=1024)
+def _labels_text(labels: tuple[tuple[str, str], ...]) -> str:
+    """The labels as stored (sorted JSON); counted on every webhook, so worked out once each."""
+    return json.dumps(dict(labels), sort_keys=True)
 
 
 _tally = _Tally()

@@ -5,7 +5,8 @@ transaction marks due rows ``running`` with a lease (``FOR UPDATE SKIP LOCKED`` 
 Postgres, one writer on SQLite), the work happens outside any transaction, and a
 second short transaction settles the row. A row whose lease ran out (its worker
 died) is claimed again; for an action, when that lease ran out is handed to the
-claimant, as the moment after which the dead attempt wrote nothing.
+claimant, as the moment after which the dead attempt wrote nothing; an attempt that ended
+with its outcome unknown (a timeout, a lost reply) leaves the same mark on the pending row.
 
 Every state change below is a named function; each checks its move against this
 table (``TRANSITIONS``, which a test compares with the table) and refuses any other.
@@ -199,6 +200,24 @@ def insert_event(
     return None if new_id is None else int(new_id)
 
 
+def insert_events(session: Session, rows: list[dict[str, Any]]) -> dict[tuple[str, str, str], int]:
+    """``insert_event`` for many in one statement: each row has source, account, event_key, kind,
+    payload and received_at. Returns the ids of the events stored now, by (source, account, key);
+    one already in the inbox, or listed before, is not stored again and not in the answer."""
+    check(Event, NEW, EventState.PENDING)
+    if not rows:
+        return {}
+    table = Event.__table__
+    pending = {"state": str(EventState.PENDING), "attempts": 0}
+    new = [{**row, **pending, "available_at": row["received_at"]} for row in rows]
+    statement = (
+        insert(session, table)
+        .on_conflict_do_nothing(index_elements=["source", "account", "event_key"])
+        .returning(table.c.id, table.c.source, table.c.account, table.c.event_key)
+    )
+    return {(s, a, k): int(i) for i, s, a, k in session.execute(statement, new)}
+
+
 def insert_run(session: Session, values: dict[str, Any]) -> int | None:
     """Insert an active run; None when the deal already has an open one (or this generation exists)."""
     check(Run, NEW, RunState.ACTIVE)
@@ -339,8 +358,13 @@ def retry_later(
     due: datetime,
     attempts: int,
     note: str,
+    unsure_since: datetime | None = None,
 ) -> int:
-    """Back to pending, due at ``due``, with ``attempts`` counted and why it waits."""
+    """Back to pending, due at ``due``, with ``attempts`` counted and why it waits.
+
+    ``unsure_since``: an attempt whose outcome is unknown may have written until then; it is
+    kept where a dead holder's lease end is kept, so whoever claims the row next knows.
+    """
     due_name = "available_at" if table is Event else "due_at"
     owner = {"claimed_by": None} if table is Action else {}
     return _move(
@@ -350,16 +374,28 @@ def retry_later(
         EventState.PENDING,
         table.id == row_id,
         *_held(table, worker_id),
-        lease_until=None,
+        lease_until=unsure_since,
         attempts=attempts,
         **{due_name: due, _note_column(table): note},
         **owner,
     )
 
 
-def still_held(session: Session, table: QueueTable, row_id: int, *, worker_id: str, until: datetime) -> bool:
-    """Renew one row's lease if this worker still holds it (its lease may have run out and been taken)."""
-    return renew(session, table, [row_id], worker_id=worker_id, until=until) > 0
+def still_held(
+    session: Session, table: QueueTable, ids: Iterable[int], *, worker_id: str, until: datetime
+) -> set[int]:
+    """Renew the leases of the rows this worker still holds, and say which those are (a lease may
+    have run out and the row been taken over)."""
+    ids = list(ids)
+    if not ids:
+        return set()
+    statement = (
+        update(table)
+        .where(table.id.in_(ids), *_held(table, worker_id))
+        .values(lease_until=until)
+        .returning(table.id)
+    )
+    return {int(row_id) for row_id in session.scalars(statement)}
 
 
 # --- settling -------------------------------------------------------------------------
@@ -442,8 +478,20 @@ def release_waiting(session: Session, action_id: int, *, payload: dict[str, Any]
 # --- runs -----------------------------------------------------------------------------
 
 
+def lock_runs(session: Session, run_ids: Iterable[int]) -> None:
+    """Hold these runs until the transaction ends, in id order (so two holders never deadlock).
+
+    Groups of actions settle in transactions of their own, side by side: each must see the
+    others' settled actions before it decides a run is finished, or none would close it.
+    """
+    ids = sorted(set(run_ids))
+    if ids:
+        session.execute(select(Run.id).where(Run.id.in_(ids)).order_by(Run.id).with_for_update())
+
+
 def close_run_if_finished(session: Session, run_id: int, *, now: datetime) -> int:
-    """An active run with nothing left to write is done."""
+    """An active run with nothing left to write is done (its row locked first: see ``lock_runs``)."""
+    lock_runs(session, [run_id])
     open_action = session.scalar(
         select(Action.id)
         .where(Action.run_id == run_id, Action.state.in_([str(s) for s in OPEN_ACTION_STATES]))

@@ -46,6 +46,7 @@ from gunicorn.workers.base import Worker as GunicornWorker
 from waitress import wasyncore
 from waitress.channel import HTTPChannel
 from waitress.server import BaseWSGIServer, create_server
+from waitress.task import WSGITask
 
 from connector.logs import gunicorn_logger_class
 from connector.services import build
@@ -60,7 +61,8 @@ CHANNEL_TIMEOUT = 30  # seconds a connection may stay silent (no byte either way
 # Waitress refuses a body past this while it arrives (413) and counts chunk framing too; the
 # app then applies the exact MAX_BODY_BYTES to what waitress let through.
 FRONT_BODY_LIMIT = MAX_BODY_BYTES + 64 * 1024
-LOOP_SECONDS = 0.5  # how often the front checks for a stop signal and tells the arbiter it is alive
+LOOP_SECONDS = 0.5  # how often the front checks for a stop signal when nothing else wakes it
+BEAT_SECONDS = 1.0  # how often it tells the arbiter it is alive (the arbiter waits 60 s)
 GRACEFUL_TIMEOUT = 30  # seconds from SIGTERM to the arbiter's SIGKILL
 GRACE_MARGIN = 5.0  # seconds of the graceful timeout kept for the process to exit after the worker
 
@@ -82,16 +84,29 @@ class WaitressWorker(GunicornWorker):  # type: ignore[misc]
     """A gunicorn worker process whose HTTP front is waitress (see the module docstring)."""
 
     def run(self) -> None:
+        # Waitress warns "Task queue depth is N" for every request that waits for a free thread.
+        # Requests wait for their shared transaction holding a thread (connector.inbox), so in
+        # a burst that is every request: a line each, a tenth of the process's time. Queueing
+        # shows in the answers' durations (the access log) instead.
+        logging.getLogger("waitress.queue").setLevel(logging.ERROR)
         front: dict[int, Any] = {}
         server = create_server(
             self.wsgi, map=front, sockets=[listener.sock for listener in self.sockets], **front_options()
         )
+        for dispatcher in front.values():
+            if isinstance(dispatcher, BaseWSGIServer):
+                dispatcher.channel_class = KeepAliveChannel
+        beat = 0.0
         try:
             while self.alive:
-                self.notify()
-                if self.ppid != os.getppid():
-                    log.warning("the process manager is gone; this process stops")
-                    break
+                # One loop turn per poll: under load thousands a second. The heartbeat (a write
+                # to a file's times) and the parent check are due only every BEAT_SECONDS.
+                if time.monotonic() - beat >= BEAT_SECONDS:
+                    beat = time.monotonic()
+                    self.notify()
+                    if self.ppid != os.getppid():
+                        log.warning("the process manager is gone; this process stops")
+                        break
                 wasyncore.loop(timeout=LOOP_SECONDS, map=front, use_poll=True, count=1)
             deadline = time.monotonic() + max(float(self.cfg.graceful_timeout) - GRACE_MARGIN, 1.0)
             self.offboard_deadline = deadline
@@ -100,6 +115,26 @@ class WaitressWorker(GunicornWorker):  # type: ignore[misc]
         finally:
             server.task_dispatcher.shutdown(cancel_pending=True, timeout=1)
             wasyncore.close_all(front)
+
+
+class KeepAliveTask(WSGITask):  # type: ignore[misc]
+    """Waitress's task, keeping the connection open after an answer without a body (204, 304).
+
+    Waitress closes an HTTP/1.1 connection after any answer without a Content-Length, and never
+    sends one with a 204: so every HubSpot delivery (answered 204) cost the sender a new
+    connection, and this process an accept, as if keep-alive were off. An answer that has no
+    body needs no length to end it (RFC 9112, 6.3), so the connection stays open, unless the
+    client asked to close it or speaks HTTP/1.0.
+    """
+
+    def set_close_on_finish(self) -> None:
+        asked = self.request.headers.get("CONNECTION", "").lower() == "close"
+        if self.has_body or self.version != "1.1" or asked:
+            super().set_close_on_finish()
+
+
+class KeepAliveChannel(HTTPChannel):  # type: ignore[misc]
+    task_class = KeepAliveTask
 
 
 def _drain(front: dict[int, Any], deadline: float) -> None:

@@ -149,7 +149,10 @@ class Settings(SettingsSection):
 
     # The worker: how it claims, retries and gives up.
     worker_poll_seconds: float = env_field("OFFBOARD_WORKER_POLL_SECONDS", 1.0, gt=0)
-    worker_batch: int = env_field("OFFBOARD_WORKER_BATCH", 20, ge=1, le=500)
+    worker_batch: int = env_field("OFFBOARD_WORKER_BATCH", 100, ge=1, le=500)
+    # Groups of due actions (one kind, one CRM account) written at once, each call within
+    # the account's budget: a CRM's latency, not its limit, would otherwise set the pace.
+    worker_concurrency: int = env_field("OFFBOARD_WORKER_CONCURRENCY", 4, ge=1, le=32)
     # A live worker renews its leases three times a lease (at most every 5 s), so a short
     # lease costs nothing while it lives and hands a dead one's rows over within seconds.
     # Below 5 s one slow database write between two renewals could lose a live worker's lease.

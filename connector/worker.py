@@ -1,23 +1,20 @@
-"""The worker: a loop that claims due events and actions, hands each to its use case, and keeps what it holds.
+"""The worker: a loop that claims due events and actions, hands them on, and keeps what it holds.
 
-What happens to a claimed row is decided elsewhere: an event by
-``connector.usecases.events``, an action by ``connector.usecases.performing`` (through
-its kind's handler), a failure by ``connector.retry``, and every state change by
+What happens to claimed rows is decided elsewhere: events by ``connector.usecases.events``,
+actions by ``connector.usecases.performing`` (by kind and CRM account together, through
+their kind's handler), failures by ``connector.retry``, every state change by
 ``connector.queue``. This module keeps the loop, the leases and stopping.
 
 Leases are short (``OFFBOARD_LEASE_SECONDS``, 20 s), so a dead worker's rows come back
-within seconds; an action taken over that way tells its adapter that the dead attempt's
-outcome is unknown (``OutcomeAware``), so a CRM whose reads lag behind its writes waits
-for them before writing. A live worker keeps what it holds: while ``run_forever`` runs, a
-lease keeper renews the leases of the rows it has claimed and not finished, and before
-each row the worker checks it still holds it. So a batch that takes longer than the
-lease (a slow CRM, a rate-limit wait) is never worked by two workers at once. On SIGTERM
-the worker stops claiming, finishes the row in hand, and puts the rest back for any
-worker to take at once.
+within seconds, as unknown outcomes (``OutcomeAware``). A live worker keeps what it holds:
+a lease keeper renews the leases of the rows it claimed and has not finished, and before
+each group the worker checks it still holds its rows, so work that outlasts a lease (a
+slow CRM, a rate-limit wait) is never done by two workers at once. On SIGTERM the worker
+stops claiming, finishes the groups in hand, and puts the rest back for any worker.
 
-While ``run_forever`` runs, the contract-end sweep has a thread of its own (a slow CRM
-listing never holds up events and actions; the ``schedules`` row still lets one worker
-at a time sweep), and the worker's row in ``workers`` shows it alive (``heartbeat``).
+While ``run_forever`` runs, the contract-end sweep has a thread of its own (the
+``schedules`` row lets one worker at a time sweep), and the worker's row in ``workers``
+shows it alive (``heartbeat``).
 """
 
 from __future__ import annotations
@@ -26,6 +23,7 @@ import logging
 import threading
 import uuid
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -69,7 +67,7 @@ class Worker:
         self._stop: threading.Event | None = None  # run_forever's: once set, nothing more is claimed
         # Rows claimed and not yet started, by table: the lease keeper renews them, release() puts them back.
         self._held: dict[QueueTable, set[int]] = {Event: set(), Action: set()}
-        self._in_hand: tuple[QueueTable, int] | None = None  # renewed, never put back
+        self._in_hand: dict[QueueTable, set[int]] = {Event: set(), Action: set()}  # renewed, never put back
         self._held_lock = threading.Lock()
         # Actions of the batch in hand taken over from a dead attempt: id → when its lease ran out.
         self._reclaimed: dict[int, datetime] = {}
@@ -129,18 +127,21 @@ class Worker:
             return 0
         self.events.wake_waiting()
         events = self._claim(Event)
-        self._work_through(Event, events, self.events.process)
+        by_source: dict[tuple[str, str], list[Any]] = {}
+        for event in events:
+            by_source.setdefault((event.source, event.account), []).append(event)
+        self._work_through(Event, list(by_source.values()), self.events.process_group)
         return len(events)
 
     def execute_due_actions(self) -> int:
+        """Claim due actions and write them: by kind and CRM account together, several groups in
+        flight at once (``OFFBOARD_WORKER_CONCURRENCY``), each within its CRM's budget."""
         if self.stopping:
             return 0
         actions = self._claim(Action)
-        self._work_through(Action, actions, self._perform)
+        groups = self.performer.groups(actions, self._reclaimed) if actions else []
+        self._work_through(Action, groups, self.performer.perform_group, self.settings.worker_concurrency)
         return len(actions)
-
-    def _perform(self, action: Action) -> None:
-        self.performer.perform(action, reclaimed_since=self._reclaimed.get(action.id))
 
     # --- claiming, holding, giving back ------------------------------------------
 
@@ -160,40 +161,55 @@ class Worker:
             self._reclaimed = claimed.reclaimed
         return list(claimed.rows)
 
-    def _work_through(self, table: QueueTable, rows: list[Any], handle: Callable[[Any], None]) -> None:
-        """Handle claimed rows in turn, each only while this worker still holds it.
+    def _work_through(
+        self,
+        table: QueueTable,
+        groups: list[list[Any]],
+        handle: Callable[[list[Any]], None],
+        at_once: int = 1,
+    ) -> None:
+        """Handle claimed groups of rows, each only while this worker still holds its rows.
 
-        On a stop, the rows not reached are put back; so are they if handling one raises
+        On a stop, the groups not reached are put back; so are they if handling one raises
         (that one stays leased, and comes back when the lease runs out).
         """
         with self._held_lock:
-            self._held[table].update(row.id for row in rows)
+            self._held[table].update(_id(row) for group in groups for row in group)
         try:
-            for row in rows:
-                if self.stopping:
-                    break
-                with self._held_lock:
-                    self._held[table].discard(row.id)
-                if not self._still_held(table, row.id):
-                    continue
-                with self._held_lock:
-                    self._in_hand = (table, row.id)
-                try:
-                    handle(row)
-                finally:
-                    with self._held_lock:
-                        self._in_hand = None
+            if at_once > 1 and len(groups) > 1:
+                with ThreadPoolExecutor(min(at_once, len(groups)), thread_name_prefix=self.worker_id) as pool:
+                    list(pool.map(lambda group: self._handle(table, group, handle), groups))
+            else:
+                for group in groups:
+                    self._handle(table, group, handle)
         finally:
             self.release()
 
-    def _still_held(self, table: QueueTable, row_id: int) -> bool:
+    def _handle(self, table: QueueTable, group: list[Any], handle: Callable[[list[Any]], None]) -> None:
+        if self.stopping:
+            return
+        ids = {_id(row) for row in group}
+        with self._held_lock:
+            self._held[table] -= ids
+        mine = self._still_held(table, ids)
+        group = [row for row in group if _id(row) in mine]
+        if not group:
+            return
+        with self._held_lock:
+            self._in_hand[table] |= mine
+        try:
+            handle(group)
+        finally:
+            with self._held_lock:
+                self._in_hand[table] -= mine
+
+    def _still_held(self, table: QueueTable, ids: set[int]) -> set[int]:
         until = self.clock() + timedelta(seconds=self.settings.lease_seconds)
         with self.store.session() as session:
-            held = queue.still_held(session, table, row_id, worker_id=self.worker_id, until=until)
-        if not held:
-            log.warning(
-                "%s %s was taken over after its lease ran out; not running it", table.__name__.lower(), row_id
-            )
+            held = queue.still_held(session, table, ids, worker_id=self.worker_id, until=until)
+        for row_id in sorted(ids - held):
+            name = table.__name__.lower()
+            log.warning("%s %s was taken over after its lease ran out; not running it", name, row_id)
         return held
 
     def release(self) -> int:
@@ -229,12 +245,8 @@ class Worker:
     def _renew_leases(self) -> None:
         with self._held_lock:
             held: dict[QueueTable, list[int]] = {
-                Event: sorted(self._held[Event]),
-                Action: sorted(self._held[Action]),
+                table: sorted(self._held[table] | self._in_hand[table]) for table in (Event, Action)
             }
-            in_hand = self._in_hand
-        if in_hand is not None:
-            held[in_hand[0]].append(in_hand[1])
         if not held[Event] and not held[Action]:
             return
         until = self.clock() + timedelta(seconds=self.settings.lease_seconds)
@@ -276,6 +288,10 @@ class Worker:
 
     def sweep(self, now: datetime | None = None, *, stop: threading.Event | None = None) -> SweepReport:
         return sweep(self.settings, self.store, self.adapters, self.playbooks, now or self.clock(), stop=stop)
+
+
+def _id(row: Any) -> int:  # a group holds events, or actions on their way (``Due``)
+    return int(row.action.id if hasattr(row, "action") else row.id)
 
 
 def _thread(target: Callable[[threading.Event], None], stop: threading.Event, name: str) -> threading.Thread:

@@ -12,7 +12,7 @@ The modules, from the outside in:
 - ``once``       tasks and notes created once: a marker per record, searched before writing
 - ``records``    HubSpot records to Offboard's deals, and Offboard's writes to HubSpot inputs
 - ``api``        the few SDK calls Offboard makes, rate-limited, errors translated (``errors``)
-- ``ratelimit``  the process-wide budget those calls share
+- ``ratelimit``  the account's budget those calls share, across every process
 - ``setup``      the custom properties Offboard writes (``offboard hubspot setup``, ``cli``)
 
 The SDK is imported only by ``api`` (and so by ``adapter``), never to serve webhooks.

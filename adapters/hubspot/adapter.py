@@ -1,65 +1,56 @@
 """The HubSpot adapter: the CRM port (and inbound events) on top of ``HubSpotApi``.
 
-Tasks and notes are created through ``CreateOnce`` (a marker per record, searched before
-writing), so an action retried after an unknown outcome never writes twice. Property
-updates are naturally idempotent; a referral's contact is unique by email in HubSpot.
+Tasks and notes are created through ``CreateOnce`` (a marker per record, searched for only
+when an earlier attempt's outcome is unknown), so an action retried after an unknown outcome
+never writes twice. Property updates are naturally idempotent; a referral's contact is
+unique by email in HubSpot. Many actions' writes share HubSpot's batch calls
+(``batches.BatchWriter``); deals are read one at a time or many together (``deals.DealReader``).
 """
 
 from __future__ import annotations
 
-import logging
 import time as pytime
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any
 
-from adapters.base import BudgetAware, CrmAdapter, Ending, InboundAdapter, OutcomeAware, SweepWindow
-from adapters.hubspot import records, webhook
-from adapters.hubspot.api import HubSpotApi
-from adapters.hubspot.once import CreateOnce
-from adapters.hubspot.records import associated_ids, day, decimal, token
-from adapters.hubspot.settings import HubSpotSettings
-from adapters.hubspot.setup import (
-    EXIT_CATEGORY,
-    LAST_EXIT_SCORE,
-    LAST_SURVEY_KIND,
-    REFERRED_BY,
-    SURVEY_KIND,
-    SURVEY_LINK,
-    SURVEY_REF,
-    SURVEY_SENT_AT,
+from adapters.base import (
+    BudgetAware,
+    CrmAdapter,
+    DealBatches,
+    Ending,
+    InboundAdapter,
+    InviteBatches,
+    NoteBatches,
+    OutcomeAware,
+    PropertyBatches,
+    Results,
+    SweepWindow,
+    TaskBatches,
+    Write,
 )
-from adapters.hubspot.stages import StageBook
+from adapters.hubspot import records
+from adapters.hubspot.api import HubSpotApi
+from adapters.hubspot.batches import OBJECT_TYPES, SETUP_HINT, BatchWriter, one
+from adapters.hubspot.deals import DealReader
+from adapters.hubspot.once import CreateOnce
+from adapters.hubspot.records import day
+from adapters.hubspot.settings import HubSpotSettings
+from adapters.hubspot.setup import EXIT_CATEGORY, LAST_EXIT_SCORE, LAST_SURVEY_KIND, REFERRED_BY
 from connector.clock import Clock, utcnow
 from connector.errors import CrmPermanent
 from connector.models import (
     AnswerSpec,
-    Company,
-    Contact,
     Deal,
     DealChange,
     Invite,
     NoteSpec,
-    Owner,
     PropertyUpdate,
     ReferralSpec,
     TaskSpec,
 )
 
-log = logging.getLogger("offboard.hubspot")
-
-MAX_CONTACTS = 10  # associated contacts read per deal
 DAILY_RESERVE = 0.1  # share of the daily budget kept for urgent writes (tasks) and other apps
-OBJECT_TYPES = {"deal": "deals", "company": "companies", "contact": "contacts"}
-DEAL_PROPERTIES = (
-    "dealname",
-    "amount",
-    "deal_currency_code",
-    "pipeline",
-    "dealstage",
-    "closedate",
-    "hubspot_owner_id",
-)
 
 
 class HubSpotAdapter:
@@ -77,8 +68,15 @@ class HubSpotAdapter:
         self.clock = clock
         self.contract_type_property = settings.contract_type_property
         self.contract_end_property = settings.contract_end_property
-        self.stages = StageBook(api.deal_pipelines)
         self.once = CreateOnce(api, lag_seconds=settings.search_lag_seconds, clock=clock, sleep=sleep)
+        self.batches = BatchWriter(api, self.once, clock)
+        self.deals = DealReader(
+            api,
+            account=lambda: self.account,
+            contract_type=self.contract_type_property,
+            contract_end=self.contract_end_property,
+            clock=clock,
+        )
         self._account: str | None = None
 
     @property
@@ -88,83 +86,17 @@ class HubSpotAdapter:
             self._account = str(self.api.account_details()["portalId"])
         return self._account
 
-    # --- inbound -----------------------------------------------------------
+    # --- inbound and reads (``deals.DealReader``) ----------------------------
 
     def interpret(self, kind: str, payload: dict[str, Any]) -> DealChange | None:
-        change = webhook.stage_change(kind, payload)
-        if change is None:
-            return None
-        if change.portal_id != self.account:
-            raise CrmPermanent(
-                f"event from HubSpot portal {change.portal_id}, but the token is for portal {self.account}"
-            )
-        stage = self.stages.get(change.stage_id)
-        if stage is None:
-            raise CrmPermanent(
-                f"deal stage {change.stage_id!r} is in none of portal {self.account}'s pipelines"
-            )
-        if stage.closed:
-            return self._closed(change)
-        return self._reopened(change)
+        return self.deals.interpret(kind, payload)
 
-    def _closed(self, change: webhook.StageChange) -> DealChange | None:
-        deal = self.fetch_deal(change.deal_id)
-        if not deal.closed:  # re-opened since: the later event says so
-            log.info("deal %s closed and re-opened before we looked; nothing to start", deal.id)
-            return None
-        return DealChange(deal=deal, change="closed", occurred_at=change.occurred_at)
-
-    def _reopened(self, change: webhook.StageChange) -> DealChange | None:
-        """An open stage: a re-opening only if the stage before this change was a closed one."""
-        record = self.api.get(
-            "deals", change.deal_id, ("dealname", "dealstage", "pipeline"), history=("dealstage",)
-        )
-        props = record.properties or {}
-        current = self.stages.get(props.get("dealstage"))
-        if current is None or current.closed:  # closed again since: that event starts the run
-            return None
-        previous = _value_before(record, change)
-        before = self.stages.get(previous)
-        if before is None or not before.closed:
-            return None
-        deal = Deal(
-            crm=self.name,
-            account=self.account,
-            id=str(record.id),
-            name=props.get("dealname") or f"Deal {record.id}",
-            pipeline=props.get("pipeline") or None,
-            stage=props.get("dealstage") or None,
-        )
-        return DealChange(deal=deal, change="reopened", occurred_at=change.occurred_at)
-
-    # --- reads -------------------------------------------------------------
+    def interpret_many(self, events: Sequence[tuple[str, dict[str, Any]]]) -> Results[DealChange | None]:
+        """The events' deals read together: a few batch reads for a hundred deals."""
+        return self.deals.interpret_many(events)
 
     def fetch_deal(self, deal_id: str) -> Deal:
-        properties = (*DEAL_PROPERTIES, self.contract_type_property, self.contract_end_property)
-        record = self.api.get("deals", deal_id, properties, associations=("contacts", "companies"))
-        props = {k: v for k, v in (record.properties or {}).items() if v is not None}
-        stage = self.stages.get(props.get("dealstage"))
-        company_ids = associated_ids(record, "companies", "deal_to_company")
-        closed = bool(stage and stage.closed)
-        return Deal(
-            crm=self.name,
-            account=self.account,
-            id=str(record.id),
-            name=props.get("dealname") or f"Deal {record.id}",
-            outcome=("won" if stage and stage.won else "lost") if closed else None,
-            closed=closed,
-            amount=decimal(props.get("amount")),
-            currency=props.get("deal_currency_code") or None,
-            pipeline=props.get("pipeline") or None,
-            stage=props.get("dealstage") or None,
-            close_date=day(props.get("closedate")),
-            contract_type=props.get(self.contract_type_property) or None,
-            contract_end=day(props.get(self.contract_end_property)),
-            owner=self._owner(props.get("hubspot_owner_id")),
-            company=self._company(company_ids[0]) if company_ids else None,
-            contacts=self._contacts(associated_ids(record, "contacts", "deal_to_contact")),
-            properties=props,
-        )
+        return self.deals.fetch(deal_id)
 
     def deals_ending(self, window: SweepWindow) -> Iterable[Ending]:
         """One search request per page of 100 deals, for ids and contract ends only."""
@@ -183,34 +115,11 @@ class HubSpotAdapter:
                 listed.append(Ending(crm=self.name, account=self.account, id=str(found.id), contract_end=end))
         return listed
 
-    def _owner(self, owner_id: str | None) -> Owner | None:
-        if not owner_id:
-            return None
-        try:
-            return records.owner(self.api.owner(owner_id), owner_id)
-        except CrmPermanent as exc:
-            if exc.status != 404:
-                raise
-            return records.owner(None, owner_id)  # a deactivated user still owns the deal
-
-    def _company(self, company_id: str) -> Company:
-        return records.company(self.api.get("companies", company_id, ("name", "domain")))
-
-    def _contacts(self, ids: list[str]) -> tuple[Contact, ...]:
-        wanted = ids[:MAX_CONTACTS]
-        if not wanted:
-            return ()
-        read = self.api.read_batch("contacts", wanted, ("email", "firstname", "lastname"))
-        found = {str(r.id): r for r in read}
-        ordered = [found[i] for i in wanted if i in found]
-        # HubSpot has no primary contact on deals: the first associated one stands in.
-        return tuple(records.contact(r, primary=n == 0) for n, r in enumerate(ordered))
-
     # --- writes ------------------------------------------------------------
 
     def outcome_unknown(self, key: str, since: datetime) -> None:
-        """A dead worker's attempt of ``key`` may have written until ``since``: HubSpot's search
-        may not show it yet, so the next write with ``key`` waits for the index first."""
+        """An earlier attempt of ``key`` (its worker died, its call timed out) may have written until
+        ``since``: the next write with ``key`` waits for HubSpot's search index, then looks first."""
         self.once.outcome_unknown(key, since)
 
     def create_tasks(self, tasks: Sequence[TaskSpec], key: str) -> list[str]:
@@ -226,34 +135,27 @@ class HubSpotAdapter:
             self.api.update(OBJECT_TYPES[update.object], update.object_id, update.properties)
         except CrmPermanent as exc:
             if exc.status == 400:
-                raise CrmPermanent(
-                    f"{exc} (if a property is missing, run `offboard hubspot setup`)",
-                    status=400,
-                    detail=exc.detail,
-                ) from exc
+                raise CrmPermanent(f"{exc} {SETUP_HINT}", status=400, detail=exc.detail) from exc
             raise
 
     def send_invite(self, invite: Invite, key: str) -> str:
         """Set the contact properties the admin's workflow emails from, and log a note."""
-        done = self.once.existing("notes", key)
-        if 0 in done:  # the note is written last: the whole send happened
-            return done[0]
-        now = self.clock()
-        self.api.update(
-            "contacts",
-            invite.contact_id,
-            {
-                SURVEY_KIND: invite.kind,
-                SURVEY_LINK: invite.link,
-                SURVEY_SENT_AT: records.millis(now),
-                SURVEY_REF: token(key),  # the same on a retry: the workflow does not re-enroll
-            },
-        )
-        what = "referral ask" if invite.kind == "referral" else f"{invite.kind.upper()} survey"
-        sender = f" on behalf of {invite.sender}" if invite.sender else ""
-        body = f"Offboard sent the {what}{sender} to {invite.email or 'the contact'}: {invite.link}"
-        note = records.note_input(body, key, now, {"contacts": invite.contact_id, "deals": invite.deal_id})
-        return self.once.create("notes", [note], key, found=done)[0]
+        sent: str = one(self.batches.invites, Write(key, invite))
+        return sent
+
+    # --- many actions at once (``batches.BatchWriter``) ----------------------
+
+    def create_tasks_many(self, writes: Sequence[Write[Sequence[TaskSpec]]]) -> Results[list[str]]:
+        return self.batches.tasks(writes)
+
+    def add_notes_many(self, writes: Sequence[Write[NoteSpec]]) -> Results[str]:
+        return self.batches.notes(writes)
+
+    def update_properties_many(self, writes: Sequence[Write[PropertyUpdate]]) -> Results[None]:
+        return self.batches.properties(writes)
+
+    def send_invites_many(self, writes: Sequence[Write[Invite]]) -> Results[str]:
+        return self.batches.invites(writes)
 
     def record_answer(self, answer: AnswerSpec, key: str) -> str:
         """The score on the contact (properties a list or workflow can use), and a note."""
@@ -355,22 +257,13 @@ def _between(name: str, start: date, end: date) -> dict[str, str]:
     }
 
 
-def _value_before(record: Any, change: webhook.StageChange) -> str | None:
-    """The dealstage value before the one this event reports, from the property's history."""
-    history = (record.properties_with_history or {}).get("dealstage") or []
-    entries = sorted(history, key=lambda entry: entry.timestamp, reverse=True)  # newest first
-    matches = [n for n, entry in enumerate(entries) if entry.value == change.stage_id]
-    if not matches:
-        return None
-    if change.occurred_at is not None:
-        at = change.occurred_at
-        matches.sort(key=lambda n: abs((entries[n].timestamp - at).total_seconds()))
-    index = matches[0] + 1
-    return str(entries[index].value) if index < len(entries) else None
-
-
 if TYPE_CHECKING:  # mypy checks the adapter against both ports
     _crm_port: type[CrmAdapter] = HubSpotAdapter
     _inbound_port: type[InboundAdapter] = HubSpotAdapter
     _budget_port: type[BudgetAware] = HubSpotAdapter
     _outcome_port: type[OutcomeAware] = HubSpotAdapter
+    _task_batches: type[TaskBatches] = HubSpotAdapter
+    _note_batches: type[NoteBatches] = HubSpotAdapter
+    _property_batches: type[PropertyBatches] = HubSpotAdapter
+    _invite_batches: type[InviteBatches] = HubSpotAdapter
+    _deal_batches: type[DealBatches] = HubSpotAdapter

@@ -1,8 +1,9 @@
 """The few HubSpot endpoints Offboard calls, through ``hubspot-api-client``.
 
-Every call goes through ``_send``: it waits for the process's rate limits, sets a timeout,
-reads the X-HubSpot-RateLimit-* headers, waits out a 429 a few times (one interval each;
-HubSpot sends no Retry-After), and translates every failure into the port's error tree.
+Every call goes through ``_send``: it waits for the account's rate budget (shared by every
+process), sets a timeout, reads the X-HubSpot-RateLimit-* headers, waits out a 429 a few
+times (one interval each; HubSpot sends no Retry-After), and translates every failure into
+the port's error tree.
 The SDK's own urllib3 retries are off so that the limiter sees every request.
 
 Records come back as the SDK's models (``.id``, ``.properties``, ``.associations``…).
@@ -21,7 +22,7 @@ from urllib3.util.retry import Retry
 from adapters.hubspot.errors import translate
 from adapters.hubspot.ratelimit import Limits
 from connector import metrics
-from connector.errors import CrmPermanent, CrmRateLimited
+from connector.errors import CrmError, CrmPermanent, CrmRateLimited
 
 if TYPE_CHECKING:
     from adapters.hubspot.settings import HubSpotSettings
@@ -113,6 +114,22 @@ class HubSpotApi:
             results.extend(found.results)
         return results
 
+    def associations_batch(self, from_type: str, to_type: str, ids: Sequence[str]) -> dict[str, list[Any]]:
+        """Each record's associations to ``to_type`` (v4 batch read, 100 per call): by record id, the
+        ``to`` entries (``.to_object_id``, ``.association_types[].type_id``). A record with none is absent."""
+        models = importlib.import_module("hubspot.crm.associations.v4")
+        api = self._associations
+        found: dict[str, list[Any]] = {}
+        for chunk in chunks(list(ids), BATCH_LIMIT):
+            request = models.BatchInputPublicFetchAssociationsBatchRequest(
+                inputs=[models.PublicFetchAssociationsBatchRequest(id=i) for i in chunk]
+            )
+            what = f"read the {to_type} of {from_type}"
+            answer = self._send(what, api.get_page_with_http_info, from_type, to_type, request)
+            for result in answer.results or []:
+                found[str(result._from.id)] = list(result.to or [])
+        return found
+
     def owner(self, owner_id: str) -> Any:
         return self._send(
             f"read owner {owner_id}",
@@ -175,6 +192,21 @@ class HubSpotApi:
         body = _models(object_type).SimplePublicObjectInput(properties=dict(properties))
         api = self._api(object_type, "basic_api")
         self._send(f"update {object_type} {object_id}", api.update_with_http_info, object_id, body)
+
+    def update_batch(
+        self, object_type: str, inputs: Sequence[tuple[str, Mapping[str, str]]]
+    ) -> dict[str, CrmError]:
+        """One batch/update call for up to 100 records (each id once): the records HubSpot could not
+        update, by id (its 207 answer); a bad value refuses the whole call (CrmPermanent 400)."""
+        if len(inputs) > BATCH_LIMIT:
+            raise ValueError(f"at most {BATCH_LIMIT} inputs per batch call")
+        models = _models(object_type)
+        batch = models.BatchInputSimplePublicObjectBatchInput(
+            inputs=[models.SimplePublicObjectBatchInput(id=i, properties=dict(p)) for i, p in inputs]
+        )
+        api = self._api(object_type, "batch_api")
+        answer = self._send(f"update {object_type}", api.update_with_http_info, batch)
+        return refused_ids(answer, f"update {object_type}")
 
     # --- properties (offboard hubspot setup) -----------------------------
 
@@ -242,6 +274,10 @@ class HubSpotApi:
         return self._client.crm.owners.owners_api
 
     @cached_property
+    def _associations(self) -> Any:
+        return self._client.crm.associations.v4.batch_api
+
+    @cached_property
     def _properties(self) -> Any:
         return self._client.crm.properties.core_api
 
@@ -278,3 +314,17 @@ def _create_input(models: Any, kind: Any, data: Mapping[str, Any]) -> Any:
 def chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+def refused_ids(answer: Any, what: str) -> dict[str, CrmError]:
+    """The records a batch answer (207) lists as failed, by id, each with HubSpot's reason."""
+    refused: dict[str, CrmError] = {}
+    for error in getattr(answer, "errors", None) or []:
+        category = str(getattr(error, "category", "") or "")
+        status = 404 if category == "OBJECT_NOT_FOUND" else 400
+        message = str(getattr(error, "message", "") or "no message")
+        detail = {"category": category, "message": message, "context": getattr(error, "context", None)}
+        for object_id in (getattr(error, "context", None) or {}).get("ids") or []:
+            text = f"HubSpot rejected the request to {what} {object_id} ({status}): {message}"
+            refused[str(object_id)] = CrmPermanent(text, status=status, detail=detail)
+    return refused

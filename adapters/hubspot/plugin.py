@@ -15,13 +15,15 @@ if TYPE_CHECKING:
 
 
 def build(connection: Connection, store: Store) -> CrmAdapter:
-    """The adapter for the connection's portal, sharing the process's rate limits for it."""
+    """The adapter for the connection's portal; its rate budget is counted in ``store``, shared
+    with every other process of the deployment."""
     from adapters.hubspot.adapter import HubSpotAdapter
     from adapters.hubspot.api import HubSpotApi
     from adapters.hubspot.ratelimit import shared_limits
 
     settings = HubSpotSettings.of(connection.settings)
-    return HubSpotAdapter(settings, HubSpotApi.from_settings(settings, shared_limits(settings)))
+    limits = shared_limits(settings, store, account=connection.account)
+    return HubSpotAdapter(settings, HubSpotApi.from_settings(settings, limits))
 
 
 def sources(settings: CrmSettings) -> Sequence[InboundSource]:

@@ -89,6 +89,11 @@ def position(body: str | None, key: str) -> int | None:
     return None
 
 
+def markers(body: str | None) -> list[tuple[str, int]]:
+    """Every (token, position) marker in a record's body: which action wrote it, and which of its records."""
+    return [(found.group(1), int(found.group(2))) for found in MARKER.finditer(body or "")]
+
+
 def as_html(text: str) -> str:
     """Task and note bodies are rich text in HubSpot: keep the playbook's line breaks."""
     return html.escape(text.strip()).replace("\n", "<br>")

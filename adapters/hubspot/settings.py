@@ -19,7 +19,8 @@ class HubSpotSettings(CrmSettings):
     contract_type_property: str = env_field("HUBSPOT_CONTRACT_TYPE_PROPERTY", "contract_type")
     contract_end_property: str = env_field("HUBSPOT_CONTRACT_END_PROPERTY", "contract_end_date")
     # HubSpot's 10-second limit is per app and account (the daily one is shared by the account's
-    # apps); this is one process's share of the app's window, and the search API's own limit.
+    # apps): this is the whole deployment's budget per account, every process together (counted
+    # in the database), and the search API's own limit, likewise shared.
     rate_limit_per_10s: int = env_field("HUBSPOT_RATE_LIMIT_PER_10S", 100, ge=1, le=1000)
     search_rate_limit_per_s: int = env_field("HUBSPOT_SEARCH_RATE_LIMIT_PER_S", 4, ge=1, le=50)
     # How long HubSpot's search may miss a record just written: a write whose outcome is

@@ -1,28 +1,32 @@
 """The Salesforce adapter: Opportunities in, Tasks, notes, field updates and survey sends out.
 
 Reads: one SOQL query fetches an Opportunity with its Account, Owner, contract
-fields and contact roles (a relationship subquery). Writes: a run's Tasks go in
-one sObject Collections call per 200 and a note is a ContentNote linked to the
-Opportunity, Account and contact in one composite call (``writes``); field
-updates are a PATCH on the record; survey sends are a SurveyInvitation or an
-``emailSimple`` action, logged either way as a completed Task (``sends``); a
-referral is a Lead (``referrals``).
+fields and contact roles (a relationship subquery); the events of many Opportunities
+are read 200 to a query (``batches``). Writes: Tasks go in sObject Collections calls of
+200, shared by the actions of many deals, and a note is a ContentNote linked to the
+Opportunity, Account and contact (``writes``); field updates are a PATCH on the record,
+or a Collections PATCH for many (``batches``); survey sends are a SurveyInvitation or an
+``emailSimple`` action, logged either way as a completed Task (``sends``); a referral is
+a Lead (``referrals``). A record refused inside a batch fails only its own action.
 
-No duplicates after an unknown outcome: see ``adapters.salesforce.tasks``.
-Notes carry their marker in the title, survey invitations in their name.
+No duplicates after an unknown outcome: see ``adapters.salesforce.tasks`` and
+``adapters.salesforce.attempts`` (what an attempt wrote is looked for only when its
+outcome is unknown). Notes carry their marker in the title, survey invitations in their name.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import adapters.salesforce.batches as batches
 import adapters.salesforce.ids as ids
 import adapters.salesforce.soql as soql
-from adapters.base import Connection, Ending, SweepWindow
+from adapters.base import Connection, Ending, Results, SweepWindow, Write
+from adapters.salesforce.attempts import Attempts
 from adapters.salesforce.auth import choose
 from adapters.salesforce.budget import ApiBudget
 from adapters.salesforce.client import API_VERSION, SalesforceClient
@@ -31,9 +35,9 @@ from adapters.salesforce.records import CRM, resolve, to_deal
 from adapters.salesforce.referrals import ReferralWriter
 from adapters.salesforce.sends import InviteSender
 from adapters.salesforce.settings import SalesforceSettings
-from adapters.salesforce.writes import NoteWriter, TaskWriter, check_id
+from adapters.salesforce.writes import Note, NoteWriter, TaskWriter, check_id
 from connector.clock import Clock, utcnow
-from connector.errors import CrmError, CrmPermanent, PayloadInvalid, SettingsInvalid
+from connector.errors import CrmError, CrmPermanent, SettingsInvalid
 from connector.models import (
     AnswerSpec,
     Deal,
@@ -47,8 +51,6 @@ from connector.models import (
 from connector.settings import Settings
 
 log = logging.getLogger("offboard.salesforce")
-
-SOBJECTS = {"deal": "Opportunity", "company": "Account", "contact": "Contact"}
 
 
 class SalesforceAdapter:
@@ -72,8 +74,9 @@ class SalesforceAdapter:
         self.type_field = type_field
         self.end_field = end_field
         self._account = ids.short(org_id) if org_id else None
-        self.tasks = TaskWriter(client, zone, marker_field)
-        self.notes = NoteWriter(client)
+        self.attempts = Attempts()
+        self.tasks = TaskWriter(client, zone, marker_field, self.attempts)
+        self.notes = NoteWriter(client, self.attempts)
         self.sends = InviteSender(
             self.tasks, survey_ids=dict(survey_ids or {}), community_id=community_id, clock=clock
         )
@@ -138,17 +141,12 @@ class SalesforceAdapter:
         Outbound messages arrive out of order, so the Opportunity is fetched and its
         state now decides: a stale "open" message never cancels a run of a closed deal.
         """
-        if kind != "opportunity":
-            return None
-        record_id = payload.get("Id")
-        if not ids.is_id(record_id):
-            raise PayloadInvalid(f"salesforce: the stored notification has no Opportunity Id ({record_id!r})")
-        deal = self.fetch_deal(str(record_id))
-        if _flag(payload.get("IsClosed")) is False:
-            return None if deal.closed else DealChange(deal=deal, change="reopened")
-        if not deal.closed:
-            return None
-        return DealChange(deal=deal, change="closed")
+        record_id = batches.opportunity_id(kind, payload)
+        return None if record_id is None else batches.interpret(payload, self.fetch_deal(record_id))
+
+    def interpret_many(self, events: Sequence[tuple[str, dict[str, Any]]]) -> Results[DealChange | None]:
+        """What each event means, as ``interpret``; the Opportunities read 200 to a query."""
+        return batches.interpret_many(self.client, events, self._extra_fields(), self._deal)
 
     # --- reads -------------------------------------------------------------
 
@@ -186,14 +184,11 @@ class SalesforceAdapter:
         ContentNote rather than the classic Note: it is what the Notes related
         list shows in Lightning, and one note can be linked to several records.
         """
-        linked = [note.deal_id, note.company_id, note.contact_id]
-        return self.notes.note(f"Offboarding: {note.step_id}", note.body, linked, key)
+        return self.notes.note(f"Offboarding: {note.step_id}", note.body, _linked(note), key)
 
     def update_properties(self, update: PropertyUpdate, key: str) -> None:
         """PATCH the record: setting the same values again is harmless, so no marker is needed."""
-        sobject = SOBJECTS[update.object]
-        check_id(update.object_id, sobject)
-        fields = {api_name(name): value for name, value in update.properties.items()}
+        sobject, fields = batches.field_values(update)
         self.client.rest(f"sobjects/{sobject}/{update.object_id}", method="PATCH", json=fields)
 
     def record_answer(self, answer: AnswerSpec, key: str) -> str:
@@ -222,23 +217,34 @@ class SalesforceAdapter:
         """The org's Task picklists, described once per process."""
         return self.tasks.picklists()
 
+    # --- many actions at once, and unknown outcomes ----------------------------
 
-def api_name(name: str) -> str:
-    """A playbook property name as a Salesforce field: ``offboarding_status`` → ``Offboarding_Status__c``.
+    def create_tasks_many(self, writes: Sequence[Write[Sequence[TaskSpec]]]) -> Results[list[str]]:
+        return self.tasks.create_many(writes)
 
-    Names that already look like API names (``Description``, ``Custom__c``) pass
-    unchanged, so one playbook works on HubSpot and Salesforce alike.
-    """
-    if "__" in name or name[:1].isupper():
-        return soql.field_path(name, "playbook property")
-    custom = "_".join(part.capitalize() for part in name.split("_") if part) + "__c"
-    return soql.field_path(custom, "playbook property")
+    def add_notes_many(self, writes: Sequence[Write[NoteSpec]]) -> Results[str]:
+        notes: list[Write[Note] | CrmError] = []
+        for write in writes:
+            spec = write.item
+            try:
+                note = Note.of(f"Offboarding: {spec.step_id}", spec.body, _linked(spec), write.key)
+                notes.append(Write(write.key, note, write.unsure_since))
+            except CrmPermanent as exc:  # a bad id: this note alone fails
+                notes.append(exc)
+        ready = [n for n in notes if isinstance(n, Write)]
+        written = iter(self.notes.notes_many(ready) if ready else [])
+        return [n if isinstance(n, CrmError) else next(written) for n in notes]
+
+    def update_properties_many(self, writes: Sequence[Write[PropertyUpdate]]) -> Results[None]:
+        return batches.update_many(self.client, writes)
+
+    def send_invites_many(self, writes: Sequence[Write[Invite]]) -> Results[str]:
+        return self.sends.send_many(writes)
+
+    def outcome_unknown(self, key: str, since: datetime) -> None:
+        """An earlier attempt of ``key`` may have written: its next write looks for it first."""
+        self.attempts.outcome_unknown(key, since)
 
 
-def _flag(value: Any) -> bool | None:
-    """An outbound message's "true"/"false" (or a Flow's JSON boolean) as a bool; None if absent."""
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.lower() in ("true", "false"):
-        return value.lower() == "true"
-    return None
+def _linked(note: NoteSpec) -> list[str | None]:
+    return [note.deal_id, note.company_id, note.contact_id]

@@ -2,6 +2,12 @@
 
 Other integrations draw on the same allocation, so past a configured share
 Offboard holds back non-urgent work (the worker asks ``deferral_reason``).
+
+The figures are the org's, not this process's: every answer reports the whole org's usage,
+so each of Offboard's processes reads what all of them (and every other integration) have
+spent, and nothing needs counting in the database. A process that has not called for a
+while holds a stale reading: it never holds work back on one (a stale reading past the
+share is refreshed first), and one under the share is corrected by its next call's answer.
 """
 
 from __future__ import annotations

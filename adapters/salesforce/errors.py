@@ -5,9 +5,13 @@
     SalesforceMalformedRequest (400)    → CrmPermanent
     SalesforceResourceNotFound (404)    → CrmPermanent
     SalesforceMoreThanOneRecord (300)   → CrmPermanent
-    SalesforceGeneralError 5xx          → CrmTransient (other statuses: CrmPermanent)
+    SalesforceGeneralError 5xx          → OutcomeUnknown (other statuses: CrmPermanent)
     SalesforceAuthenticationFailed      → CrmPermanent (CrmTransient when the login server was down)
-    requests ConnectionError / Timeout  → CrmTransient
+    requests ConnectTimeout             → CrmTransient (the request never left)
+    requests ConnectionError / Timeout  → OutcomeUnknown (it may have been applied)
+
+A write whose outcome is unknown may have been applied: the next attempt of its action
+looks for what it wrote before writing again (``adapters.salesforce.attempts``).
 
 Salesforce's own ``errorCode``/``message``/``fields`` list is kept in ``detail``
 for the operator. Nothing here holds a token: the SDK's messages carry only the
@@ -27,7 +31,7 @@ from simple_salesforce.exceptions import (
     SalesforceRefusedRequest,
 )
 
-from connector.errors import CrmError, CrmPermanent, CrmRateLimited, CrmTransient
+from connector.errors import CrmError, CrmPermanent, CrmRateLimited, CrmTransient, OutcomeUnknown
 
 # The daily allocation is a rolling 24 h window: look again in a while, not in a busy loop.
 LIMIT_RETRY_AFTER_SECONDS = 900.0
@@ -41,8 +45,12 @@ def translate(exc: Exception) -> CrmError:
         return _login_failed(exc)
     if isinstance(exc, SalesforceError):
         return _api_error(exc)
-    if isinstance(exc, requests.Timeout | requests.ConnectionError):
+    if isinstance(exc, requests.ConnectTimeout):
         return CrmTransient(f"salesforce: no answer ({type(exc).__name__})")
+    if isinstance(exc, requests.Timeout | requests.ConnectionError):
+        return OutcomeUnknown(
+            f"salesforce: no answer ({type(exc).__name__}); the request may have been applied"
+        )
     if isinstance(exc, CrmError):
         return exc
     return CrmPermanent(f"salesforce: unexpected {type(exc).__name__}: {exc}")
@@ -63,7 +71,7 @@ def _api_error(exc: SalesforceError) -> CrmError:
             message, retry_after=LIMIT_RETRY_AFTER_SECONDS, status=exc.status, detail=detail
         )
     if isinstance(exc, SalesforceGeneralError) and exc.status >= 500:
-        return CrmTransient(message, status=exc.status, detail=detail)
+        return OutcomeUnknown(message, status=exc.status, detail=detail)
     if any(code in TRANSIENT_CODES for code in codes):
         return CrmTransient(message, status=exc.status, detail=detail)
     return CrmPermanent(message, status=exc.status, detail=detail)
@@ -89,6 +97,16 @@ def error_list(content: Any) -> list[dict[str, Any]]:
     if not isinstance(content, list):
         return []
     return [dict(item) for item in content if isinstance(item, dict)]
+
+
+def record_error(result: dict[str, Any]) -> CrmError:
+    """The error of one record an sObject Collections call refused (``allOrNone: false``)."""
+    errors = [dict(e) for e in result.get("errors") or [] if isinstance(e, dict)]
+    summary = "; ".join(f"{e.get('statusCode')}: {e.get('message')}" for e in errors[:5])
+    message = f"salesforce: record refused: {summary or 'no reason given'}"
+    if errors and all(e.get("statusCode") in TRANSIENT_CODES for e in errors):
+        return CrmTransient(message, status=200, detail=errors)
+    return CrmPermanent(message, status=400, detail=errors)
 
 
 def record_errors(results: list[dict[str, Any]]) -> CrmError | None:

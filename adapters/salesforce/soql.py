@@ -143,3 +143,41 @@ def person_by_email(sobject: str, email: str) -> str:
 
 def organization() -> str:
     return format_soql("SELECT Id FROM Organization LIMIT 1")
+
+
+def opportunities(opportunity_ids: Sequence[str], extra: Sequence[str]) -> str:
+    """Many Opportunities, each as ``opportunity`` reads one, in one query."""
+    return format_soql(
+        "SELECT {fields:literal}, ({roles:literal}) FROM Opportunity WHERE Id IN {ids}",
+        fields=_fields(extra),
+        roles=CONTACT_ROLES,
+        ids=list(opportunity_ids),
+    )
+
+
+def tasks_related(what_ids: Sequence[str], who_ids: Sequence[str]) -> str:
+    """The Tasks related to any of these Opportunities (WhatId) or Leads (WhoId), with the
+    Description that may carry a marker (see ``tasks_on``)."""
+    parts = [
+        format_soql("{relation:literal} IN {ids}", relation=relation, ids=list(record_ids))
+        for relation, record_ids in (("WhatId", what_ids), ("WhoId", who_ids))
+        if record_ids
+    ]
+    return "SELECT Id, Description FROM Task WHERE " + " OR ".join(parts)
+
+
+def documents_titled(titles: Sequence[str]) -> str:
+    """The notes (ContentDocuments) with these titles: where a note an attempt wrote is found,
+    linked or not."""
+    return format_soql("SELECT Id, Title FROM ContentDocument WHERE Title IN {titles}", titles=list(titles))
+
+
+def links_of(document_ids: Sequence[str]) -> str:
+    return format_soql(
+        "SELECT ContentDocumentId, LinkedEntityId FROM ContentDocumentLink WHERE ContentDocumentId IN {ids}",
+        ids=list(document_ids),
+    )
+
+
+def survey_invitations(names: Sequence[str]) -> str:
+    return format_soql("SELECT Id, Name FROM SurveyInvitation WHERE Name IN {names}", names=list(names))

@@ -3,11 +3,12 @@
 A retried write after an unknown outcome passes the same idempotency key. Each
 Task carries a marker derived from it: in an external-id field when the org has
 one (SALESFORCE_TASK_MARKER_FIELD: the write becomes an upsert, which cannot
-duplicate), otherwise as the last line of its Description, looked for among
-the Tasks where they were written before creating the missing ones: on the
-Opportunity (WhatId), or on the Lead (WhoId) for a Task about a Lead, which
-has no WhatId (one SOQL query per record, then one collections call per 200
-missing Tasks).
+duplicate), otherwise as the last line of its Description. When an attempt's
+outcome is unknown (``adapters.salesforce.attempts``; never before a first write),
+the markers are looked for among the Tasks where they were written, before the
+missing ones are created: on the Opportunity (WhatId), or on the Lead (WhoId) for
+a Task about a Lead, which has no WhatId (one SOQL ``IN`` query for the unsure
+actions of a batch, then one collections call per 200 missing Tasks).
 
 The upsert re-applies Offboard's own values to Tasks that already exist; that
 only happens on a retry, seconds to minutes after the first write.
@@ -26,7 +27,6 @@ from connector.models import TaskSpec
 
 SUBJECT_MAX = 255
 DESCRIPTION_MAX = 32000
-BATCH = 200  # sObject Collections' limit per call
 _MARKER_LINE = re.compile(r"Offboard ref ([0-9a-f]{32}:[a-z0-9]+)\s*$")
 
 
@@ -108,7 +108,3 @@ def logged(
     if marker_field:
         fields[marker_field] = mark
     return {k: v for k, v in fields.items() if v is not None}
-
-
-def chunks(items: list[Any], size: int = BATCH) -> list[list[Any]]:
-    return [items[i : i + size] for i in range(0, len(items), size)]

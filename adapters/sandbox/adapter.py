@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import delete, or_, select
 
 from adapters.base import CrmPermanent, CrmRateLimited, CrmTransient, Ending, SweepWindow
+from adapters.sandbox.batches import OneByOne
 from adapters.sandbox.samples import sample_deals
 from adapters.sandbox.tables import (
     SandboxContact,
@@ -39,7 +40,7 @@ FAULT_KINDS = ("transient", "rate_limited", "permanent", "lost_reply")
 ANSWER_PROPERTIES = ("offboard_last_survey_kind", "offboard_last_exit_score", "offboard_exit_category")
 
 
-class SandboxAdapter:
+class SandboxAdapter(OneByOne):
     name = "sandbox"
 
     def __init__(self, store: Store) -> None:

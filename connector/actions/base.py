@@ -5,15 +5,19 @@ for a business reason (``before``, raising ``Skip``), performs the write through
 CRM's adapter with the action's idempotency key (``perform``), and records what the
 write changes on our side (``after``, in the transaction that settles the action).
 Local kinds make no CRM call: ``settle`` does all their work inside that transaction.
+
+A kind whose CRM has a batch call for it (``batches``) writes the due actions of many
+deals in one call (``perform_many``); each action keeps its own key and its own outcome.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel
 
-from adapters.base import CrmAdapter
+from adapters.base import CrmAdapter, Results, Write
 from connector.settings import Settings
 from connector.store import Action, Run
 from connector.usecases.uow import UnitOfWork
@@ -41,6 +45,14 @@ class Handler(Generic[P]):
 
     def perform(self, adapter: CrmAdapter, payload: P, key: str) -> dict[str, Any]:
         """Write to the CRM, once for ``key`` however often this is called; what was written."""
+        raise NotImplementedError
+
+    def batches(self, adapter: CrmAdapter) -> bool:
+        """Whether ``adapter`` writes many actions of this kind in one call (``perform_many``)."""
+        return False
+
+    def perform_many(self, adapter: CrmAdapter, writes: Sequence[Write[P]]) -> Results[dict[str, Any]]:
+        """Write many actions of this kind together: each one's result, or the error it alone met."""
         raise NotImplementedError
 
     def after(self, uow: UnitOfWork, run: Run, action: Action, payload: P, result: dict[str, Any]) -> None:

@@ -7,7 +7,7 @@ a survey of a kind recently is not asked again by another run (survey fatigue).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -15,10 +15,10 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import select, update
 
-from adapters.base import CrmAdapter
+from adapters.base import CrmAdapter, InviteBatches, Results, Write
 from connector import links
 from connector.actions.base import Handler
-from connector.errors import CrmPermanent, Skip
+from connector.errors import CrmError, CrmPermanent, Skip
 from connector.models import Invite, InviteKind, SurveyKind
 from connector.playbooks.loader import from_pinned
 from connector.playbooks.offsets import add_business_days
@@ -85,6 +85,21 @@ class _InviteHandler(Handler[Any]):
     def perform(self, adapter: CrmAdapter, payload: Any, key: str) -> dict[str, Any]:
         return {"invite_id": adapter.send_invite(self.invite(payload), key)}
 
+    def batches(self, adapter: CrmAdapter) -> bool:
+        return isinstance(adapter, InviteBatches)
+
+    def perform_many(self, adapter: CrmAdapter, writes: Sequence[Write[Any]]) -> Results[dict[str, Any]]:
+        assert isinstance(adapter, InviteBatches)
+        invites: list[Write[Invite] | CrmPermanent] = []
+        for write in writes:
+            try:
+                invites.append(Write(write.key, self.invite(write.item), write.unsure_since))
+            except CrmPermanent as exc:  # no contact to send to: this one alone fails
+                invites.append(exc)
+        ready = [w for w in invites if isinstance(w, Write)]
+        sent = iter(adapter.send_invites_many(ready) if ready else [])
+        return [w if isinstance(w, CrmPermanent) else _sent(next(sent)) for w in invites]
+
     def invite(self, payload: InvitePayload) -> Invite:
         """The invitation with its personal link, signed now."""
         if not payload.contact_id:
@@ -103,6 +118,10 @@ class _InviteHandler(Handler[Any]):
             sender=self.settings.brand_name,
             reply_to=self.settings.brand_reply_to,
         )
+
+
+def _sent(outcome: str | CrmError) -> dict[str, Any] | CrmError:
+    return outcome if isinstance(outcome, CrmError) else {"invite_id": outcome}
 
 
 class ReferralHandler(_InviteHandler):

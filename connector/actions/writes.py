@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import select
 
-from adapters.base import CrmAdapter
+from adapters.base import CrmAdapter, NoteBatches, PropertyBatches, Results, TaskBatches, Write
 from connector import queue
 from connector.actions.base import Handler
+from connector.errors import CrmError
 from connector.models import AnswerSpec, NoteSpec, PropertyUpdate, ReferralSpec, TaskSpec
 from connector.store import Action, Run
 from connector.usecases.uow import UnitOfWork
@@ -32,6 +34,16 @@ class TaskHandler(Handler[TaskPayload]):
     def perform(self, adapter: CrmAdapter, payload: TaskPayload, key: str) -> dict[str, Any]:
         return {"task_ids": adapter.create_tasks(payload.tasks, key)}
 
+    def batches(self, adapter: CrmAdapter) -> bool:
+        return isinstance(adapter, TaskBatches)
+
+    def perform_many(
+        self, adapter: CrmAdapter, writes: Sequence[Write[TaskPayload]]
+    ) -> Results[dict[str, Any]]:
+        assert isinstance(adapter, TaskBatches)
+        tasks = [Write[Sequence[TaskSpec]](w.key, w.item.tasks, w.unsure_since) for w in writes]
+        return [r if isinstance(r, CrmError) else {"task_ids": r} for r in adapter.create_tasks_many(tasks)]
+
 
 class NoteHandler(Handler[NoteSpec]):
     kind = "note"
@@ -39,6 +51,13 @@ class NoteHandler(Handler[NoteSpec]):
 
     def perform(self, adapter: CrmAdapter, payload: NoteSpec, key: str) -> dict[str, Any]:
         return {"note_id": adapter.add_note(payload, key)}
+
+    def batches(self, adapter: CrmAdapter) -> bool:
+        return isinstance(adapter, NoteBatches)
+
+    def perform_many(self, adapter: CrmAdapter, writes: Sequence[Write[NoteSpec]]) -> Results[dict[str, Any]]:
+        assert isinstance(adapter, NoteBatches)
+        return [r if isinstance(r, CrmError) else {"note_id": r} for r in adapter.add_notes_many(writes)]
 
 
 class PropertyHandler(Handler[PropertyUpdate]):
@@ -48,6 +67,19 @@ class PropertyHandler(Handler[PropertyUpdate]):
     def perform(self, adapter: CrmAdapter, payload: PropertyUpdate, key: str) -> dict[str, Any]:
         adapter.update_properties(payload, key)
         return {"properties": payload.properties}
+
+    def batches(self, adapter: CrmAdapter) -> bool:
+        return isinstance(adapter, PropertyBatches)
+
+    def perform_many(
+        self, adapter: CrmAdapter, writes: Sequence[Write[PropertyUpdate]]
+    ) -> Results[dict[str, Any]]:
+        assert isinstance(adapter, PropertyBatches)
+        done = adapter.update_properties_many(writes)
+        return [
+            r if isinstance(r, CrmError) else {"properties": w.item.properties}
+            for w, r in zip(writes, done, strict=True)
+        ]
 
 
 class AnswerHandler(Handler[AnswerSpec]):

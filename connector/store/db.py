@@ -1,8 +1,9 @@
 """The database: an engine for SQLite (default) or Postgres, and the session scope.
 
 SQLite is one writer at a time: every write transaction (``Store.session``)
-starts with ``BEGIN IMMEDIATE`` so two threads never both read-then-write the
-same rows, and WAL lets readers go on while one writes. Reports and listings
+waits for its turn (``WriterTurn``), then starts with ``BEGIN IMMEDIATE`` so two
+threads never both read-then-write the same rows, and WAL lets readers go on
+while one writes. Reports and listings
 use ``Store.read``: a deferred ``BEGIN`` that never takes the write lock, so an
 operator reading 100k rows never makes a webhook wait. On Postgres a read is a
 ``READ ONLY`` transaction. Postgres uses row locks (``FOR UPDATE SKIP LOCKED``)
@@ -11,6 +12,10 @@ so many workers on many machines share the outbox.
 
 from __future__ import annotations
 
+import fcntl
+import os
+import sqlite3
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -21,11 +26,13 @@ from sqlalchemy import JSON, BigInteger, DateTime, Engine, Integer, create_engin
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
 # Execution option marking a connection's transactions as read-only (see ``Store.read``).
 READ_ONLY = "offboard_read_only"
+WRITER_WAIT_SECONDS = 30  # as long as SQLite's busy timeout: then the write fails instead of waiting on
 
 JsonType = JSON().with_variant(JSONB(), "postgresql")
 IdType = BigInteger().with_variant(Integer(), "sqlite")
@@ -93,6 +100,14 @@ def _sqlite_engine(url: str, **kwargs: Any) -> Engine:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA busy_timeout=30000")
+        # In WAL mode NORMAL writes each commit to the log before the commit returns and syncs
+        # the log to disk at checkpoints, not at every commit: a transaction committed before
+        # a webhook's 2xx survives the process being killed at once (the promise the inbox
+        # makes), though not a power cut or an OS crash, which may take the last commits.
+        # FULL (a sync per commit, held under the one write lock) cost a quarter of the
+        # webhook throughput on a burst; a deployment needing the power-cut promise runs
+        # Postgres.
+        cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
@@ -105,6 +120,67 @@ def _sqlite_engine(url: str, **kwargs: Any) -> Engine:
     return engine
 
 
+class WriterTurn:
+    """Whose turn it is to write a SQLite database, queued for in the operating system.
+
+    SQLite lets one connection write at a time; a connection that finds the lock taken sleeps
+    in SQLite's busy handler, 1, 2, 5, 10… up to 100 ms between tries, so under a burst of
+    webhooks a writer slept long after the lock was free (a p99 of a second). Here the threads
+    of a process queue on a lock, and processes on ``flock`` of a file beside the database;
+    both wake a waiter the moment the lock is released. Every Offboard write transaction takes
+    its turn first, so SQLite's own lock is then free; the busy handler stays for any other
+    writer (the sqlite3 shell, a migration). A thread waits for its process's turn at most
+    ``WRITER_WAIT_SECONDS``; the one thread per process then waiting on ``flock`` needs no bound,
+    as a turn lasts one transaction and the kernel hands back the turn of a process that dies.
+    """
+
+    def __init__(self, database: str | None) -> None:
+        self.path = None if database in (None, "", ":memory:") else Path(f"{database}-writer")
+        self._pid: int | None = None
+        self._threads = threading.Lock()
+        self._file: Any = None
+
+    @contextmanager
+    def taken(self) -> Iterator[None]:
+        self._after_fork()
+        if not self._threads.acquire(timeout=WRITER_WAIT_SECONDS):
+            # The error SQLite's own busy timeout gives, so callers handle both alike.
+            waited = f"database is locked (no turn to write in {WRITER_WAIT_SECONDS} s)"
+            raise OperationalError("BEGIN IMMEDIATE", None, sqlite3.OperationalError(waited))
+        try:
+            if self._file is not None:
+                fcntl.flock(self._file.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                if self._file is not None:
+                    fcntl.flock(self._file.fileno(), fcntl.LOCK_UN)
+        finally:
+            self._threads.release()
+
+    def _after_fork(self) -> None:
+        """A forked process gets its own lock and its own open file (a lock on an inherited
+        one would be shared with the parent)."""
+        if self._pid == os.getpid():
+            return
+        with _FIRST_USE:  # two threads may both come first
+            if self._pid != os.getpid():
+                self._threads = threading.Lock()
+                self._file = None if self.path is None else self.path.open("a+b")
+                self._pid = os.getpid()
+
+
+_FIRST_USE = threading.Lock()
+
+
+def _new_first_use_lock() -> None:
+    global _FIRST_USE  # a lock held by another thread at the fork would stay held in the child
+    _FIRST_USE = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_new_first_use_lock)
+
+
 class Store:
     """The engine and a session factory; one per process, built from settings."""
 
@@ -112,6 +188,7 @@ class Store:
         self.engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         self._reads = sessionmaker(engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False)
+        self._turn = WriterTurn(engine.url.database) if self.is_sqlite else None
 
     @classmethod
     def from_url(cls, url: str) -> Store:
@@ -124,7 +201,11 @@ class Store:
     @contextmanager
     def session(self) -> Iterator[Session]:
         """One transaction: committed when the block ends, rolled back if it raises."""
-        with self._sessions() as session, session.begin():
+        if self._turn is None:
+            with self._sessions() as session, session.begin():
+                yield session
+            return
+        with self._turn.taken(), self._sessions() as session, session.begin():
             yield session
 
     @contextmanager

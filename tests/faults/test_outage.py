@@ -33,6 +33,7 @@ OFFBOARD_RETRY_BASE_SECONDS=0 it made 24, 23 and 7 calls against bounds of 13, 1
 
 from __future__ import annotations
 
+import json
 import random
 import re
 import time
@@ -85,10 +86,16 @@ def total_bound(seconds: float, *, processes: int, events: int, actions: int) ->
 
 
 def item_of(method: str, path: str, body: bytes) -> str:
-    """Which event or action made a call: "event <deal>", "property <deal>", "tasks <token>"."""
+    """Which event or action made a call: "event <deal>", "property <deal>", "tasks <token>".
+
+    A batch update of several deals' properties is one item, "property <deal>,<deal>…".
+    """
     deal = DEAL.fullmatch(path)
     if deal:
         return f"{'event' if method == 'GET' else 'property'} {deal[1]}"
+    if path == "/crm/v3/objects/deals/batch/update":
+        ids = [str(i.get("id")) for i in json.loads(body or b"{}").get("inputs", [])]
+        return f"property {','.join(ids)}"
     marker = TOKEN.search(body or b"")
     if path.startswith("/crm/v3/objects/tasks/") and marker:
         return f"tasks {marker[0].decode()}"
@@ -110,6 +117,8 @@ def test_item_of_tells_each_call_to_its_event_or_action():
     search = b'{"filterGroups": [{"filters": [{"value": "ob0123456789abcdef0123"}]}]}'
     assert item_of("POST", "/crm/v3/objects/tasks/search", search) == "tasks ob0123456789abcdef0123"
     assert item_of("GET", "/crm/v3/owners/101", b"") == "other"
+    update = b'{"inputs": [{"id": "1004", "properties": {"offboard_status": "in_progress"}}]}'
+    assert item_of("POST", "/crm/v3/objects/deals/batch/update", update) == "property 1004"
 
 
 def test_an_outage_ends_with_every_action_done_once_and_a_bounded_number_of_calls(
@@ -212,12 +221,12 @@ def test_backoff_spaces_the_retries_of_each_item(db_url, store, fake, cluster):
     fake.latency = 0.01
     running = cluster(workers).start()
     sender = harness.Sender(running.webhook_url)
-    writes = ("POST /crm/v3/objects/tasks/search", "PATCH /crm/v3/objects/deals/{id}")
+    writes = ("POST /crm/v3/objects/tasks/batch/create", "POST /crm/v3/objects/deals/batch/update")
     started = datetime.now(UTC)
     for route in writes:
         fake.inject(503, times=10**6, route=route)
     sender.deliver([stage_event(deals[0], "closedwon", event_id=1)])
-    assert wait_for(lambda: fake.calls["PATCH /crm/v3/objects/deals/{id}"] >= 1, 10)
+    assert wait_for(lambda: fake.calls["POST /crm/v3/objects/deals/batch/update"] >= 1, 10)
     fake.outage(QUICK, seed=harness.seed(3))
     sender.deliver([stage_event(deals[1], "closedwon", event_id=2)])
     time.sleep(max(seconds - (datetime.now(UTC) - started).total_seconds(), 0))

@@ -2,8 +2,9 @@
 finishes the action in hand, and puts back every row it claimed and had not started, so
 another worker takes them at once instead of after the lease.
 
-HubSpot answers the first task search slowly, so the signal arrives while the worker holds
-a batch of actions and is in the middle of the first one.
+HubSpot answers the call that writes the checklists slowly, so the signal arrives while the
+worker holds a batch of actions and is in the middle of its first group (the runs' tasks,
+written together); one group at a time, so the property updates are still waiting.
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ from tests.support.server import ServerProcess
 
 pytestmark = [pytest.mark.faults, pytest.mark.e2e]
 
-SEARCH = "POST /crm/v3/objects/tasks/search"
-DEALS = 5  # ten actions due now, one batch
+CREATE = "POST /crm/v3/objects/tasks/batch/create"
+DEALS = 5  # ten actions due now, one batch: the tasks group, then the properties group
+ONE_GROUP_AT_A_TIME = {"OFFBOARD_WORKER_CONCURRENCY": "1"}
 
 
 def _due_actions(store: Store) -> list[Action]:
@@ -36,32 +38,33 @@ def _due_actions(store: Store) -> list[Action]:
 
 
 def _delivered(fake: FakeHubSpot, server: ServerProcess, *, slow: float) -> tuple[list[str], harness.Sender]:
-    """DEALS closed-won deals, their events accepted; HubSpot's task search answers in ``slow`` s."""
+    """DEALS closed-won deals, their events accepted; HubSpot's task create answers in ``slow`` s."""
     deals = harness.portal_with_deals(fake, DEALS)
-    fake.slow_routes = {SEARCH: slow}
+    fake.slow_routes = {CREATE: slow}
     sender = harness.Sender(f"{server.url}/webhooks/hubspot")
     sender.deliver([stage_event(deal, "closedwon", event_id=n + 1) for n, deal in enumerate(deals)])
     return deals, sender
 
 
 def _in_the_first_action(fake: FakeHubSpot) -> None:
-    assert wait_for(lambda: fake.calls[SEARCH] >= 1, 20), "the worker never reached its first action"
+    assert wait_for(lambda: fake.calls[CREATE] >= 1, 20), "the worker never reached its first group"
 
 
 def _check_put_back(store: Store, log: str) -> list[Action]:
     actions = _due_actions(store)
     assert len(actions) == 2 * DEALS
-    first, rest = actions[0], actions[1:]
-    assert (first.kind, first.state) == ("task", "done"), log  # the action in hand was finished
-    assert [(a.state, a.lease_until, a.claimed_by, a.attempts) for a in rest] == [
-        ("pending", None, None, 0)
+    in_hand = [a for a in actions if a.kind == "task"]
+    rest = [a for a in actions if a.kind != "task"]
+    assert {(a.kind, a.state) for a in in_hand} == {("task", "done")}, log  # the group in hand finished
+    assert [(a.kind, a.state, a.lease_until, a.claimed_by, a.attempts) for a in rest] == [
+        ("property", "pending", None, None, 0)
     ] * len(rest), log
     return actions
 
 
 def test_sigterm_stops_a_worker_after_the_action_in_hand_and_puts_back_the_rest(db_url, store, fake, cluster):
     harness.only_on(store, "sqlite")
-    running = cluster(1)
+    running = cluster(1, **ONE_GROUP_AT_A_TIME)
     running.server.start()
     deals, sender = _delivered(fake, running.server, slow=1.5)
     worker = running.workers[0].start()
@@ -72,7 +75,7 @@ def test_sigterm_stops_a_worker_after_the_action_in_hand_and_puts_back_the_rest(
     log = worker.log.read_text()
     assert "claimed row(s) put back" in log, log[-3000:]
     _check_put_back(store, log[-3000:])
-    assert len(fake.records("tasks")) == harness.tasks_per_run()  # one run's tasks, nothing more
+    assert len(fake.records("tasks")) == DEALS * harness.tasks_per_run()  # the group in hand, once
 
     # Another worker takes the rest at once: no lease to wait out.
     fake.slow_routes = {}
@@ -97,7 +100,7 @@ def test_sigterm_stops_the_serve_worker_thread_after_the_action_in_hand_and_puts
     db_url, store, fake, tmp_path
 ):
     harness.only_on(store, "sqlite")
-    env = harness.process_env(db_url, fake.url)  # type: ignore[attr-defined]
+    env = harness.process_env(db_url, fake.url, **ONE_GROUP_AT_A_TIME)  # type: ignore[attr-defined]
     server = ServerProcess(env, log=tmp_path / "serve.log")  # with its worker thread
     server.start()
     try:
@@ -134,7 +137,7 @@ def test_a_second_signal_leaves_at_once_and_the_action_in_hand_comes_back_after_
     db_url, store, fake, cluster
 ):
     harness.full_size_only()
-    running = cluster(1)
+    running = cluster(1, **ONE_GROUP_AT_A_TIME)
     running.server.start()
     deals, sender = _delivered(fake, running.server, slow=3.0)
     worker = running.workers[0].start()
@@ -144,19 +147,19 @@ def test_a_second_signal_leaves_at_once_and_the_action_in_hand_comes_back_after_
     worker.signal(signal.SIGTERM)
     assert worker.process is not None and worker.process.wait(timeout=10) == 128 + signal.SIGTERM
     actions = _due_actions(store)
-    first, rest = actions[0], actions[1:]
-    # The action in hand may have reached HubSpot: it stays leased, and comes back when the
+    in_hand = [a for a in actions if a.kind == "task"]
+    rest = [a for a in actions if a.kind != "task"]
+    # The group in hand may have reached HubSpot: it stays leased, and comes back when the
     # lease runs out (HubSpot's search shows by then whatever it wrote). The rest are put back.
-    assert (first.state, first.claimed_by is not None, first.lease_until is not None) == (
-        "running",
-        True,
-        True,
-    )
+    assert {(a.state, a.claimed_by is not None, a.lease_until is not None) for a in in_hand} == {
+        ("running", True, True)
+    }
     assert {(a.state, a.lease_until) for a in rest} == {("pending", None)}
 
     fake.slow_routes = {}
     worker.start()
     harness.wait_until_quiet(store, events=DEALS, runs=DEALS, timeout=30, tail=running.tail)
     harness.check_exactly_once(fake, store, deals, sender)
-    assert _due_actions(store)[0].attempts == 2  # claimed again, once its lease ran out
+    # claimed again, once its lease ran out
+    assert {a.attempts for a in _due_actions(store) if a.kind == "task"} == {2}
     assert set(running.stop().values()) == {0}

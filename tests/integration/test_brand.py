@@ -162,6 +162,6 @@ def test_the_hubspot_invite_note_names_the_sender(clock, httpserver):
         link="https://offboard.example/s/tok",
         sender="Northwind Studio",
     )
-    adapter.send_invite(invite, "k" * 32)
+    adapter.send_invite(invite, "ab" * 32)  # keys are sha256 hex digests
     (note,) = fake.records("notes")
     assert "NPS survey on behalf of Northwind Studio to pat@acme.example" in note.properties["hs_note_body"]

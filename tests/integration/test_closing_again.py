@@ -204,7 +204,7 @@ def test_the_migration_keeps_runs_and_their_actions_and_frees_a_cancelled_deal(e
         with store.engine.begin() as connection:
             connection.execute(text(RUN_ROW))
             connection.execute(text(ACTION_ROW))
-        assert upgrade(store.engine) and current(store.engine) == "0008"
+        assert upgrade(store.engine, "0008") and current(store.engine) == "0008"
         with store.session() as session:
             (run,) = session.scalars(select(Run)).all()
             assert (run.generation, [a.idempotency_key for a in run.actions]) == (1, ["k-1"])

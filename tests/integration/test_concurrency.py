@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 
 from adapters.sandbox import SandboxAdapter
 from connector.store import Action
-from tests.support.helpers import deal_closed_event, signed
+from tests.support.helpers import deal_closed_event, make_settings, signed
 
 pytestmark = pytest.mark.postgres
 
@@ -39,6 +39,12 @@ class Recording(SandboxAdapter):
 @pytest.fixture
 def db_url(postgres_url: str) -> str:
     return postgres_url
+
+
+@pytest.fixture
+def settings(db_url: str):
+    # Small claims, so the forty deals' work is spread over the four workers.
+    return make_settings(db_url, OFFBOARD_WORKER_BATCH="5")
 
 
 def test_four_workers_on_postgres_share_the_outbox_without_overlap(client, services, store):

@@ -28,8 +28,9 @@ from tests.support.hubspot import (
 PUBLIC = "https://offboard.example.com"
 CREATE = "POST /crm/v3/objects/tasks/batch/create"
 BUDGET = 10  # requests per rolling 10 s: small, so a few runs must wait for it
-# What each kind of action costs in calls: a marker search before each create.
-COST = {"task": 2, "property": 1, "note": 2, "survey": 3, "referral": 3, "deadline": 0}
+# What each kind of action costs in calls: no marker search before a first write; a survey or
+# referral send is the contact's properties and a note.
+COST = {"task": 1, "property": 1, "note": 1, "survey": 2, "referral": 2, "deadline": 0}
 FETCH_DEAL = 4  # deal, owner, company, contacts (the portal id and pipelines are read once)
 
 

@@ -61,8 +61,9 @@ def test_the_first_sweep_queues_every_deal_and_the_next_costs_one_search(service
     assert (first.found, first.fetched, first.queued) == ({"hubspot": DEALS}, {"hubspot": DEALS}, DEALS)
     assert sorted(e.event_key.split(":")[1] for e in sweep_events(store)) == sorted(deals)
     assert fake.calls[SEARCH] == 1  # one page of ids and contract ends
-    # Besides: the portal id and the pipelines, read once; each deal, its owner, company and contacts.
-    assert calls(fake) == 1 + 2 + 4 * DEALS
+    # Besides: the portal id and the pipelines, read once; each deal, its company and contacts;
+    # the deals' one owner, read once and kept a few minutes.
+    assert calls(fake) == 1 + 2 + 3 * DEALS + 1
 
     before = calls(fake)
     clock.advance(hours=1)

@@ -27,11 +27,11 @@ def failing_interpret(monkeypatch, error: BaseException, *, times: int) -> None:
     real = EventProcessor.interpret
     calls: list[int] = []
 
-    def interpret(self, event):
+    def interpret(self, event, *read):
         calls.append(event.id)
         if len(calls) <= times:
             raise error
-        return real(self, event)
+        return real(self, event, *read)
 
     monkeypatch.setattr(EventProcessor, "interpret", interpret)
 

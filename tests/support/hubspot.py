@@ -12,6 +12,12 @@ URL for HUBSPOT_API_BASE_URL. It is strict the way HubSpot is:
 - inline associations: HUBSPOT_DEFINED, a valid type id for the pair, an existing target
 - batch calls take at most 100 inputs; a batch answer lists results in reverse input order
   (HubSpot does not promise the input order)
+- one bad input refuses a whole batch/create or batch/update (400, the message names the
+  problem, not the input); a batch/update with an id twice is refused naming the ids
+  (``context.ids``); ids that do not exist are left out of a batch read or update and named in
+  a 207 answer's ``errors`` (OBJECT_NOT_FOUND, ``context.ids``); the v4 associations batch read
+  (``/crm/v4/associations/{from}/{to}/batch/read``) names a record without associations the
+  same way (``context.fromObjectId``)
 - a contact created through the API needs an email (``contacts_need_email``; HubSpot itself
   does not insist) in HubSpot's format, else 400 INVALID_EMAIL; contacts are unique by email,
   case aside: 409 CONFLICT "Contact already exists. Existing ID: N", HubSpot's body
@@ -362,7 +368,7 @@ class FakeHubSpot:
                 params = found.groupdict()
                 if "type" in params and params["type"] not in GROUPS:
                     return None
-                return template.format(type=params.get("type", "")), handler, params
+                return template.format(**params), handler, params
         return None
 
     def _routes(self) -> list[tuple[str, str, str, Any]]:
@@ -373,6 +379,13 @@ class FakeHubSpot:
             ("GET", r"/crm/v3/owners/(?P<id>[^/]+)", "GET /crm/v3/owners/{{id}}", self._owner),
             ("POST", obj + r"/batch/create", "POST /crm/v3/objects/{type}/batch/create", self._batch_create),
             ("POST", obj + r"/batch/read", "POST /crm/v3/objects/{type}/batch/read", self._batch_read),
+            ("POST", obj + r"/batch/update", "POST /crm/v3/objects/{type}/batch/update", self._batch_update),
+            (
+                "POST",
+                r"/crm/v4/associations/(?P<type>\w+)/(?P<to>\w+)/batch/read",
+                "POST /crm/v4/associations/{type}/{to}/batch/read",
+                self._associations_read,
+            ),
             ("POST", obj + r"/search", "POST /crm/v3/objects/{type}/search", self._search),
             ("GET", obj + r"/(?P<id>\d+)", "GET /crm/v3/objects/{type}/{{id}}", self._get),
             ("PATCH", obj + r"/(?P<id>\d+)", "PATCH /crm/v3/objects/{type}/{{id}}", self._update),
@@ -465,8 +478,80 @@ class FakeHubSpot:
         inputs = _batch(body)
         wanted = body.get("properties") or []
         ids = [str(item.get("id")) for item in inputs]
-        found = [self.objects[params["type"]][i] for i in ids if i in self.objects[params["type"]]]
-        return 200, self._batch_answer([self._json(params["type"], record, wanted) for record in found])
+        known = self.objects[params["type"]]
+        found = [known[i] for i in ids if i in known]
+        answer = self._batch_answer([self._json(params["type"], record, wanted) for record in found])
+        missing = [i for i in ids if i not in known]
+        if not missing:
+            return 200, answer
+        kind = params["type"][:-1].upper().replace("COMPANIE", "COMPANY")
+        message = (
+            f"Could not get some {kind} objects, they may be deleted or not exist. Check that ids are valid."
+        )
+        return 207, answer | _errors([_batch_error("OBJECT_NOT_FOUND", message, {"ids": missing})])
+
+    def _batch_update(self, params: dict[str, str], query: Any, body: Any) -> tuple[int, Any]:
+        """All or nothing for bad values (HubSpot's message names the problem, not the input); ids
+        that do not exist are left out and named in a 207 answer."""
+        inputs = _batch(body)
+        ids = [str(item.get("id", "")) if isinstance(item, dict) else "" for item in inputs]
+        twice = sorted({i for i in ids if ids.count(i) > 1})
+        if twice:
+            message = f"Duplicate IDs found in batch input: [{', '.join(twice)}]. IDs must be unique"
+            raise HubSpotError(400, message, "VALIDATION_ERROR", context={"ids": twice})
+        known = self.objects[params["type"]]
+        changes = [
+            (known[i], _object(item.get("properties"), "properties"))
+            for i, item in zip(ids, inputs, strict=True)
+            if i in known
+        ]
+        for _record, properties in changes:
+            self._check_properties(params["type"], properties)
+        for record, properties in changes:
+            self._set(record, properties)
+        results = [
+            self._json(params["type"], record, list(properties)) for record, properties in reversed(changes)
+        ]
+        missing = [i for i in ids if i not in known]
+        if not missing:
+            return 200, self._batch_answer(results)
+        message = f"Could not update some objects: {', '.join(missing)} were not found"  # wording unconfirmed
+        return 207, self._batch_answer(results) | _errors(
+            [_batch_error("OBJECT_NOT_FOUND", message, {"ids": missing})]
+        )
+
+    def _associations_read(self, params: dict[str, str], query: Any, body: Any) -> tuple[int, Any]:
+        """v4: each record's associations to ``to`` with their type ids; a record with none (or
+        none that exists) is an error of the 207 answer, as HubSpot reports it."""
+        to = params["to"]
+        if to not in GROUPS:
+            raise HubSpotError(400, f"Unknown object type {to}", "VALIDATION_ERROR")
+        results, errors = [], []
+        for item in _batch(body):
+            record = self.objects[params["type"]].get(str(item.get("id")))
+            links: dict[str, list[int]] = {}
+            for kind, object_id, type_id in record.links if record else []:
+                if kind == to:
+                    links.setdefault(object_id, []).append(type_id)
+            if not links:
+                message = f"No {to} is associated with {params['type'][:-1]} {item.get('id')}."
+                errors.append(
+                    _batch_error("OBJECT_NOT_FOUND", message, {"fromObjectId": [str(item.get("id"))]})
+                )
+                continue
+            to_list = [
+                {
+                    "toObjectId": int(object_id),
+                    "associationTypes": [
+                        {"category": "HUBSPOT_DEFINED", "typeId": t, "label": "Primary" if t == 5 else None}
+                        for t in type_ids
+                    ],
+                }
+                for object_id, type_ids in links.items()
+            ]
+            results.append({"from": {"id": str(item.get("id"))}, "to": to_list})
+        answer = self._batch_answer(results)
+        return (207, answer | _errors(errors)) if errors else (200, answer)
 
     def _batch_answer(self, results: list[dict[str, Any]]) -> dict[str, Any]:
         stamp = _iso(self.clock())
@@ -779,6 +864,15 @@ def _error_body(exc: HubSpotError) -> dict[str, Any]:
         "category": exc.category,
         **exc.extra,
     }
+
+
+def _batch_error(category: str, message: str, context: dict[str, list[str]]) -> dict[str, Any]:
+    """One failed input of a 207 batch answer, in HubSpot's shape."""
+    return {"status": "error", "category": category, "message": message, "context": context}
+
+
+def _errors(errors: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"errors": errors, "numErrors": len(errors)}
 
 
 def _injected(fault: Injectable) -> HubSpotError:

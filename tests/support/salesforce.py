@@ -7,8 +7,9 @@ single records, ``emailSimple``, limits) and the logins Offboard performs
 refresh-token grants). It is strict like a real
 org: required fields, field lengths, restricted picklists checked against the
 describe, references that must exist, at most 200 records per collections call,
-error bodies as lists of ``{message, errorCode, fields}``, ``Sforce-Limit-Info``
-on every answer, 401 ``INVALID_SESSION_ID`` for a wrong token, a Task about a
+error bodies as lists of ``{message, errorCode, fields}``, collections that create, update
+(PATCH) and delete (DELETE ``?ids=``) with per-record results under ``allOrNone: false``,
+``Sforce-Limit-Info`` on every answer, 401 ``INVALID_SESSION_ID`` for a wrong token, a Task about a
 Lead refused when it also has a WhatId, a guest survey invitation refused
 without its Experience Cloud site (CommunityId), and a SOQL parser that refuses
 what Salesforce refuses (an unescaped quote, a quoted date, a filter on a long
@@ -24,7 +25,9 @@ next matching calls: ``transient``, ``rate_limited`` (403 REQUEST_LIMIT_EXCEEDED
 the answer (a timeout after Salesforce received the request), ``session_expired`` ends every
 session right after answering. ``fail`` answers an exact error (status, code, message)
 before any work; ``set_usage``, ``expire_sessions`` (now), ``issue_refresh_token`` and
-``revoke_refresh_tokens``.
+``revoke_refresh_tokens``. Over ``TlsServer``: ``latency`` (seconds, 0 by default) delays every
+answer, as a network does, outside the org's lock. ``log`` keeps (time, "METHOD path", status)
+of every request either transport carried (status 0: the answer was lost).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ import secrets
 import ssl
 import tempfile
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -594,6 +598,8 @@ class FakeSalesforce:
         self.jwt_public_key: bytes | None = None  # set it to accept JWT logins signed by its private key
         self.refresh_tokens: set[str] = set()  # issue_refresh_token adds one
         self.rotate_refresh_tokens = False  # True: each refresh answers a new token, the used one ends
+        self.latency = 0.0  # seconds each answer over TlsServer waits before it leaves
+        self.log: list[tuple[datetime, str, int]] = []  # (time, "METHOD path", status) per request
 
     # --- seeding (bypasses validation, as data loaded through the UI would) ---
 
@@ -744,8 +750,10 @@ class FakeSalesforce:
     def transport(self, method: str, url: str, headers: dict[str, str], body: Any) -> Reply | None:
         """``handle``, then the drop switch: None means the answer is lost after the work was done."""
         with self._lock:
+            at = datetime.now(UTC)
             reply = self.handle(method, url, headers, body)
             drop = self._take_fault({Fault.LOST_REPLY}, f"{method} {_api_path(url)}")
+            self.log.append((at, f"{method} {_api_path(url)}", 0 if drop else reply[0]))
             return None if drop else reply
 
     def handle(self, method: str, url: str, headers: dict[str, str], body: Any) -> Reply:
@@ -807,6 +815,10 @@ class FakeSalesforce:
             return 200, self._collections(body)
         if method == "PATCH" and len(segments) == 4 and path.startswith("composite/sobjects/"):
             return 200, self._upsert(self._sobject(segments[2]), segments[3], body)
+        if method == "PATCH" and path == "composite/sobjects":
+            return 200, self._update_collection(body)
+        if method == "DELETE" and path == "composite/sobjects":
+            return 200, self._delete_collection(params)
         if method == "POST" and path == "composite":
             return 200, self._composite(body)
         if method == "POST" and path == "actions/standard/emailSimple":
@@ -1033,6 +1045,51 @@ class FakeSalesforce:
             else {"id": self._insert(r["attributes"]["type"], o), "success": True, "errors": []}
             for r, o in zip(records, outcomes, strict=True)
         ]
+
+    def _update_collection(self, body: Any) -> list[dict[str, Any]]:
+        """PATCH composite/sobjects: records with their Id, each updated or refused on its own
+        (``allOrNone: false``), or all rolled back."""
+        records = self._collection_records(body)
+        saved = copy.deepcopy(self.db)
+        outcomes: list[SfError | dict[str, Any]] = []
+        for record in records:
+            values = {k: v for k, v in record.items() if k != "Id"}
+            try:
+                if not record.get("Id"):
+                    raise SfError("MISSING_ARGUMENT", "Id not specified in an update call", ["Id"])
+                self._update(self._sobject(record["attributes"]["type"]), str(record["Id"]), values)
+                outcomes.append({"id": record["Id"], "success": True, "errors": []})
+            except SfError as exc:
+                outcomes.append(exc)
+        if any(isinstance(o, SfError) for o in outcomes) and body.get("allOrNone"):
+            self.db = saved
+            return _rolled_back(outcomes)
+        return [
+            {"success": False, "errors": [o.as_record_error()]} if isinstance(o, SfError) else o
+            for o in outcomes
+        ]
+
+    def _delete_collection(self, params: dict[str, list[str]]) -> list[dict[str, Any]]:
+        """DELETE composite/sobjects?ids=…: each record deleted (a note with its links), or refused."""
+        record_ids = [i for i in (params.get("ids") or [""])[0].split(",") if i]
+        if not record_ids or len(record_ids) > 200:
+            raise SfError("EXCEEDED_ID_LIMIT", "between 1 and 200 ids may be deleted in one call")
+        answers = []
+        for record_id in record_ids:
+            found = self._find(record_id, tuple(self.db)) if _is_id(record_id) else None
+            if found is None:
+                error = SfError("ENTITY_IS_DELETED", "entity is deleted")
+                answers.append({"id": record_id, "success": False, "errors": [error.as_record_error()]})
+                continue
+            sobject, record = found
+            del self.db[sobject][record["Id"]]
+            if sobject in ("ContentDocument", "ContentNote"):
+                self.db["ContentDocument"].pop(record["Id"], None)
+                self.db["ContentNote"].pop(record["Id"], None)
+                for link in self.records("ContentDocumentLink", ContentDocumentId=record["Id"]):
+                    del self.db["ContentDocumentLink"][link["Id"]]
+            answers.append({"id": record["Id"], "success": True, "errors": []})
+        return answers
 
     def _upsert(self, sobject: str, key_field: str, body: Any) -> list[dict[str, Any]]:
         spec = self.schema[sobject].get(key_field)
@@ -1641,6 +1698,8 @@ def _handler(org: FakeSalesforce) -> type[BaseHTTPRequestHandler]:
             reply = org.transport(
                 self.command, f"https://{org.instance}{self.path}", dict(self.headers), body
             )
+            if org.latency:
+                time.sleep(org.latency)  # after the work, outside the org's lock
             if reply is None:  # the work is done; the answer is lost
                 self.close_connection = True
                 return

@@ -1,11 +1,28 @@
-"""The process's HubSpot budget: a rolling window, holds after 429s, and HubSpot's headers."""
+"""The account's HubSpot budget: a rolling window, holds after 429s, and HubSpot's headers.
+
+These run on one process's windows (a fake clock); tests/integration/test_shared_budget.py
+runs the same windows in the database, shared by threads and processes.
+"""
 
 from __future__ import annotations
 
 import threading
 
-from adapters.hubspot.ratelimit import Limits, RollingWindow, shared_limits
+import pytest
+
+from adapters.hubspot.ratelimit import (
+    GENERAL_MARGIN_SECONDS,
+    SEARCH_MARGIN_SECONDS,
+    Limits,
+    account_key,
+    shared_limits,
+)
+from connector.budget import DatabaseLedger, MemoryLedger, Window
 from connector.settings import load_settings
+from connector.store import Store
+
+# A full 10-second window lets the next call go once its oldest call is this far behind.
+SPAN = 10.0 + GENERAL_MARGIN_SECONDS
 
 
 class FakeTime:
@@ -27,11 +44,16 @@ def limits(per_10s: int = 3, search_per_s: int = 2) -> tuple[Limits, FakeTime]:
 
 
 def test_a_rolling_window_lets_a_call_go_once_the_oldest_leaves_it():
-    window = RollingWindow(2, 10.0)
-    window.record(0.0)
-    window.record(4.0)
-    assert window.wait(5.0) == 5.0
-    assert window.wait(10.0) == 0.0  # (0, 10]: the call at 0 has left
+    clock = FakeTime()
+    ledger, window = MemoryLedger(clock), Window("hubspot:a:general", 2, 10.0)
+    for at in (0.0, 4.0):
+        clock.now = at
+        assert ledger.take([window]) == 0.0
+    clock.now = 5.0
+    assert ledger.take([window]) == 5.0  # nothing counted: it did not fit
+    clock.now = 10.0
+    assert ledger.take([window]) == 0.0  # (0, 10]: the call at 0 has left
+    assert ledger.take([window]) == 4.0  # the calls at 4 and 10 fill it again
 
 
 def test_acquire_waits_rather_than_exceeding_the_budget():
@@ -40,16 +62,17 @@ def test_acquire_waits_rather_than_exceeding_the_budget():
     for _ in range(7):
         budget.acquire()
         sent.append(clock.now)
-    assert sent == [1000.0, 1000.0, 1000.0, 1010.0, 1010.0, 1010.0, 1020.0]
+    assert sent == [1000.0] * 3 + [1000.0 + SPAN] * 3 + [1000.0 + 2 * SPAN]
 
 
 def test_search_calls_also_keep_to_their_per_second_limit():
     budget, clock = limits(per_10s=100, search_per_s=2)
     for _ in range(5):
         budget.acquire(search=True)
-    assert clock.now == 1002.0
+    assert clock.now == pytest.approx(1000.0 + 2 * (1.0 + SEARCH_MARGIN_SECONDS))
+    waited = clock.now
     budget.acquire()  # other calls do not wait for the search window
-    assert clock.now == 1002.0
+    assert clock.now == waited
 
 
 def test_a_hold_stops_every_call_until_it_ends():
@@ -77,7 +100,7 @@ def test_threads_share_one_budget():
         thread.start()
     for thread in threads:
         thread.join()
-    assert clock.now == 1020.0  # 5 + 5 + 2
+    assert clock.now == 1000.0 + 2 * SPAN  # 5 + 5 + 2
 
 
 def test_one_limits_per_account_and_process():
@@ -86,3 +109,24 @@ def test_one_limits_per_account_and_process():
     assert shared_limits(a) is shared_limits(a)
     assert shared_limits(a) is not shared_limits(b)
     assert shared_limits(a).general.budget == 50
+
+
+def test_with_a_store_the_windows_are_counted_in_it_per_store(tmp_path):
+    portal = load_settings(HUBSPOT_ACCESS_TOKEN="pat-a").crm("hubspot")
+    one, other = (Store.from_url(f"sqlite:///{tmp_path / name}.db") for name in ("one", "other"))
+    limits = shared_limits(portal, one)
+    assert isinstance(limits.general.ledger, DatabaseLedger) and limits.general.ledger.store is one
+    assert limits.search.ledger is limits.general.ledger
+    assert shared_limits(portal, one) is limits
+    assert shared_limits(portal, other) is not limits
+    assert shared_limits(portal) is not limits  # no store: this process's own windows
+
+
+def test_an_account_key_names_the_portal_or_the_tokens_hash_never_the_token():
+    portal = load_settings(HUBSPOT_ACCESS_TOKEN="pat-na1-secret-token").crm("hubspot")
+    by_token = account_key(portal)
+    assert by_token.startswith("hubspot:") and "secret" not in by_token
+    assert account_key(portal) == by_token  # every process of the deployment agrees
+    assert account_key(portal, "62515") != by_token
+    other = load_settings(HUBSPOT_ACCESS_TOKEN="pat-na1-other-token").crm("hubspot")
+    assert account_key(other) != by_token

@@ -22,7 +22,7 @@ from simple_salesforce.exceptions import (
 from adapters.salesforce import auth, errors
 from adapters.salesforce.adapter import SalesforceAdapter
 from adapters.salesforce.budget import STALE_AFTER_SECONDS, ApiBudget
-from connector.errors import CrmPermanent, CrmRateLimited, CrmTransient, SettingsInvalid
+from connector.errors import CrmPermanent, CrmRateLimited, CrmTransient, OutcomeUnknown, SettingsInvalid
 from tests.support.faults import Fault
 from tests.support.helpers import make_settings
 from tests.support.salesforce import (
@@ -333,12 +333,14 @@ def sdk_error(cls: type, status: int, code: str) -> Exception:
         (sdk_error(SalesforceRefusedRequest, 403, "INSUFFICIENT_ACCESS"), CrmPermanent),
         (sdk_error(SalesforceRefusedRequest, 403, "REQUEST_LIMIT_EXCEEDED"), CrmRateLimited),
         (sdk_error(SalesforceExpiredSession, 401, "INVALID_SESSION_ID"), CrmPermanent),
-        (sdk_error(SalesforceGeneralError, 503, "SERVER_UNAVAILABLE"), CrmTransient),
-        (sdk_error(SalesforceGeneralError, 500, "UNKNOWN_EXCEPTION"), CrmTransient),
+        # A 5xx, a reset or a timeout may come after Salesforce applied the request.
+        (sdk_error(SalesforceGeneralError, 503, "SERVER_UNAVAILABLE"), OutcomeUnknown),
+        (sdk_error(SalesforceGeneralError, 500, "UNKNOWN_EXCEPTION"), OutcomeUnknown),
         (sdk_error(SalesforceGeneralError, 409, "CONFLICT"), CrmPermanent),
         (sdk_error(SalesforceMalformedRequest, 400, "UNABLE_TO_LOCK_ROW"), CrmTransient),
-        (requests.ConnectionError("reset"), CrmTransient),
-        (requests.ReadTimeout("slow"), CrmTransient),
+        (requests.ConnectionError("reset"), OutcomeUnknown),
+        (requests.ReadTimeout("slow"), OutcomeUnknown),
+        (requests.ConnectTimeout("never left"), CrmTransient),
     ],
 )
 def test_sdk_errors_map_onto_the_port_and_keep_salesforces_words(raised, expected):
