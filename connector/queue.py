@@ -18,7 +18,7 @@ twice starts no second run, so for them it is enough that the row is still runni
 ======  =========  =========  ================================================
 table   from       to         function
 ======  =========  =========  ================================================
-event   new        pending    insert_event
+event   new        pending    insert_events
 event   pending    running    claim
 event   running    running    claim (the holder's lease ran out)
 event   running    pending    release, retry_later
@@ -175,33 +175,8 @@ def _note_column(table: QueueTable) -> str:
 # --- new rows ---------------------------------------------------------------------
 
 
-def insert_event(
-    session: Session, *, source: str, account: str, event_key: str, kind: str, payload: Any, now: datetime
-) -> int | None:
-    """Store an event once; None when its (source, account, key) is already in the inbox."""
-    check(Event, NEW, EventState.PENDING)
-    statement = (
-        insert(session, Event)
-        .values(
-            source=source,
-            account=account,
-            event_key=event_key,
-            kind=kind,
-            payload=payload,
-            received_at=now,
-            available_at=now,
-            state=str(EventState.PENDING),
-            attempts=0,
-        )
-        .on_conflict_do_nothing(index_elements=["source", "account", "event_key"])
-        .returning(Event.id)
-    )
-    new_id = session.execute(statement).scalar()
-    return None if new_id is None else int(new_id)
-
-
 def insert_events(session: Session, rows: list[dict[str, Any]]) -> dict[tuple[str, str, str], int]:
-    """``insert_event`` for many in one statement: each row has source, account, event_key, kind,
+    """Store events, each once, in one statement: each row has source, account, event_key, kind,
     payload and received_at. Returns the ids of the events stored now, by (source, account, key);
     one already in the inbox, or listed before, is not stored again and not in the answer."""
     check(Event, NEW, EventState.PENDING)
