@@ -473,7 +473,11 @@ def refresh_app(db_url, store, clock, org, people):
     from connector.services import build
     from connector.web import create_app
 
-    settings = make_settings(db_url, **refresh_settings(org), OFFBOARD_ROLES=people)
+    # One group of actions at a time: the field update comes after the checklist whose call
+    # ends the session (side by side it may go first, and nothing would call after the expiry).
+    settings = make_settings(
+        db_url, **refresh_settings(org), OFFBOARD_ROLES=people, OFFBOARD_WORKER_CONCURRENCY="1"
+    )
     built = build(settings, store=store, clock=clock)
     return built, create_app(built).test_client()
 
