@@ -15,39 +15,26 @@ from adapters.hubspot.setup import SURVEY_KIND, SURVEY_LINK, SURVEY_REF, SURVEY_
 from connector.errors import CrmPermanent, CrmRateLimited, CrmTransient
 from connector.models import AnswerSpec, Invite, NoteSpec, PropertyUpdate, ReferralSpec, TaskSpec
 from connector.settings import load_settings
+from tests.support import adapter_fixtures
 from tests.support.faults import Fault
 from tests.support.hubspot import (
     FINANCE,
     OWNER,
     PORTAL_ID,
     RENEWALS,
-    FakeHubSpot,
     add_deal,
     fake_time_adapter,
-    offboard_properties,
-    serve,
     settings_overrides,
     stage_event,
-    standard_portal,
 )
+
+# the shared HubSpot fake, served, and an adapter on it
+fake = adapter_fixtures.fake
+url = adapter_fixtures.url
+adapter = adapter_fixtures.adapter
 
 CREATE = "POST /crm/v3/objects/tasks/batch/create"
 KEY = "4f" * 32
-
-
-@pytest.fixture
-def fake(clock):
-    return offboard_properties(standard_portal(FakeHubSpot(clock=clock)))
-
-
-@pytest.fixture
-def url(fake, httpserver):
-    return serve(fake, httpserver)
-
-
-@pytest.fixture
-def adapter(url, clock):
-    return fake_time_adapter(load_settings(**settings_overrides(url)), clock)
 
 
 @pytest.fixture

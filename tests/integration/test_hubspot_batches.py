@@ -7,8 +7,6 @@ import hashlib
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
-import pytest
-
 from adapters.base import Write
 from adapters.hubspot.batching import isolate, pack, rounds
 from adapters.hubspot.errors import OutcomeUnknown
@@ -17,39 +15,26 @@ from adapters.hubspot.setup import SURVEY_LINK, SURVEY_REF
 from connector.errors import CrmError, CrmPermanent, CrmRateLimited
 from connector.models import Invite, NoteSpec, PropertyUpdate, TaskSpec
 from connector.settings import load_settings
+from tests.support import adapter_fixtures
 from tests.support.faults import Fault
 from tests.support.hubspot import (
     FINANCE,
     MARKETING,
     OWNER,
-    FakeHubSpot,
     add_deal,
     fake_time_adapter,
-    offboard_properties,
-    serve,
     settings_overrides,
     stage_event,
-    standard_portal,
 )
+
+# the shared HubSpot fake, served, and an adapter on it
+fake = adapter_fixtures.fake
+url = adapter_fixtures.url
+adapter = adapter_fixtures.adapter
 
 CREATE = "POST /crm/v3/objects/tasks/batch/create"
 NOTES = "POST /crm/v3/objects/notes/batch/create"
 TASK_SEARCH = "POST /crm/v3/objects/tasks/search"
-
-
-@pytest.fixture
-def fake(clock):
-    return offboard_properties(standard_portal(FakeHubSpot(clock=clock)))
-
-
-@pytest.fixture
-def url(fake, httpserver):
-    return serve(fake, httpserver)
-
-
-@pytest.fixture
-def adapter(url, clock):
-    return fake_time_adapter(load_settings(**settings_overrides(url)), clock)
 
 
 def key(n: int | str) -> str:

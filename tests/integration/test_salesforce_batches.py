@@ -13,40 +13,21 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-import responses
 
 from adapters.base import Write
-from adapters.salesforce.adapter import SalesforceAdapter
 from connector.errors import CrmError, CrmPermanent, OutcomeUnknown, PayloadInvalid
 from connector.models import DealChange, Invite, NoteSpec, PropertyUpdate, TaskSpec
+from tests.support import adapter_fixtures
 from tests.support.faults import Fault
-from tests.support.helpers import make_settings
-from tests.support.salesforce import FakeSalesforce, Seeded, session_settings
+from tests.support.salesforce import FakeSalesforce, Seeded
+
+# the shared fake org, its HTTP mock and an adapter on it
+org = adapter_fixtures.org
+http = adapter_fixtures.http
+sf = adapter_fixtures.sf
+adapter_for = adapter_fixtures.adapter_for
 
 EARLIER = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)  # when an attempt whose outcome is unknown ended
-
-
-@pytest.fixture
-def org(request: pytest.FixtureRequest) -> FakeSalesforce:
-    return FakeSalesforce(**getattr(request, "param", {}))
-
-
-@pytest.fixture
-def http(org):
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
-        org.install(mock)
-        yield mock
-
-
-def adapter_for(org: FakeSalesforce, tmp_path: Any, **overrides: Any) -> SalesforceAdapter:
-    """A new adapter: a new process, which knows nothing of earlier attempts."""
-    values = {**session_settings(org), "OFFBOARD_TIMEZONE": "Europe/Paris", **overrides}
-    return SalesforceAdapter.from_settings(make_settings(f"sqlite:///{tmp_path}/unused.db", **values))
-
-
-@pytest.fixture
-def sf(org, http, tmp_path) -> SalesforceAdapter:
-    return adapter_for(org, tmp_path)
 
 
 def deals(org: FakeSalesforce, count: int) -> list[Seeded]:

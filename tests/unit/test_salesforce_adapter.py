@@ -7,41 +7,23 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-import responses
 
 from adapters.base import SweepWindow
 from adapters.salesforce import soql
-from adapters.salesforce.adapter import SalesforceAdapter
 from connector.errors import CrmPermanent, CrmTransient, SettingsInvalid
 from connector.models import AnswerSpec, Invite, NoteSpec, PropertyUpdate, ReferralSpec, TaskSpec
+from tests.support import adapter_fixtures
 from tests.support.faults import Fault
-from tests.support.helpers import make_settings
-from tests.support.salesforce import ORG_ID, FakeSalesforce, Seeded, session_settings
+from tests.support.salesforce import ORG_ID, Seeded
+
+# the shared fake org, its HTTP mock and an adapter on it
+org = adapter_fixtures.org
+http = adapter_fixtures.http
+sf = adapter_fixtures.sf
+adapter_for = adapter_fixtures.adapter_for
 
 KEY = "5e1f" * 16
 OTHER_KEY = "a7c3" * 16
-
-
-@pytest.fixture
-def org(request: pytest.FixtureRequest) -> FakeSalesforce:
-    return FakeSalesforce(**getattr(request, "param", {}))
-
-
-@pytest.fixture
-def http(org):
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
-        org.install(mock)
-        yield mock
-
-
-def adapter_for(org: FakeSalesforce, tmp_path: Any, **overrides: Any) -> SalesforceAdapter:
-    values = {**session_settings(org), "OFFBOARD_TIMEZONE": "Europe/Paris", **overrides}
-    return SalesforceAdapter.from_settings(make_settings(f"sqlite:///{tmp_path}/unused.db", **values))
-
-
-@pytest.fixture
-def sf(org, http, tmp_path) -> SalesforceAdapter:
-    return adapter_for(org, tmp_path)
 
 
 @pytest.fixture
