@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -71,7 +71,9 @@ def store_items(session: Session, items: list[Incoming], now: datetime) -> list[
 Key = tuple[str, str, str]  # source, account, event key
 
 
-def store_batches(session: Session, batches: list[tuple[list[Incoming], datetime]]) -> list[list[Accepted]]:
+def store_batches(
+    session: Session | Connection, batches: list[tuple[list[Incoming], datetime]]
+) -> list[list[Accepted]]:
     """Several deliveries' items (each with the time it arrived) in the caller's transaction, in one
     statement; for each delivery, what became of each item. The first of the same key is the one
     stored, any later one (in the inbox already, or earlier in these) is a duplicate."""
@@ -110,7 +112,7 @@ def _row(item: Incoming, now: datetime) -> dict[str, Any]:
     }
 
 
-def _ids_of(session: Session, keys: set[Key]) -> dict[Key, int]:
+def _ids_of(session: Session | Connection, keys: set[Key]) -> dict[Key, int]:
     """The ids of events the inbox holds already."""
     found: dict[Key, int] = {}
     ordered = sorted(keys)
@@ -220,8 +222,8 @@ class Inbox:
             _fail(group, RuntimeError("interrupted before the transaction ended"))
 
     def _store_together(self, group: list[_Ticket]) -> None:
-        with self.store.session() as session:
-            results = store_batches(session, [(ticket.items, ticket.now) for ticket in group])
+        with self.store.connection() as connection:
+            results = store_batches(connection, [(ticket.items, ticket.now) for ticket in group])
         for ticket, accepted in zip(group, results, strict=True):
             ticket.accepted, ticket.done = accepted, True
 

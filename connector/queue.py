@@ -48,17 +48,18 @@ action  waiting    cancelled  cancel_run
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, and_, or_, select, update
+from sqlalchemy import Connection, CursorResult, and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from connector.store import Action, Event, Run, Schedule
-from connector.store.db import insert
+from connector.store.db import dialect_insert, insert
 
 
 class EventState(StrEnum):
@@ -175,22 +176,31 @@ def _note_column(table: QueueTable) -> str:
 # --- new rows ---------------------------------------------------------------------
 
 
-def insert_events(session: Session, rows: list[dict[str, Any]]) -> dict[tuple[str, str, str], int]:
+def insert_events(db: Session | Connection, rows: list[dict[str, Any]]) -> dict[tuple[str, str, str], int]:
     """Store events, each once, in one statement: each row has source, account, event_key, kind,
     payload and received_at. Returns the ids of the events stored now, by (source, account, key);
-    one already in the inbox, or listed before, is not stored again and not in the answer."""
+    one already in the inbox, or listed before, is not stored again and not in the answer.
+
+    ``db`` is the caller's ORM session or, on the webhook path, a plain connection in a
+    transaction (the inbox's shared transactions skip the ORM's unit of work)."""
     check(Event, NEW, EventState.PENDING)
     if not rows:
         return {}
-    table = Event.__table__
     pending = {"state": str(EventState.PENDING), "attempts": 0}
     new = [{**row, **pending, "available_at": row["received_at"]} for row in rows]
-    statement = (
-        insert(session, table)
+    dialect = db.get_bind().dialect if isinstance(db, Session) else db.dialect
+    return {(s, a, k): int(i) for i, s, a, k in db.execute(_event_insert(dialect.name), new)}
+
+
+@functools.cache
+def _event_insert(dialect: str) -> Any:
+    """The events INSERT of a dialect, built once: building it costs more than running it."""
+    table = Event.__table__
+    return (
+        dialect_insert(dialect, table)
         .on_conflict_do_nothing(index_elements=["source", "account", "event_key"])
         .returning(table.c.id, table.c.source, table.c.account, table.c.event_key)
     )
-    return {(s, a, k): int(i) for i, s, a, k in session.execute(statement, new)}
 
 
 def insert_run(session: Session, values: dict[str, Any]) -> int | None:

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, Engine, Integer, create_engine, event
+from sqlalchemy import JSON, BigInteger, Connection, DateTime, Engine, Integer, create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import make_url
@@ -64,9 +64,12 @@ class Base(DeclarativeBase):
 
 def insert(session: Session, table: Any) -> Any:
     """The dialect's INSERT, which has ``on_conflict_do_nothing`` on both SQLite and Postgres."""
-    if session.get_bind().dialect.name == "postgresql":
-        return postgresql.insert(table)
-    return sqlite.insert(table)
+    return dialect_insert(session.get_bind().dialect.name, table)
+
+
+def dialect_insert(dialect: str, table: Any) -> Any:
+    """``insert`` for a dialect named ``postgresql`` or ``sqlite``."""
+    return postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
 
 
 def engine_for(url: str, **kwargs: Any) -> Engine:
@@ -207,6 +210,17 @@ class Store:
             return
         with self._turn.taken(), self._sessions() as session, session.begin():
             yield session
+
+    @contextmanager
+    def connection(self) -> Iterator[Connection]:
+        """One transaction on a plain connection (no ORM): committed when the block ends, rolled
+        back if it raises. For the hottest writes, where the ORM's unit of work is pure cost."""
+        if self._turn is None:
+            with self.engine.begin() as connection:
+                yield connection
+            return
+        with self._turn.taken(), self.engine.begin() as connection:
+            yield connection
 
     @contextmanager
     def read(self) -> Iterator[Session]:

@@ -18,10 +18,11 @@ from typing import Any
 from flask import Flask, Request, Response, current_app, request
 from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.wrappers import Request as BaseRequest
+from werkzeug.wrappers import Response as BaseResponse
 
 from connector.errors import WebhookRejected
 from connector.logs import redact_path
-from connector.metrics import event_received
 from connector.services import Services
 from connector.web.brand import logo_origin
 
@@ -46,14 +47,13 @@ def create_app(services: Services) -> Flask:
 
     from connector.web import health, metrics, pages, receiver
 
-    webhooks = receiver.blueprint(receiver.sources(services))  # every inbound source, one receiver
-    for blueprint in (health.bp, metrics.bp, webhooks, pages.bp):
+    webhooks = receiver.Receiver(app, services, receiver.sources(services))  # every source, one receiver
+    for blueprint in (health.bp, metrics.bp, webhooks.blueprint(), pages.bp):
         app.register_blueprint(blueprint)
     _register_errors(app)
-    app.before_request(_bounded_stream)
+    app.before_request(lambda: bounded_stream(request))
     app.after_request(_security_headers)
-    app.after_request(_count_webhook)
-    app.wsgi_app = AccessLog(app.wsgi_app)  # type: ignore[method-assign]
+    app.wsgi_app = AccessLog(webhooks.wsgi(app.wsgi_app))  # type: ignore[method-assign]
     return app
 
 
@@ -111,15 +111,7 @@ class AccessLog:
         )
 
 
-def _count_webhook(response: Response) -> Response:
-    """Every answer a webhook endpoint gives, by source (the endpoint) and status."""
-    rule = request.url_rule.rule if request.url_rule else ""
-    if rule.startswith("/webhooks/"):
-        event_received(rule.removeprefix("/webhooks/").replace("/", "_"), response.status_code)
-    return response
-
-
-def _bounded_stream() -> None:
+def bounded_stream(request: BaseRequest) -> None:
     """A body sent without Content-Length (chunked) is read here, one byte past the limit at most.
 
     Werkzeug stops such a stream at MAX_CONTENT_LENGTH without an error, so an endpoint
@@ -143,15 +135,19 @@ def _bounded_stream() -> None:
 
 
 def _security_headers(response: Response) -> Response:
+    security_headers(response, request.path, services().settings.brand_logo_url)
+    return response
+
+
+def security_headers(response: BaseResponse, path: str, logo_url: str | None) -> None:
     """Pages cannot be framed or leak their personal link; nothing is sniffed or cached."""
     headers = response.headers
     headers.setdefault("X-Content-Type-Options", "nosniff")
     headers.setdefault("Referrer-Policy", "no-referrer")
     headers.setdefault("X-Frame-Options", "DENY")
-    headers.setdefault("Content-Security-Policy", _content_policy(services().settings.brand_logo_url))
-    if response.mimetype == "text/html" or request.path.startswith(CLIENT_PAGES):
+    headers.setdefault("Content-Security-Policy", _content_policy(logo_url))
+    if response.mimetype == "text/html" or path.startswith(CLIENT_PAGES):
         headers["Cache-Control"] = "no-store"  # personal pages and what their links answer
-    return response
 
 
 @functools.lru_cache(maxsize=8)

@@ -9,27 +9,46 @@ recognised, not stored twice; concurrent requests share transactions, see
 answers. A refusal is the source's own answer (a SOAP fault) or the core's JSON error;
 a delivery the database could not take is answered 503 (500 when retrying will not
 help) in the same way, never 2xx.
+
+The hot path. A burst of webhooks is the heaviest traffic the app gets, and Flask's
+request machinery (contexts, routing, hooks, response finalising) cost about as much
+per delivery as verifying and storing it. So ``Receiver.wsgi`` answers ``POST`` to a
+source's path as plain WSGI on werkzeug's request and response, before Flask sees the
+request, with what Flask's hooks add to every answer (the body limit, the security
+headers, the webhook counter) applied here. Anything else (another method, another
+path) goes on to Flask, where the same paths are routed so that, say, a GET answers 405.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, cast
 from urllib.parse import quote
 
-from flask import Blueprint, Response, current_app, request
-from werkzeug.exceptions import HTTPException
+from flask import Blueprint, Flask
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
+from werkzeug.wrappers import Request, Response
 
 import adapters
 from adapters.base import InboundRequest, InboundSource, Refusal, Reply
 from connector import inbox
 from connector.errors import WebhookRejected
+from connector.metrics import event_received
 from connector.services import Services
-from connector.web import http_answer, http_reason, rejected_answer, services
+from connector.web import (
+    MAX_BODY_BYTES,
+    bounded_stream,
+    http_headers,
+    http_reason,
+    rejected_answer,
+    security_headers,
+)
 from connector.web.webhooks import GenericSource
 
 log = logging.getLogger("offboard.web")
+
+Wsgi = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
 def sources(found: Services) -> list[InboundSource]:
@@ -37,93 +56,127 @@ def sources(found: Services) -> list[InboundSource]:
     return [GenericSource(found.settings), *adapters.inbound_sources(found.settings)]
 
 
-def blueprint(served: Sequence[InboundSource]) -> Blueprint:
-    """A blueprint routing ``POST path`` of each source to the receiver."""
-    bp = Blueprint("receiver", __name__)
-    by_endpoint: dict[str, InboundSource] = {}
-    for source in served:
-        endpoint = source.path.strip("/").replace("/", "_")
-        by_endpoint[endpoint] = source
-        bp.add_url_rule(source.path, endpoint=endpoint, view_func=_receive, methods=["POST"])
-    bp.record_once(lambda state: state.app.extensions.__setitem__("offboard.sources", by_endpoint))
-    bp.register_error_handler(WebhookRejected, _rejected)
-    bp.register_error_handler(HTTPException, _http_refused)
-    return bp
+class Receiver:
+    """Answers ``POST`` to each source's path (see the module docstring)."""
+
+    def __init__(self, app: Flask, found: Services, served: Sequence[InboundSource]) -> None:
+        self.app, self.services = app, found
+        self.by_path = {source.path: source for source in served}
+
+    def blueprint(self) -> Blueprint:
+        """Flask's routes for the same paths: only what is not a POST reaches them (405)."""
+        bp = Blueprint("receiver", __name__)
+        for path in self.by_path:
+            endpoint = path.strip("/").replace("/", "_")
+            bp.add_url_rule(path, endpoint=endpoint, view_func=_not_post, methods=["POST"])
+        return bp
+
+    def wsgi(self, flask_app: Wsgi) -> Wsgi:
+        """A WSGI app answering the sources' POSTs itself and passing the rest to ``flask_app``."""
+
+        def front(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+            source = self.by_path.get(environ.get("PATH_INFO", ""))
+            if source is None or environ.get("REQUEST_METHOD") != "POST":
+                return flask_app(environ, start_response)
+            return self.answer(source, environ)(environ, start_response)
+
+        return front
+
+    def answer(self, source: InboundSource, environ: dict[str, Any]) -> Response:
+        request = Request(environ)
+        request.max_content_length = MAX_BODY_BYTES
+        try:
+            response = self._receive(source, request)
+        except WebhookRejected as exc:
+            response = self._rejected(source, request, exc)
+        except HTTPException as exc:
+            response = self._http_refused(source, request, exc)
+        except Exception:
+            log.exception("unhandled error")
+            response = self._json({"error": "internal error; nothing was stored"}, 500)
+        security_headers(response, request.path, self.services.settings.brand_logo_url)
+        event_received(source.path.removeprefix("/webhooks/").replace("/", "_"), response.status_code)
+        return response
+
+    def _receive(self, source: InboundSource, request: Request) -> Response:
+        bounded_stream(request)
+        delivery = source.receive(self._inbound(request))
+        items = [
+            inbox.Incoming(source.source, event.account, event.event_key, event.kind, event.payload)
+            for event in delivery.events
+        ]
+        try:
+            stored = inbox.accept(self.services.store, items, self.services.clock())
+        except inbox.NotStored as exc:
+            return self._not_stored(source, request, exc)
+        return self._response(source.reply(delivery, stored))
+
+    def _inbound(self, request: Request) -> InboundRequest:
+        found = self.services
+        return InboundRequest(
+            method=request.method,
+            path=_raw_path_and_query(request),
+            args=request.args,
+            headers=request.headers,  # type: ignore[arg-type]  # werkzeug's: case-insensitive
+            read_body=lambda: request.get_data(cache=False),
+            now=found.clock(),
+            public_url=found.settings.public_url,
+            configured=tuple(found.adapters),
+        )
+
+    def _not_stored(self, source: InboundSource, request: Request, exc: inbox.NotStored) -> Response:
+        """Nothing of the delivery was stored: never a 2xx, so the sender delivers it again.
+
+        503 when the database was away or busy (a redelivery will likely be stored), else 500;
+        in the source's own format (a SOAP fault for Salesforce), as any refusal.
+        """
+        # The traceback only for what retrying will not cure: a database that is away needs no trace.
+        trace = None if exc.retry else exc.__cause__
+        log.error("could not store a delivery to %s: %s", request.path, exc, exc_info=trace)
+        status = 503 if exc.retry else 500
+        reason = "could not store the events now; nothing was stored, send them again"
+        refusal = Refusal(status, reason if exc.retry else "internal error; nothing was stored", request.path)
+        reply = source.refused(refusal)
+        return self._json({"error": refusal.reason}, status) if reply is None else self._response(reply)
+
+    def _rejected(self, source: InboundSource, request: Request, exc: WebhookRejected) -> Response:
+        refusal = Refusal(exc.status, exc.reason, request.path, type(exc).__name__, list(exc.details))
+        reply = source.refused(refusal)
+        return self._json(*rejected_answer(exc)) if reply is None else self._response(reply)
+
+    def _http_refused(self, source: InboundSource, request: Request, exc: HTTPException) -> Response:
+        """A body over the limit (413) or cut short (400): the source may answer in its own format."""
+        refusal = Refusal(exc.code or 500, http_reason(exc), request.path)
+        reply = source.refused(refusal)
+        if reply is not None:
+            return self._response(reply)
+        response = self._json({"error": http_reason(exc)}, exc.code or 500)
+        response.headers.extend(http_headers(exc))
+        return response
+
+    def _response(self, reply: Reply) -> Response:
+        """A dict is sent as JSON; bytes as ``content_type`` (HTML, as Flask would, without one)."""
+        if isinstance(reply.body, dict):
+            return self._json(reply.body, reply.status)
+        content_type = reply.content_type or "text/html; charset=utf-8"
+        return Response(reply.body, status=reply.status, content_type=content_type)
+
+    def _json(self, body: dict[str, object], status: int) -> Response:
+        # Flask's JSON, as every other answer gets; its response class is werkzeug's Response.
+        response = cast(Response, self.app.json.response(body))
+        response.status_code = status
+        return response
 
 
-def _source() -> InboundSource:
-    """The source whose path this request was routed to."""
-    served: dict[str, InboundSource] = current_app.extensions["offboard.sources"]
-    return served[(request.endpoint or "").removeprefix("receiver.")]
+def _not_post() -> Any:
+    """Never reached: the receiver answers every POST to these paths before Flask routes it."""
+    raise MethodNotAllowed(valid_methods=["POST"])
 
 
-def _receive() -> Any:
-    found, source = services(), _source()
-    delivery = source.receive(_inbound(found))
-    items = [
-        inbox.Incoming(source.source, event.account, event.event_key, event.kind, event.payload)
-        for event in delivery.events
-    ]
-    try:
-        stored = inbox.accept(found.store, items, found.clock())
-    except inbox.NotStored as exc:
-        return _not_stored(source, exc)
-    return _response(source.reply(delivery, stored))
-
-
-def _not_stored(source: InboundSource, exc: inbox.NotStored) -> Any:
-    """Nothing of the delivery was stored: never a 2xx, so the sender delivers it again.
-
-    503 when the database was away or busy (a redelivery will likely be stored), else 500;
-    in the source's own format (a SOAP fault for Salesforce), as any refusal.
-    """
-    # The traceback only for what retrying will not cure: a database that is away needs no trace.
-    trace = None if exc.retry else exc.__cause__
-    log.error("could not store a delivery to %s: %s", request.path, exc, exc_info=trace)
-    status = 503 if exc.retry else 500
-    reason = "could not store the events now; nothing was stored, send them again"
-    refusal = Refusal(status, reason if exc.retry else "internal error; nothing was stored", request.path)
-    reply = source.refused(refusal)
-    return ({"error": refusal.reason}, status) if reply is None else _response(reply)
-
-
-def _inbound(found: Services) -> InboundRequest:
-    return InboundRequest(
-        method=request.method,
-        path=_raw_path_and_query(),
-        args=request.args,
-        headers=request.headers,  # type: ignore[arg-type]  # werkzeug's: case-insensitive
-        read_body=lambda: request.get_data(cache=False),
-        now=found.clock(),
-        public_url=found.settings.public_url,
-        configured=tuple(found.adapters),
-    )
-
-
-def _raw_path_and_query() -> str:
+def _raw_path_and_query(request: Request) -> str:
     """The path and query exactly as requested (the signature covers the raw bytes, in order)."""
     raw = request.environ.get("RAW_URI") or request.environ.get("REQUEST_URI")
     if raw:
         return str(raw)
     query = request.environ.get("QUERY_STRING", "")
     return quote(request.path) + (f"?{query}" if query else "")
-
-
-def _response(reply: Reply) -> Any:
-    """A dict is sent as JSON; bytes as ``content_type`` (Flask's default without one)."""
-    if isinstance(reply.body, dict) or reply.content_type is None:
-        return reply.body, reply.status
-    return Response(reply.body, status=reply.status, content_type=reply.content_type)
-
-
-def _rejected(exc: WebhookRejected) -> Any:
-    refusal = Refusal(exc.status, exc.reason, request.path, type(exc).__name__, list(exc.details))
-    reply = _source().refused(refusal)
-    return rejected_answer(exc) if reply is None else _response(reply)
-
-
-def _http_refused(exc: HTTPException) -> Any:
-    """A body over the limit (413) or cut short (400): the source may answer in its own format."""
-    refusal = Refusal(exc.code or 500, http_reason(exc), request.path)
-    reply = _source().refused(refusal)
-    return http_answer(exc) if reply is None else _response(reply)

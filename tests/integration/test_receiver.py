@@ -159,11 +159,11 @@ def test_every_source_is_routed_for_post_only(echo_client):
 
 
 def test_the_answers_are_counted_by_source(echo_client, monkeypatch):
-    import connector.web
+    import connector.web.receiver
 
     counted: list[tuple[str, int]] = []
     monkeypatch.setattr(
-        connector.web, "event_received", lambda source, status: counted.append((source, status))
+        connector.web.receiver, "event_received", lambda source, status: counted.append((source, status))
     )
     post(echo_client, [{"id": 9}])
     post(echo_client, [{"id": 9}], key="wrong")
