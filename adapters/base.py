@@ -23,6 +23,8 @@ from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, runtime_checkable
 from zoneinfo import ZoneInfo
 
+from pydantic import SecretStr
+
 from connector.errors import CrmError, CrmPermanent, CrmRateLimited, CrmTransient
 from connector.models import (
     AnswerSpec,
@@ -290,6 +292,11 @@ class Connection:
     account: str | None
     settings: CrmSettings
     zone: ZoneInfo
+    # An installed account's access token, fresh (refreshed ahead of expiry, one refresh at a
+    # time across processes); raises Disconnected once the CRM refused the refresh token.
+    # None for the environment's connection, whose settings carry its credentials.
+    token: Callable[[], str] | None = field(default=None, compare=False)
+    instance_url: str | None = None  # where an installed Salesforce org's API answers
 
     @classmethod
     def from_environment(cls, settings: Settings, crm: str) -> Connection:
@@ -315,6 +322,46 @@ class Plugin:
     commands: Callable[[], Sequence[click.Command]] = lambda: ()
     # Modules that declare its tables on the core's metadata (imported before migrating).
     tables: tuple[str, ...] = ()
+    # Its OAuth app, given its settings: how an account installs Offboard and keeps its tokens.
+    oauth: Callable[[CrmSettings], OAuthApp] | None = None
+
+
+# --- installs (OAuth) ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Grant:
+    """What an install (a code exchanged) or a refresh gave: the account and its tokens."""
+
+    account: str  # the portal id, the org id
+    access_token: SecretStr
+    refresh_token: SecretStr | None
+    expires_at: datetime | None
+    scopes: tuple[str, ...] = ()
+    installed_by: str | None = None  # the installing user, as the CRM names them
+    instance_url: str | None = None
+
+
+class OAuthApp(Protocol):
+    """A CRM's OAuth app, as the install routes and the token keeper use it."""
+
+    def missing(self) -> str | None:
+        """What keeps installs off (a setting not set), or None when they can start."""
+
+    def verifier(self) -> str | None:
+        """A new PKCE code verifier to keep server-side until the callback, or None (no PKCE)."""
+
+    def authorize_url(self, redirect_uri: str, state: str, verifier: str | None) -> str:
+        """Where the installing admin's browser is sent."""
+
+    def exchange(self, code: str, redirect_uri: str, verifier: str | None) -> Grant:
+        """The code traded for tokens; GrantRefused when the CRM refuses it."""
+
+    def refresh(self, account: str, refresh_token: SecretStr, instance_url: str | None) -> Grant:
+        """A new access token; GrantRefused when the refresh token is no longer valid."""
+
+    def after_install(self, adapter: CrmAdapter) -> list[str]:
+        """Set the account up (properties, checks); what the admin should still do, if anything."""
 
 
 # --- inbound sources ----------------------------------------------------------------------
@@ -332,6 +379,9 @@ class InboundRequest:
     now: datetime
     public_url: str  # the deployment's public base URL (what a proxy's caller signed)
     configured: Collection[str] = ()  # the CRMs with a connection on this connector
+    # The key an installed account's inbound URL carries, by (crm, account): derived from the
+    # deployment's secret key, so it is stored nowhere. None where no account is installed.
+    account_key: Callable[[str, str], str] | None = None
 
 
 @dataclass(frozen=True)

@@ -11,14 +11,16 @@ from __future__ import annotations
 import functools
 import importlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
 
 from adapters.base import Connection, CrmAdapter, InboundSource, Plugin
 
 if TYPE_CHECKING:
     import click
 
-    from connector.settings import Settings
+    from connector.connections import StoredConnection
+    from connector.settings import CrmSettings, Settings
     from connector.store import Store
 
 # The CRM packages under adapters/, in the order they are listed (settings, commands, adapters).
@@ -54,6 +56,60 @@ def environment_connections(settings: Settings) -> list[Connection]:
     return [
         Connection.from_environment(settings, p.name) for p in plugins() if settings.crm(p.name).configured
     ]
+
+
+# An account's own contract settings, and the plugin settings they stand for (HubSpot names
+# properties, Salesforce fields).
+ACCOUNT_FIELDS = {
+    "contract_type_property": ("contract_type_property", "contract_type_field"),
+    "contract_end_property": ("contract_end_property", "contract_end_field"),
+}
+
+
+def installed_connection(
+    settings: Settings, stored: StoredConnection, token: Callable[[], str] | None
+) -> Connection:
+    """The connection to an account installed by OAuth: its plugin's environment settings with the
+    account's own contract properties over them, its time zone, its token source and instance."""
+    own = stored.settings(settings)
+    crm_settings = settings.crm(stored.crm)
+    return Connection(
+        crm=stored.crm,
+        account=stored.account,
+        settings=_with_account_fields(crm_settings, own),
+        zone=ZoneInfo(own.time_zone),
+        token=token,
+        instance_url=stored.instance_url,
+    )
+
+
+def _with_account_fields(crm_settings: CrmSettings, own: Any) -> CrmSettings:
+    names = type(crm_settings).model_fields
+    update: dict[str, Any] = {}
+    for setting, fields in ACCOUNT_FIELDS.items():
+        value = getattr(own, setting)
+        target = next((field for field in fields if field in names), None)
+        if value is not None and target is not None:
+            update[target] = value
+    return crm_settings.model_copy(update=update) if update else crm_settings
+
+
+def installed_lookup(
+    settings: Settings,
+    find: Callable[[str, str], StoredConnection | None],
+    token: Callable[[str, str], Callable[[], str]],
+) -> Callable[[str, str], Connection | None]:
+    """An ``AdapterSet`` lookup for the installed accounts: ``find`` reads a stored connection,
+    ``token`` gives its token source (``TokenKeeper.token``). A disconnected or removed account
+    still has its connection: its token source says it is disconnected when asked."""
+
+    def lookup(crm: str, account: str) -> Connection | None:
+        stored = find(crm, account)
+        if stored is None:
+            return None
+        return installed_connection(settings, stored, token(crm, account))
+
+    return lookup
 
 
 def inbound_sources(settings: Settings) -> list[InboundSource]:
@@ -123,12 +179,14 @@ class AdapterSet(MutableMapping[str, CrmAdapter]):
         return list(self._connections.values())
 
     def connection(self, crm: str, account: str) -> Connection:
-        """The connection to this account: its own, else the CRM's environment connection."""
-        found = self._connections.get((crm, account)) or self._connections.get((crm, None))
+        """The connection to this account: its own (given, or found by ``lookup``), else the
+        CRM's environment connection."""
+        found = self._connections.get((crm, account))
         if found is None and self._lookup is not None:
             found = self._lookup(crm, account)
             if found is not None:
                 self._connections[(crm, found.account)] = found
+        found = found or self._connections.get((crm, None))
         if found is None:
             raise NoConnection(f"no connection to {crm} account {account!r} is configured")
         return found
@@ -136,13 +194,18 @@ class AdapterSet(MutableMapping[str, CrmAdapter]):
     def for_connection(self, crm: str, account: str) -> CrmAdapter:
         """The adapter for this CRM account, built on first use.
 
-        In single-account mode the environment's connection answers for every account;
-        its adapter refuses what belongs to another (a webhook from another portal).
+        An account installed here has its own; otherwise the environment's connection answers
+        for every account, and its adapter refuses what belongs to another (a webhook from
+        another portal).
         """
-        for key in ((crm, account), (crm, None)):
-            if key in self._adapters:
-                return self._adapters[key]
-        return self.adapter(self.connection(crm, account))
+        if (crm, account) in self._adapters:
+            return self._adapters[(crm, account)]
+        if (crm, account) not in self._connections and self._lookup is None and (crm, None) in self._adapters:
+            return self._adapters[(crm, None)]
+        connection = self.connection(crm, account)
+        if connection.account is None and (crm, None) in self._adapters:
+            return self._adapters[(crm, None)]
+        return self.adapter(connection)
 
     def adapter(self, connection: Connection) -> CrmAdapter:
         key = (connection.crm, connection.account)

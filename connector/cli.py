@@ -418,18 +418,18 @@ def plan(
     The deal comes from EVENT_FILE (a generic event, as posted to /webhooks/generic)
     or from a CRM with --crm and --deal.
     """
+    from connector.cli_playbooks import plan_playbooks
     from connector.planner import PlanContext
-    from connector.playbooks.loader import load_all
     from connector.preview import preview
 
     settings = _settings()
     if (event_file is None) == (crm is None or deal_id is None):
         raise click.UsageError("give either EVENT_FILE or both --crm and --deal")
-    try:
-        playbooks = load_all([folder or settings.playbooks])
+    deal = _deal_from_file(event_file) if event_file else _deal_from_crm(settings, str(crm), str(deal_id))
+    try:  # the deal's account's own playbooks where it published some, else the folder's
+        playbooks = plan_playbooks(settings, deal, folder)
     except PlaybookError as exc:
         raise click.ClickException(f"the playbooks do not load:\n{exc}") from None
-    deal = _deal_from_file(event_file) if event_file else _deal_from_crm(settings, str(crm), str(deal_id))
     now = at.replace(tzinfo=UTC) if at else utcnow()
     try:
         shown = preview(deal, playbooks, PlanContext.from_settings(settings, now), trigger=trigger)
@@ -592,11 +592,13 @@ def _print_tasks(tasks: list[Any]) -> None:
 
 def _register_crm_commands() -> None:
     import adapters
+    from connector.cli_connections import connections
     from connector.cli_playbooks import playbooks
 
     for command in adapters.commands():  # each CRM plugin's own (sandbox, hubspot…)
         main.add_command(command)
     main.add_command(playbooks)
+    main.add_command(connections)
 
 
 _register_crm_commands()

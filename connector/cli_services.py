@@ -15,7 +15,7 @@ from typing import Any
 from adapters import AdapterSet
 from connector.errors import SettingsInvalid
 from connector.playbooks.registry import PlaybookRegistry
-from connector.services import Services, as_adapter_set
+from connector.services import Services, accounts, as_adapter_set
 from connector.settings import Settings, load_settings
 from connector.store import Store
 
@@ -36,9 +36,10 @@ class Connections:
 
 
 def connect(settings: Settings) -> Connections:
-    """The store and every CRM the settings turn on (``connector.services.build`` without playbooks)."""
+    """The store and every CRM account here, the environment's and those installed
+    (``connector.services.build`` without playbooks)."""
     store = Store.from_url(settings.database_url)
-    return Connections(settings=settings, store=store, adapters=AdapterSet.from_settings(settings, store))
+    return Connections(settings=settings, store=store, adapters=accounts(settings, store)[0])
 
 
 def for_command() -> Connections:

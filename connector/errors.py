@@ -12,11 +12,13 @@
     ├── FormProblem            a client's submission to correct and send again (field → message)
     ├── Skip                   an action that will not run, for a reason the operator sees (no failure)
     ├── Deferred               work held back a while through no fault of its own; no attempt used
+    │   └── Disconnected       its CRM account's connection is disconnected: it waits for a reinstall
     └── CrmError               a CRM call that did not do what we asked
         ├── CrmTransient       worth retrying: 5xx, timeouts, connection resets
         │   ├── OutcomeUnknown the call may have been applied: timeout, lost reply, 5xx after sending
         │   └── CrmRateLimited retry, but after the CRM's window
         └── CrmPermanent       retrying will not help: 400, 401/403, 404
+            └── GrantRefused   the CRM refused a code or a refresh token (revoked, uninstalled)
 
 Adapters translate their SDK's exceptions into the CrmError branch with
 ``raise CrmTransient(...) from exc``; what the worker does about any error (retry, back off,
@@ -116,6 +118,16 @@ class Deferred(ConnectorError):
         self.seconds = seconds
 
 
+class Disconnected(Deferred):
+    """The action's CRM account is disconnected (its refresh token was refused, or it was removed):
+    the action waits, using no attempt, until the account is installed again."""
+
+    def __init__(self, crm: str, account: str, why: str | None = None) -> None:
+        reason = f"the {crm} account {account} is disconnected" + (f" ({why})" if why else "")
+        super().__init__(f"{reason}; it resumes once the account is installed again", seconds=300)
+        self.crm, self.account = crm, account
+
+
 class CrmError(ConnectorError):
     """A CRM call that failed. ``detail`` keeps what the CRM said, for the operator."""
 
@@ -151,3 +163,8 @@ class CrmRateLimited(CrmTransient):
 
 class CrmPermanent(CrmError):
     """Retrying will not help: the request or the credentials are wrong."""
+
+
+class GrantRefused(CrmPermanent):
+    """The CRM refused an authorization code or a refresh token as invalid (revoked, expired,
+    the app uninstalled). For a refresh token, its connection is then disconnected."""

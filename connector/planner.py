@@ -11,7 +11,7 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from jinja2 import TemplateError
@@ -23,6 +23,9 @@ from connector.playbooks.loader import LoadedPlaybook
 from connector.playbooks.model import Match, Playbook, Range, Step, ToneText
 from connector.playbooks.offsets import Offset, add_business_days
 from connector.settings import Settings
+
+if TYPE_CHECKING:
+    from connector.connections import AccountSettings
 
 # Tasks and sends land at this local time of day on their due date.
 WORKDAY_START = time(9, 0)
@@ -186,7 +189,18 @@ class PlanContext:
         return self.now.astimezone(self.zone).date()
 
     @classmethod
-    def from_settings(cls, settings: Settings, now: datetime) -> PlanContext:
+    def from_settings(
+        cls, settings: Settings, now: datetime, account: AccountSettings | None = None
+    ) -> PlanContext:
+        """The deployment's roles, fallback owner and time zone, or an installed account's own
+        (``account``: already over the deployment's where it sets nothing)."""
+        if account is not None:
+            return cls(
+                zone=ZoneInfo(account.time_zone),
+                roles=dict(account.roles),
+                fallback_owner=account.fallback_owner,
+                now=now,
+            )
         return cls(
             zone=settings.zone, roles=dict(settings.roles), fallback_owner=settings.fallback_owner, now=now
         )

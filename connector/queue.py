@@ -44,6 +44,10 @@ action  waiting    pending    release_waiting
 action  pending    cancelled  cancel_run
 action  waiting    cancelled  cancel_run
 ======  =========  =========  ================================================
+
+Two functions move only when pending rows are due, changing no state: ``wake_waiting_events``
+(every playbook loads again) and ``resume_account`` (an account installed again: what waited
+because it was disconnected is due now).
 """
 
 from __future__ import annotations
@@ -533,6 +537,47 @@ def wake_waiting_events(session: Session, *, prefix: str, now: datetime) -> int:
         .values(available_at=now)
     )
     return _rows(session, statement)
+
+
+def disconnected_note(crm: str, account: str) -> str:
+    """How the note of work held back by a disconnected account begins (``errors.Disconnected``)."""
+    return f"the {crm} account {account} is disconnected"
+
+
+def resume_account(session: Session, crm: str, account: str, now: datetime) -> int:
+    """An account installed again: its pending actions and events held back because it was
+    disconnected are due now; how many.
+
+    No state changes (they stay ``pending``, their attempts as they were): only ``due_at`` and
+    ``available_at`` move, as the worker's own deferral moved them. It is written here, beside
+    the state changes, because the queue owns every row it hands out. Work merely planned for
+    later (a survey in three days) keeps its time: only rows whose note says the account was
+    disconnected move.
+    """
+    note = disconnected_note(crm, account)
+    runs = select(Run.id).where(Run.crm == crm, Run.account == account)
+    actions = (
+        update(Action)
+        .where(
+            Action.state == ActionState.PENDING,
+            Action.run_id.in_(runs),
+            Action.due_at > now,
+            Action.last_error.startswith(note, autoescape=True),
+        )
+        .values(due_at=now)
+    )
+    events = (
+        update(Event)
+        .where(
+            Event.state == EventState.PENDING,
+            Event.source == crm,
+            Event.account == account,
+            Event.available_at > now,
+            Event.outcome.startswith(note, autoescape=True),
+        )
+        .values(available_at=now)
+    )
+    return _rows(session, actions) + _rows(session, events)
 
 
 def take_schedule(session: Session, name: str, *, now: datetime, interval: timedelta) -> bool:

@@ -132,6 +132,9 @@ class Settings(SettingsSection):
     public_url: str = env_field("OFFBOARD_PUBLIC_URL", "http://127.0.0.1:8080")
     secret_key: SecretStr = env_field("OFFBOARD_SECRET_KEY", SecretStr(DEV_SECRET_KEY))
     webhook_secret: SecretStr | None = env_field("OFFBOARD_WEBHOOK_SECRET")
+    # Fernet keys sealing installed accounts' tokens, comma-separated: the first encrypts, all
+    # decrypt (connector/keyring.py). Unset: installs by OAuth are off.
+    encryption_keys: SecretStr | None = env_field("OFFBOARD_ENCRYPTION_KEYS")
     timezone: str = env_field("OFFBOARD_TIMEZONE", "UTC")
     roles: dict[str, str | dict[str, str]] = env_field("OFFBOARD_ROLES", default_factory=dict)
     fallback_owner: str | None = env_field("OFFBOARD_FALLBACK_OWNER")
@@ -201,6 +204,15 @@ class Settings(SettingsSection):
             raise ValueError("expected a Standard Webhooks secret: whsec_ followed by base64") from exc
         if len(decoded) < 16:
             raise ValueError("the secret is too short: use at least 16 random bytes (whsec_ + base64)")
+        return value
+
+    @field_validator("encryption_keys")
+    @classmethod
+    def _fernet_keys(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            from connector.keyring import parse_keys
+
+            parse_keys(value.get_secret_value())  # its errors name a key's position, never the key
         return value
 
     @property

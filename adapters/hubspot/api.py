@@ -3,7 +3,9 @@
 Every call goes through ``_send``: it waits for the account's rate budget (shared by every
 process), sets a timeout, reads the X-HubSpot-RateLimit-* headers, waits out a 429 a few
 times (one interval each; HubSpot sends no Retry-After), and translates every failure into
-the port's error tree.
+the port's error tree. An installed portal's requests each carry the OAuth access token of
+the moment (``token``, refreshed ahead of its expiry by the token keeper); a 401 renews it
+once and tries again.
 The SDK's own urllib3 retries are off so that the limiter sees every request.
 
 Records come back as the SDK's models (``.id``, ``.properties``, ``.associations``…).
@@ -43,13 +45,21 @@ _MODELS = {
 
 
 class HubSpotApi:
-    def __init__(self, client: HubSpot, limits: Limits) -> None:
+    """``token``: an installed portal's fresh OAuth access token, asked for before each request
+    (``Connection.token``); None for a private app, whose token the client holds."""
+
+    def __init__(self, client: HubSpot, limits: Limits, token: Callable[[], str] | None = None) -> None:
         self._client = client
         self.limits = limits
+        self._token = token
         self._apis: dict[tuple[str, str], Any] = {}
 
     @classmethod
-    def from_settings(cls, settings: HubSpotSettings, limits: Limits) -> HubSpotApi:
+    def from_settings(
+        cls, settings: HubSpotSettings, limits: Limits, token: Callable[[], str] | None = None
+    ) -> HubSpotApi:
+        if token is not None:  # an installed portal: each request carries the token of the moment
+            return cls(HubSpot(host=settings.api_base_url, retry=Retry(total=0)), limits, token)
         if settings.access_token is None:
             raise CrmPermanent("HUBSPOT_ACCESS_TOKEN is not set: HubSpot is off")
         client = HubSpot(
@@ -239,22 +249,36 @@ class HubSpotApi:
     def _send(
         self, what: str, call: Callable[..., Any], *args: Any, search: bool = False, **kwargs: Any
     ) -> Any:
-        for attempt in range(RATE_LIMIT_WAITS + 1):
+        waits, renewed = 0, False
+        while True:
             self.limits.acquire(search=search)
+            token = self._token() if self._token is not None else None
             try:
-                data, status, headers = call(*args, _request_timeout=TIMEOUT, **kwargs)
+                data, status, headers = call(*args, _request_timeout=TIMEOUT, **_auth(token), **kwargs)
             except Exception as exc:
                 error = translate(exc, what)
                 metrics.crm_call("hubspot", getattr(error, "status", None) or "error")
-                wait = _wait_here(error, attempt)
+                if token is not None and error.status == 401 and not renewed:
+                    # HubSpot refused the token before the expiry it announced (clocks drift, the
+                    # portal reinstalled, the install revoked): renew it once and try again; a
+                    # revoked install's refresh is refused, which disconnects the portal.
+                    renewed = True
+                    self._renew(token)
+                    continue
+                wait = _wait_here(error, waits)
                 if wait is None:
                     raise error from exc
                 self.limits.hold(wait)
+                waits += 1
                 continue
             metrics.crm_call("hubspot", status)
             self.limits.observe(headers)
             return data
-        raise AssertionError("unreachable: the last attempt raises")
+
+    def _renew(self, refused: str) -> None:
+        renew = getattr(self._token, "renew", None)
+        if renew is not None:
+            renew(refused)
 
     def _api(self, object_type: str, kind: str) -> Any:
         # Each SDK API object owns a connection pool: make each once, not per call.
@@ -280,6 +304,22 @@ class HubSpotApi:
     @cached_property
     def _properties(self) -> Any:
         return self._client.crm.properties.core_api
+
+
+def _auth(token: str | None) -> dict[str, Any]:
+    """The SDK's per-request authentication (``_request_auth``) for an OAuth token: each request
+    names its own token, so threads sharing the client never see another's, and nothing shared
+    is changed between requests."""
+    if token is None:
+        return {}
+    return {
+        "_request_auth": {
+            "type": "oauth2",
+            "in": "header",
+            "key": "Authorization",
+            "value": f"Bearer {token}",
+        }
+    }
 
 
 def _wait_here(error: Exception, attempt: int) -> float | None:

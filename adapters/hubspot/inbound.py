@@ -3,6 +3,12 @@
 HubSpot gives up on an answer slower than 5 s and retries anything but a 2xx, so nothing
 here calls HubSpot: each event of the batch is stored (keyed by portal and eventId, so a
 redelivery stores nothing new) and the worker interprets them later.
+
+The endpoint is on for the environment's portal (a private-app token) and for an OAuth app
+(``HUBSPOT_CLIENT_ID``), whose webhooks come for every portal that installed it, each event
+naming its ``portalId``. The worker sends each event to its portal's connection; an event of
+a portal not installed here, or disconnected, is stored all the same and settled ``ignored``
+with the reason (a portal can only be installed once ``OFFBOARD_ENCRYPTION_KEYS`` is set).
 """
 
 from __future__ import annotations
@@ -31,8 +37,10 @@ class WebhookSource:
         # Empty counts as not set: a signature keyed with "" is one anybody can compute.
         if secret is None or not secret.get_secret_value():
             raise EndpointDisabled("HUBSPOT_CLIENT_SECRET is not set; this endpoint is off")
-        if self.source not in request.configured:
-            raise EndpointDisabled("HUBSPOT_ACCESS_TOKEN is not set; events could not be processed")
+        if self.source not in request.configured and not self.settings.installable:
+            raise EndpointDisabled(
+                "neither HUBSPOT_ACCESS_TOKEN nor HUBSPOT_CLIENT_ID is set; events could not be processed"
+            )
         body = request.read_body()
         signature.verify(
             secret.get_secret_value(),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from adapters.base import Connection, CrmAdapter, CrmSettings, InboundSource, Plugin
+from adapters.base import Connection, CrmAdapter, CrmSettings, InboundSource, OAuthApp, Plugin
 from adapters.hubspot.settings import HubSpotSettings
 
 if TYPE_CHECKING:
@@ -16,14 +16,17 @@ if TYPE_CHECKING:
 
 def build(connection: Connection, store: Store) -> CrmAdapter:
     """The adapter for the connection's portal; its rate budget is counted in ``store``, shared
-    with every other process of the deployment."""
+    with every other process of the deployment, per portal.
+
+    An installed portal (``connection.token``) is reached with its OAuth access token, fresh
+    for each request; the environment's portal with the private-app token."""
     from adapters.hubspot.adapter import HubSpotAdapter
     from adapters.hubspot.api import HubSpotApi
     from adapters.hubspot.ratelimit import shared_limits
 
     settings = HubSpotSettings.of(connection.settings)
     limits = shared_limits(settings, store, account=connection.account)
-    return HubSpotAdapter(settings, HubSpotApi.from_settings(settings, limits))
+    return HubSpotAdapter(settings, HubSpotApi.from_settings(settings, limits, connection.token))
 
 
 def sources(settings: CrmSettings) -> Sequence[InboundSource]:
@@ -39,4 +42,12 @@ def commands() -> Sequence[click.Command]:
     return [hubspot]
 
 
-PLUGIN = Plugin(name="hubspot", settings=HubSpotSettings, build=build, sources=sources, commands=commands)
+def oauth(settings: CrmSettings) -> OAuthApp:
+    from adapters.hubspot.install import app
+
+    return app(settings)
+
+
+PLUGIN = Plugin(
+    name="hubspot", settings=HubSpotSettings, build=build, sources=sources, commands=commands, oauth=oauth
+)

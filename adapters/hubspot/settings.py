@@ -1,4 +1,5 @@
-"""HubSpot's settings: the environment's portal (a private-app token) and the app's webhook secret."""
+"""HubSpot's settings: the environment's portal (a private-app token), the app's OAuth credentials
+(installs into many portals) and its webhook secret."""
 
 from __future__ import annotations
 
@@ -13,8 +14,26 @@ class HubSpotSettings(CrmSettings):
     # The app's client secret: it signs the webhooks HubSpot sends (v3 signatures).
     inbound_secrets: ClassVar[tuple[str, ...]] = ("client_secret",)
 
+    # What an install asks for: the scopes manifest.json lists, and ``oauth``, which every OAuth
+    # app holds (and which GET /account-info/v3/details needs).
+    scopes: ClassVar[tuple[str, ...]] = (
+        "oauth",
+        "crm.objects.deals.read",
+        "crm.objects.deals.write",
+        "crm.objects.contacts.read",
+        "crm.objects.contacts.write",
+        "crm.objects.companies.read",
+        "crm.objects.owners.read",
+        "crm.schemas.deals.read",
+        "crm.schemas.deals.write",
+        "crm.schemas.contacts.read",
+        "crm.schemas.contacts.write",
+    )
+
     access_token: SecretStr | None = env_field("HUBSPOT_ACCESS_TOKEN")
+    client_id: str | None = env_field("HUBSPOT_CLIENT_ID")
     client_secret: SecretStr | None = env_field("HUBSPOT_CLIENT_SECRET")
+    authorize_url: str = env_field("HUBSPOT_AUTHORIZE_URL", "https://app.hubspot.com/oauth/authorize")
     api_base_url: str = env_field("HUBSPOT_API_BASE_URL", "https://api.hubapi.com")
     contract_type_property: str = env_field("HUBSPOT_CONTRACT_TYPE_PROPERTY", "contract_type")
     contract_end_property: str = env_field("HUBSPOT_CONTRACT_END_PROPERTY", "contract_end_date")
@@ -27,7 +46,7 @@ class HubSpotSettings(CrmSettings):
     # unknown is looked for only once this has passed.
     search_lag_seconds: float = env_field("HUBSPOT_SEARCH_LAG_SECONDS", 20.0, ge=0, le=300)
 
-    @field_validator("api_base_url")
+    @field_validator("api_base_url", "authorize_url")
     @classmethod
     def _http_url(cls, value: str) -> str:
         return http_url(value)
@@ -36,3 +55,8 @@ class HubSpotSettings(CrmSettings):
     def configured(self) -> bool:
         """A private-app token turns HubSpot on for its portal."""
         return self.access_token is not None
+
+    @property
+    def installable(self) -> bool:
+        """The app's client id and secret turn on installs by OAuth (``GET /install/hubspot``)."""
+        return bool(self.client_id) and self.client_secret is not None

@@ -27,7 +27,7 @@ import adapters.salesforce.ids as ids
 import adapters.salesforce.soql as soql
 from adapters.base import Connection, Ending, Results, SweepWindow, Write
 from adapters.salesforce.attempts import Attempts
-from adapters.salesforce.auth import choose
+from adapters.salesforce.auth import choose, installed
 from adapters.salesforce.budget import ApiBudget
 from adapters.salesforce.client import API_VERSION, SalesforceClient
 from adapters.salesforce.picklists import TaskPicklists
@@ -92,7 +92,11 @@ class SalesforceAdapter:
                 f"SALESFORCE_COMMUNITY_ID: {community_id!r} is not a Salesforce id "
                 "(the site's Network id, 0DB…)"
             )
-        client = SalesforceClient(choose(settings, API_VERSION), ApiBudget(share=settings.api_budget_share))
+        if connection.token is not None:  # installed by OAuth: the keeper's sessions
+            auth = installed(connection.token, connection.instance_url)
+        else:
+            auth = choose(settings, API_VERSION)
+        client = SalesforceClient(auth, ApiBudget(share=settings.api_budget_share))
         marker = settings.task_marker_field
         return cls(
             client,

@@ -40,6 +40,9 @@ class Auth:
     mode: str
     login: Login  # → (session id, instance host[:port])
     renewable: bool
+    # The session to use now, for an auth that keeps its sessions fresh itself (an installed
+    # org's token keeper renews them before the session timeout): a new one replaces the old.
+    current: Callable[[], str] | None = None
 
 
 def choose(settings: SalesforceSettings, version: str) -> Auth:
@@ -55,6 +58,24 @@ def choose(settings: SalesforceSettings, version: str) -> Auth:
         "or SALESFORCE_CONSUMER_KEY + SALESFORCE_CONSUMER_SECRET + SALESFORCE_DOMAIN (client credentials), "
         "or SALESFORCE_USERNAME + SALESFORCE_PASSWORD (+ SALESFORCE_SECURITY_TOKEN)"
     )
+
+
+def installed(token: Callable[[], str], instance_url: str | None) -> Auth:
+    """An org installed by OAuth: its sessions come from the connection's token keeper, which
+    refreshes them (one refresh at a time across processes). A session Salesforce refused is
+    handed back, so the keeper renews it unless another process did already."""
+    instance = instance_host(instance_url or "")
+    if instance is None:
+        raise SettingsInvalid("an installed Salesforce org needs its instance URL; install it again")
+    refused: list[str] = []
+    renew = getattr(token, "renew", None)
+
+    def login(_http: requests.Session) -> tuple[str, str]:
+        session = renew(refused[-1]) if refused and renew is not None else token()
+        refused.append(session)  # the session in use: the one refused, if it expires
+        return session, instance
+
+    return Auth("oauth", login, renewable=True, current=token)
 
 
 class _FirstGiven:

@@ -12,6 +12,7 @@ share is refreshed first), and one under the share is corrected by its next call
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,6 +32,8 @@ class ApiBudget:
     used: int | None = None
     total: int | None = None
     seen_at: float | None = field(default=None, repr=False)
+    # Answers of calls in flight together arrive on several threads: each reading is kept whole.
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def observe(self, header: str | None) -> None:
         """Record a ``Sforce-Limit-Info`` value (``api-usage=18/5000…``), parsed as simple-salesforce does."""
@@ -38,13 +41,16 @@ class ApiBudget:
             return
         usage = Salesforce.parse_api_usage(header).get("api-usage")
         if isinstance(usage, Usage) and usage.total > 0:
-            self.used, self.total, self.seen_at = usage.used, usage.total, self.clock()
+            with self._lock:
+                self.used, self.total, self.seen_at = usage.used, usage.total, self.clock()
 
     @property
     def fraction(self) -> float | None:
-        if self.used is None or not self.total:
+        with self._lock:
+            used, total = self.used, self.total
+        if used is None or not total:
             return None
-        return self.used / self.total
+        return used / total
 
     @property
     def stale(self) -> bool:

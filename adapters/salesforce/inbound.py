@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from adapters.base import Delivery, InboundEvent, InboundRequest, Refusal, Reply, accepted_json
-from adapters.salesforce import flow, outbound
+from adapters.salesforce import flow, ids, outbound
 from adapters.salesforce.records import CRM
 from adapters.salesforce.settings import SalesforceSettings
 from connector.errors import EndpointDisabled
@@ -37,9 +37,14 @@ class OutboundMessageSource:
         self.settings = settings
 
     def receive(self, request: InboundRequest) -> Delivery:
-        key = self.settings.outbound_key
-        outbound.verify_key(key.get_secret_value() if key else None, request.args.get("key"))
-        message = outbound.parse(request.read_body(), self.settings.org_id)
+        org = request.args.get("org")
+        if org is not None:  # an installed org: its own URL, ?org=<org id>&key=<its key>
+            outbound.verify_key(_org_key(request, org), request.args.get("key"), for_org=True)
+            message = outbound.parse(request.read_body(), org)
+        else:  # the environment's org
+            key = self.settings.outbound_key
+            outbound.verify_key(key.get_secret_value() if key else None, request.args.get("key"))
+            message = outbound.parse(request.read_body(), self.settings.org_id)
         events = [
             InboundEvent(
                 account=message.account,
@@ -63,6 +68,14 @@ class OutboundMessageSource:
         return Reply(refusal.status, outbound.fault(refusal.reason, client=refusal.status < 500), XML)
 
 
+def _org_key(request: InboundRequest, org: str) -> str | None:
+    """The key an installed org's outbound-message URL carries; None when none can be (no
+    installs here, or ``org`` is not an org id: the request is then refused)."""
+    if request.account_key is None or not ids.is_id(org):
+        return None
+    return request.account_key(CRM, ids.short(org))
+
+
 class FlowCalloutSource:
     path = "/webhooks/salesforce/flow"
     source = CRM
@@ -71,14 +84,20 @@ class FlowCalloutSource:
         self.settings = settings
 
     def receive(self, request: InboundRequest) -> Delivery:
-        secret = self.settings.webhook_secret
-        if secret is None:
-            raise EndpointDisabled("SALESFORCE_WEBHOOK_SECRET is not set; this endpoint is off")
-        flow.verify(secret.get_secret_value(), request.headers.get(flow.SECRET_HEADER))
+        org = request.args.get("org")
+        if org is not None:  # an installed org: its own URL, as its outbound messages
+            outbound.verify_key(_org_key(request, org), request.args.get("key"), for_org=True)
+            account = ids.short(org)
+        else:  # the environment's org, with the shared secret
+            secret = self.settings.webhook_secret
+            if secret is None:
+                raise EndpointDisabled("SALESFORCE_WEBHOOK_SECRET is not set; this endpoint is off")
+            flow.verify(secret.get_secret_value(), request.headers.get(flow.SECRET_HEADER))
+            org_id = self.settings.org_id
+            account = org_id[:15] if org_id else "-"
         callout = flow.parse(request.read_body())
-        org_id = self.settings.org_id
         event = InboundEvent(
-            account=org_id[:15] if org_id else "-",
+            account=account,
             event_key=callout.event_key,
             kind="opportunity",
             payload=callout.payload,

@@ -84,11 +84,19 @@ def fault(reason: str, *, client: bool = True) -> bytes:
     ).encode()
 
 
-def verify_key(expected: str | None, given: str | None) -> None:
+def verify_key(expected: str | None, given: str | None, *, for_org: bool = False) -> None:
     """EndpointDisabled without a configured key; SignatureInvalid unless ``given`` is that key.
 
-    The key is compared in constant time and never repeated in a message.
+    ``for_org``: the key of an installed org's own URL (shown when it was installed), where no
+    key means the org cannot have one here. The key is compared in constant time and never
+    repeated in a message.
     """
+    if for_org:
+        if not expected or not given or not hmac.compare_digest(given.encode(), expected.encode()):
+            raise SignatureInvalid(
+                "the org and key in the URL do not match the URL shown when it was installed"
+            )
+        return
     if not expected:
         raise EndpointDisabled("SALESFORCE_OUTBOUND_KEY is not set; outbound messages are refused")
     if not given:

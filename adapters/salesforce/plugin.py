@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from adapters.base import Connection, CrmAdapter, CrmSettings, InboundSource, Plugin
+from adapters.base import Connection, CrmAdapter, CrmSettings, InboundSource, OAuthApp, Plugin
 from adapters.salesforce.settings import SalesforceSettings
 
 if TYPE_CHECKING:
@@ -26,4 +26,10 @@ def sources(settings: CrmSettings) -> Sequence[InboundSource]:
     return [OutboundMessageSource(settings), FlowCalloutSource(settings)]
 
 
-PLUGIN = Plugin(name="salesforce", settings=SalesforceSettings, build=build, sources=sources)
+def oauth(settings: CrmSettings) -> OAuthApp:
+    from adapters.salesforce.install import app
+
+    return app(settings)
+
+
+PLUGIN = Plugin(name="salesforce", settings=SalesforceSettings, build=build, sources=sources, oauth=oauth)

@@ -10,6 +10,9 @@ Many sends share calls where Salesforce answers per record: the survey invitatio
 one sObject Collections call, the log Tasks in another, and the looking in one query. The
 emails go one ``emailSimple`` call each: how a call with several inputs treats the others
 when one is refused is not documented, and an email sent twice is worse than a call more.
+So that the org's latency does not set their pace, a batch's emails are in flight together
+(``SalesforceClient.each``), each call with its own outcome: one refused, or whose reply is
+lost, fails (or leaves unsure) only its own send.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import adapters.salesforce.soql as soql
 import adapters.salesforce.tasks as tasks
 from adapters.base import Results, Write
 from adapters.salesforce.collections import chunks, write_all
+from adapters.salesforce.errors import error_list
 from adapters.salesforce.writes import TaskWriter, check_id
 from connector.clock import Clock
 from connector.errors import CrmError, CrmPermanent, OutcomeUnknown
@@ -82,7 +86,12 @@ class InviteSender:
         ready = [n for n in todo if results[n] is None]
         hows = self._survey_invitations([writes[n] for n in ready], [n in unsure for n in ready])
         for n, how in zip(ready, hows, strict=True):
-            results[n] = how if how is not None else self._email(writes[n])
+            results[n] = how
+        by_email = [n for n in ready if results[n] is None]
+        for n, how in zip(
+            by_email, self.client.each(self._email, [writes[n] for n in by_email]), strict=True
+        ):
+            results[n] = how
         sent = [n for n in ready if isinstance(results[n], str)]
         self._log([writes[n] for n in sent], [str(results[n]) for n in sent], results, sent)
         return results
@@ -185,13 +194,25 @@ class InviteSender:
         except OutcomeUnknown as exc:
             self.attempts.outcome_unknown(write.key)
             return exc
+        except CrmPermanent as exc:  # a refused input answers 400 with the action's answers
+            return _refused(exc.detail) or exc
         except CrmError as exc:
             return exc
-        failed = [a for a in answers or [] if not a.get("isSuccess")]
-        if failed:
-            errors = [e for a in failed for e in a.get("errors") or []]
-            return CrmPermanent("salesforce: the emailSimple action failed", status=400, detail=errors)
-        return f"by email to {invite.email}"
+        return _refused(answers) or f"by email to {invite.email}"
+
+
+def _refused(answers: Any) -> CrmPermanent | None:
+    """The error of an ``emailSimple`` answer whose input failed (its codes named), else None."""
+    failed = [a for a in error_list(answers) if "isSuccess" in a and not a["isSuccess"]]
+    if not failed:
+        return None
+    errors = [dict(e) for a in failed for e in a.get("errors") or [] if isinstance(e, dict)]
+    summary = "; ".join(f"{e.get('statusCode')}: {e.get('message')}" for e in errors[:5])
+    return CrmPermanent(
+        f"salesforce: the emailSimple action failed: {summary or 'no reason given'}",
+        status=400,
+        detail=errors,
+    )
 
 
 def _invitation_name(write: Write[Invite]) -> str:

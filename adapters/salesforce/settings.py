@@ -76,5 +76,7 @@ class SalesforceSettings(CrmSettings):
 
     @property
     def configured(self) -> bool:
-        """Any setting that names an org turns Salesforce on (a half-done set is refused when built)."""
-        return bool(self.instance_url or self.username or self.consumer_key)
+        """Any setting that names the environment's org turns it on (a half-done set is refused when
+        built). The External Client App's key alone names no org: with it, orgs install by OAuth."""
+        by_key = self.consumer_key and (self.private_key_file or self.domain or self.refresh_token)
+        return bool(self.instance_url or self.username or by_key)

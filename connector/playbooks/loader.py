@@ -80,33 +80,51 @@ def playbook_files(paths: Iterable[Path]) -> list[Path]:
 
 def load_file(path: Path) -> LoadedPlaybook:
     """One playbook, or PlaybookError with one line per problem."""
+    return load_text(read_text(path), str(path))
+
+
+def read_text(path: Path) -> str:
+    """A playbook file's text, or PlaybookError saying why it cannot be read."""
     try:
         size = path.stat().st_size
         if size > MAX_FILE_BYTES:
-            limit = f"a playbook file may be at most {MAX_FILE_BYTES:,}"
-            raise PlaybookError([f"{path}: the file is {size:,} bytes; {limit}"])
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+            raise PlaybookError([_too_big(path, size)])
+        return path.read_text(encoding="utf-8")
     except OSError as exc:
         raise PlaybookError([f"{path}: cannot read: {exc.strerror or exc}"]) from None
     except UnicodeDecodeError:
         raise PlaybookError([f"{path}: not UTF-8 text"]) from None
+
+
+def load_text(text: str, name: str) -> LoadedPlaybook:
+    """One playbook from its YAML text, checked exactly as a file is; ``name`` stands for the file
+    in every problem (a path, or ``<crm>:<account>/<id>@<version>`` for a published version)."""
+    size = len(text.encode("utf-8"))
+    if size > MAX_FILE_BYTES:
+        raise PlaybookError([_too_big(name, size)])
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise PlaybookError([f"{path}: not valid YAML: {yaml_reason(exc)}"]) from None
+        raise PlaybookError([f"{name}: not valid YAML: {yaml_reason(exc)}"]) from None
     except ValueError as exc:  # a scalar YAML cannot turn into a value: 2026-13-45, a 5000-digit number
-        raise PlaybookError([f"{path}: not valid YAML: {exc}"]) from None
+        raise PlaybookError([f"{name}: not valid YAML: {exc}"]) from None
     except RecursionError:
-        raise PlaybookError([f"{path}: not valid YAML: nested too deeply"]) from None
+        raise PlaybookError([f"{name}: not valid YAML: nested too deeply"]) from None
     if not isinstance(data, dict):
-        raise PlaybookError([f"{path}: expected a mapping with id, name, version and steps"])
+        raise PlaybookError([f"{name}: expected a mapping with id, name, version and steps"])
     try:
         with limits.file_budget():
             playbook = Playbook.model_validate(data)
     except ValidationError as exc:
-        raise PlaybookError([f"{path}: {line}" for line in describe(exc, data)]) from None
-    problems = [f"{path}: {line}" for line in step_problems(playbook)]
+        raise PlaybookError([f"{name}: {line}" for line in describe(exc, data)]) from None
+    problems = [f"{name}: {line}" for line in step_problems(playbook)]
     if problems:
         raise PlaybookError(problems)
-    return LoadedPlaybook(playbook=playbook, path=str(path), hash=content_hash(playbook))
+    return LoadedPlaybook(playbook=playbook, path=name, hash=content_hash(playbook))
+
+
+def _too_big(name: Path | str, size: int) -> str:
+    return f"{name}: the file is {size:,} bytes; a playbook file may be at most {MAX_FILE_BYTES:,}"
 
 
 def load_all(paths: Iterable[Path]) -> list[LoadedPlaybook]:

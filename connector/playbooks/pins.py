@@ -4,20 +4,26 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, inspect, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from connector.playbooks.loader import LoadedPlaybook
 from connector.store import Run, Store
+from connector.store.tables import PlaybookVersion
 
 
 def unbumped_edits(store: Store, loaded: list[LoadedPlaybook]) -> list[str]:
-    """One problem per playbook whose content changed while its version did not, where runs exist."""
+    """One problem per playbook whose content changed while its version did not, where runs exist.
+
+    Runs of an account's own published version are not the folder's: an account's playbook may
+    share an id and version with a file and differ from it.
+    """
+    query = select(Run.playbook_id, Run.playbook_version, Run.playbook_hash).distinct()
     with store.session() as session:
-        pinned = set(
-            session.execute(select(Run.playbook_id, Run.playbook_version, Run.playbook_hash).distinct())
-        )
+        if inspect(session.connection()).has_table(PlaybookVersion.__tablename__):  # else not migrated yet
+            query = query.where(~_published_version())
+        pinned = set(session.execute(query))
     problems = []
     for item in loaded:
         book = item.playbook
@@ -31,6 +37,20 @@ def unbumped_edits(store: Store, loaded: list[LoadedPlaybook]) -> list[str]:
                 "so runs tell the two apart"
             )
     return problems
+
+
+def _published_version() -> ColumnElement[bool]:
+    """The run's playbook id and version are a version its account published."""
+    return (
+        select(PlaybookVersion.id)
+        .where(
+            PlaybookVersion.crm == Run.crm,
+            PlaybookVersion.account == Run.account,
+            PlaybookVersion.playbook_id == Run.playbook_id,
+            PlaybookVersion.version == Run.playbook_version,
+        )
+        .exists()
+    )
 
 
 def check_against_database(url: str, loaded: list[LoadedPlaybook]) -> tuple[list[str], str | None]:

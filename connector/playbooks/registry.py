@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from connector.errors import PlaybookError
+from connector.playbooks.accounts import AccountPlaybooks
 from connector.playbooks.loader import LoadedPlaybook, load_all, load_file, playbook_files, set_problems
 
 log = logging.getLogger("offboard.playbooks")
@@ -44,11 +45,15 @@ class PlaybookRegistry:
     event sees an edit at once. Neither waits for a reload another thread runs.
     Checking a file's templates is bounded (limits.MAX_FILE_SECONDS), so a
     hostile file costs one bounded check per change, never a pinned worker.
+
+    ``accounts``: the playbooks accounts publish for themselves, which replace the folder's for
+    that account's deals (``connector/playbooks/accounts.py``), checked as often.
     """
 
     def __init__(self, folder: Path, *, strict: bool = True, check_every: float = 2.0) -> None:
         self.folder = folder
         self.check_every = check_every
+        self.accounts = AccountPlaybooks(check_every=check_every)
         self.problems: list[str] = []
         self._files: dict[str, LoadedPlaybook] = {}
         self._file_problems: dict[str, list[str]] = {}

@@ -241,3 +241,77 @@ class RateCall(Base):
     id: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=True)
     key: Mapped[str] = mapped_column(String(128))
     at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class AccountConnection(Base):
+    """One installed CRM account (a HubSpot portal, a Salesforce org): who installed it, what it
+    granted, its tokens (sealed with ``OFFBOARD_ENCRYPTION_KEYS``, never in clear) and its settings.
+
+    ``status``: connected → disconnected (a refresh refused) → connected (installed again);
+    removed: an operator took its tokens away (``offboard connections remove``), its rows kept.
+    """
+
+    __tablename__ = "connections"
+    __table_args__ = (UniqueConstraint("crm", "account", name="uq_connections_crm_account"),)
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=True)
+    crm: Mapped[str] = mapped_column(String(32))
+    account: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), default="connected")
+    status_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # The installing user as the CRM names them (an email or a user id).
+    installed_by: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    installed_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
+    scopes: Mapped[Any] = mapped_column(JsonType, default=list)
+    # Fernet tokens (connector/keyring.py), never the CRM's tokens themselves.
+    access_token: Mapped[str | None] = mapped_column(Text, nullable=True)
+    refresh_token: Mapped[str | None] = mapped_column(Text, nullable=True)
+    token_expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    instance_url: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    # Per-account settings over the environment's (roles, time zone, brand…): connector/connections.py.
+    config: Mapped[Any] = mapped_column(JsonType, default=dict)
+    # One token refresh at a time per connection, across processes: whoever moves this forward refreshes.
+    refresh_lock_until: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+
+
+class OAuthState(Base):
+    """An install under way: the state sent to the CRM's authorize page, taken once on the way back.
+
+    Only the nonce's SHA-256 is kept, so a copy of the table cannot complete anyone's install; the
+    PKCE code verifier (Salesforce) is sealed like a token.
+    """
+
+    __tablename__ = "oauth_states"
+
+    nonce_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    crm: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+    code_verifier: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class PlaybookVersion(Base):
+    """One published version of an account's own playbook (``offboard playbooks publish``).
+
+    Append-only: a version is never changed or deleted (but by purging its account). An account
+    with rows here runs the latest version of each of its playbooks, and none of the folder's.
+    """
+
+    __tablename__ = "playbook_versions"
+    __table_args__ = (
+        UniqueConstraint(
+            "crm", "account", "playbook_id", "version", name="uq_playbook_versions_account_id_version"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=True)
+    crm: Mapped[str] = mapped_column(String(32))
+    account: Mapped[str] = mapped_column(String(64))
+    playbook_id: Mapped[str] = mapped_column(String(100))
+    version: Mapped[int] = mapped_column(Integer)
+    # The YAML exactly as published, and its SHA-256 (hex): publishing the same text again is a no-op.
+    source: Mapped[str] = mapped_column(Text)
+    sha256: Mapped[str] = mapped_column(String(64))
+    published_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    published_by: Mapped[str] = mapped_column(String(255))

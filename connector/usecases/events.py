@@ -11,18 +11,22 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from sqlalchemy import select
+
 from adapters.base import CrmAdapter, DealBatches, DealKeeper, InboundAdapter
 from connector import queue
 from connector.clock import Clock, utcnow
-from connector.errors import CrmPermanent, PayloadInvalid
+from connector.connections import CONNECTED
+from connector.errors import CrmPermanent, Disconnected, PayloadInvalid
 from connector.generic import GenericEvent
 from connector.models import Deal, DealChange
-from connector.planner import PlanContext
 from connector.queue import EventState
 from connector.retry import RetryPolicy, Verdict
 from connector.settings import Settings
 from connector.store import Event, Store
+from connector.store.tables import AccountConnection
 from connector.usecases import offboarding
+from connector.usecases.feedback import account_context
 from connector.usecases.offboarding import (
     WAITING,
     Outcome,
@@ -55,10 +59,54 @@ class EventProcessor:
 
     def process_group(self, events: list[Event]) -> None:
         """Events of one source and account, in turn; a CRM that reads many deals at once
-        (``DealBatches``) reads theirs together first."""
+        (``DealBatches``) reads theirs together first. Events of an account that is not
+        connected here are settled ``ignored``, saying why."""
+        unconnected = self._unconnected(events[0])
+        if unconnected is not None:
+            self._not_acted_on(events, *unconnected)
+            return
         read = self._read_together(events)
         for event in events:
             self.process(event, read.get(event.id, UNREAD))
+
+    def _not_acted_on(self, events: list[Event], why: str, status: str | None) -> None:
+        """Settle ``ignored`` the events of an account not connected here. One already held back
+        because its account was disconnected while it was handled keeps waiting instead
+        (``queue.resume_account`` makes it due when the account is installed again)."""
+        first = events[0]
+        held = queue.disconnected_note(first.source, first.account)
+        waiting = [e for e in events if status is not None and (e.outcome or "").startswith(held)]
+        for event in waiting:
+            self.failed(event, Disconnected(first.source, first.account, status))
+        ignored = [e for e in events if e not in waiting]
+        if ignored:
+            with unit_of_work(self.store, actor=self.worker_id, clock=self.clock) as uow:
+                for event in ignored:
+                    queue.settle_event(uow.session, event.id, EventState.IGNORED, note=why, now=uow.now)
+            log.info("%d event(s) ignored: %s", len(ignored), why)
+
+    def _unconnected(self, event: Event) -> tuple[str, str | None] | None:
+        """Why a CRM's event is not acted on, and the connection's status reason: its account is
+        installed here but disconnected or removed, or not installed here while the CRM has no
+        environment connection either. None when it is acted on."""
+        if event.source in ("sweep", "generic"):
+            return None
+        crm, account = event.source, event.account
+        with self.store.read() as session:
+            found = session.execute(
+                select(AccountConnection.status, AccountConnection.status_reason).where(
+                    AccountConnection.crm == crm, AccountConnection.account == account
+                )
+            ).first()
+        if found is None:
+            if crm in self.adapters:
+                return None  # the environment's connection answers (or says it cannot)
+            return f"no connection to the {crm} account {account} is installed here", None
+        status, reason = found
+        if status == CONNECTED:
+            return None
+        why = f"the {crm} account {account} is {status}" + (f" ({reason})" if reason else "")
+        return f"{why}: not acted on until it is installed again", reason or status
 
     def _read_together(self, events: list[Event]) -> dict[int, Any]:
         """What each event means, read in the CRM's batch calls; {} when it has none."""
@@ -104,8 +152,11 @@ class EventProcessor:
         if change.change == "reopened":
             with unit_of_work(self.store, actor=self.worker_id, clock=self.clock) as uow:
                 return offboarding.cancel_deal(uow, change.deal, reason=f"deal re-opened (event {event.id})")
-        today = self.clock().astimezone(self.settings.zone).date()
-        too_old = closed_too_long_ago(change.deal, self.settings.max_close_age_days, today)
+        with self.store.read() as session:
+            context = account_context(
+                session, self.settings, change.deal.crm, change.deal.account, self.clock()
+            )
+        too_old = closed_too_long_ago(change.deal, self.settings.max_close_age_days, context.today)
         if too_old is not None:
             return Outcome("ignored", too_old)
         return self.start(change.deal, event_id=event.id, trigger="deal_closed")
@@ -113,7 +164,7 @@ class EventProcessor:
     def start(self, deal: Deal, *, event_id: int | None, trigger: str) -> Outcome:
         """Start the matching playbook's run for this deal, unless the deal already has one."""
         with unit_of_work(self.store, actor="worker", clock=self.clock) as uow:
-            context = PlanContext.from_settings(self.settings, uow.now)
+            context = account_context(uow.session, self.settings, deal.crm, deal.account, uow.now)
             return offboarding.start_offboarding(
                 uow, deal, self.playbooks, context, trigger=trigger, event_id=event_id
             )

@@ -25,6 +25,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from connector import queue
+from connector.connections import AccountConfig, AccountSettings
 from connector.errors import LinkProblem, Problem
 from connector.links import Claims
 from connector.models import AnswerSpec, Deal, ReferralSpec, TaskSpec, category
@@ -37,6 +38,7 @@ from connector.runs import TASK, follow_up_actions, new_action, skipped_action
 from connector.settings import Settings
 from connector.store import Action, Answer, Referral, Run
 from connector.store.db import insert
+from connector.store.tables import AccountConnection
 from connector.usecases.uow import UnitOfWork
 
 COMMENT_LIMIT = 5000
@@ -187,7 +189,7 @@ def unlock(uow: UnitOfWork, settings: Settings, run: Run, survey_step: str, scor
     taken = set(session.scalars(select(Action.step_id).where(Action.run_id == run.id)))
     waiting = [s for s in playbook.steps if s.body.after == survey_step and s.id not in taken]
     due, skipped = _sort_out(waiting, score)
-    ctx = PlanContext.from_settings(settings, now)
+    ctx = account_context(session, settings, run.crm, run.account, now)
     session.add_all(follow_up_actions(run, deal, plan_follow_ups(deal, playbook, ctx, due), now))
     if due:
         queue.reopen_runs(session, [run.id], now=now)  # a done run owes the CRM these new actions
@@ -266,7 +268,7 @@ def _record_referral(uow: UnitOfWork, settings: Settings, claims: Claims, form: 
     if referral_id is None:
         raise LinkProblem("sent")
     deal = Deal.model_validate(run.deal)
-    ctx = PlanContext.from_settings(settings, now)
+    ctx = account_context(session, settings, run.crm, run.account, now)
     actions: list[Action] = []
     if form.email:
         actions += _introduction(run, deal, claims, form, referral_id, ctx)
@@ -347,3 +349,21 @@ def _task(
         company_id=deal.company.id if deal.company else None,
         contact_id=contact.id if contact else None,
     ).model_dump(mode="json")
+
+
+def account_settings(session: Session, settings: Settings, crm: str, account: str) -> AccountSettings | None:
+    """An installed account's own settings over the deployment's, or None: not installed here."""
+    found = session.execute(
+        select(AccountConnection.config).where(
+            AccountConnection.crm == crm, AccountConnection.account == account
+        )
+    ).first()
+    return None if found is None else AccountConfig.model_validate(found[0] or {}).over(settings)
+
+
+def account_context(
+    session: Session, settings: Settings, crm: str, account: str, now: datetime
+) -> PlanContext:
+    """What plans for this account's deals: its roles, fallback owner and time zone (its own where
+    it is installed here and sets them, else the deployment's)."""
+    return PlanContext.from_settings(settings, now, account_settings(session, settings, crm, account))

@@ -19,6 +19,7 @@ from connector import queue
 from connector.errors import Deferred
 from connector.models import Deal
 from connector.planner import Plan, PlanContext, choose, plan
+from connector.playbooks.accounts import account_playbooks
 from connector.playbooks.loader import LoadedPlaybook
 from connector.queue import RunState
 from connector.runs import actions_for, anchor_midnight
@@ -87,11 +88,7 @@ def start_offboarding(
     event_id: int | None,
 ) -> Outcome:
     """Start the matching playbook's run for this deal, unless the deal already has one."""
-    loaded_all = playbooks()
-    missing = unloaded_playbooks(playbooks)
-    if missing:  # the missing one may be the deal's: another playbook's run would be for good
-        raise PlaybooksIncomplete(missing)
-    loaded, _ = choose(deal, loaded_all, trigger=trigger, today=context.today)
+    loaded, _ = choose(deal, playbooks_for(uow, deal, playbooks), trigger=trigger, today=context.today)
     if loaded is None:
         return Outcome("ignored", "no playbook matches this deal")
     started = start_run(uow, deal, loaded, plan(deal, loaded.playbook, context), trigger, event_id)
@@ -103,6 +100,25 @@ def start_offboarding(
         )
     log.info("run %s started: deal %s, playbook %s", run.id, deal.id, loaded.id)
     return Outcome("done", f"run {run.id} started with playbook {loaded.id}")
+
+
+def playbooks_for(uow: UnitOfWork, deal: Deal, playbooks: Playbooks) -> list[LoadedPlaybook]:
+    """The playbooks a deal may get: its account's own published ones where the account has any
+    (and only those), else the deployment's folder.
+
+    Raises ``PlaybooksIncomplete`` while one of them does not load: the missing one may be the
+    deal's, and another playbook's run would be for good.
+    """
+    own = account_playbooks(playbooks).for_account(uow.session, deal.crm, deal.account)
+    if own is not None:
+        if own.unloaded:
+            raise PlaybooksIncomplete(own.unloaded)
+        return own.loaded
+    loaded_all = playbooks()
+    missing = unloaded_playbooks(playbooks)
+    if missing:
+        raise PlaybooksIncomplete(missing)
+    return loaded_all
 
 
 def start_run(

@@ -23,7 +23,7 @@ from adapters.base import BudgetAware, CrmAdapter, OutcomeAware, Write
 from connector import actions, queue
 from connector.actions.base import Handler
 from connector.clock import Clock, utcnow
-from connector.errors import CrmPermanent, Deferred, OutcomeUnknown
+from connector.errors import CrmPermanent, Deferred, OutcomeUnknown, SettingsInvalid
 from connector.queue import ActionState
 from connector.retry import Decision, RetryPolicy, Verdict
 from connector.settings import Settings
@@ -42,6 +42,8 @@ def adapter_for(adapters: Mapping[str, CrmAdapter], crm: str, account: str | Non
         return adapters[crm]
     except (KeyError, NoConnection):
         raise CrmPermanent(f"the {crm!r} CRM is not configured on this connector") from None
+    except SettingsInvalid as exc:  # an installed account whose adapter cannot be built from what is stored
+        raise CrmPermanent(f"the {crm} account {account} cannot be worked in: {exc}") from None
 
 
 def deferral(urgent: bool, low_budget: str | None) -> str | None:

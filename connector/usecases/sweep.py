@@ -11,6 +11,10 @@ modified since the last complete sweep or new to the window (the account's
 hold yet. A sweep cut short (a CRM error, a low budget, a stop) keeps the old
 cursor, so the next one asks again; what it queued stays queued.
 
+Every CRM account is swept: each CRM's environment connection, and each account installed
+here by OAuth and connected (its own adapter, token, cursor and budget; named ``crm:account``
+in the report).
+
 A sweep talks to CRMs between its writes, so it never holds a transaction open: each
 deal it queues, and the cursor at its end, is a unit of work of its own.
 """
@@ -23,15 +27,21 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
+from sqlalchemy import select
+
 from adapters.base import BudgetAware, CrmAdapter, Ending, SweepWindow
 from connector import inbox
-from connector.errors import CrmError, CrmPermanent
+from connector.connections import CONNECTED
+from connector.errors import ConnectorError, CrmError, CrmPermanent, Deferred
 from connector.models import Deal
 from connector.planner import sweep_horizon
+from connector.playbooks.accounts import in_use
 from connector.playbooks.loader import LoadedPlaybook
 from connector.settings import Settings
 from connector.store import Store, SweepCursor
 from connector.store.db import insert
+from connector.store.tables import AccountConnection, PlaybookVersion
+from connector.usecases.performing import adapter_for
 from connector.usecases.uow import unit_of_work
 
 log = logging.getLogger("offboard.sweep")
@@ -65,28 +75,61 @@ def sweep(
     """Queue a contract-end event for every deal in the window the inbox does not hold yet."""
     report = SweepReport()
     today = now.astimezone(settings.zone).date()
-    horizon = sweep_horizon(playbooks(), today)
-    if horizon is None:
-        return report
-    for name, adapter in adapters.items():
+    if sweep_horizon(playbooks(), today) is None and not _published_anywhere(store):
+        return report  # no playbook here starts from a contract's end: nothing to look for
+    for name, crm, adapter in _accounts(settings, store, adapters, report):
         try:
-            _sweep_crm(store, name, adapter, (today, horizon), now, report, stop)
-        except (CrmError, SweepCut) as exc:
+            # Each account looks as far ahead as its own playbooks need (the folder's, or those
+            # it published).
+            with store.read() as session:
+                horizon = sweep_horizon(in_use(session, playbooks, crm, adapter.account), today)
+            if horizon is not None:
+                _sweep_crm(store, name, crm, adapter, (today, horizon), now, report, stop)
+        except (CrmError, Deferred, SweepCut) as exc:  # Deferred: an account disconnected meanwhile
             log.warning("sweep of %s stopped: %s", name, exc)
             report.errors[name] = str(exc)
-    log.info(
-        "sweep to %s: listed %s, fetched %s, queued %d",
-        horizon,
-        report.found,
-        report.fetched,
-        report.queued,
-    )
+    log.info("sweep: listed %s, fetched %s, queued %d", report.found, report.fetched, report.queued)
     return report
+
+
+def _published_anywhere(store: Store) -> bool:
+    """Whether any account published playbooks of its own (which may start from a contract's end)."""
+    with store.read() as session:
+        return session.scalar(select(PlaybookVersion.id).limit(1)) is not None
+
+
+def _accounts(
+    settings: Settings, store: Store, adapters: Mapping[str, CrmAdapter], report: SweepReport
+) -> list[tuple[str, str, CrmAdapter]]:
+    """What to sweep, as (name in the report, CRM, adapter): each CRM's environment connection,
+    then each account installed here and connected (named ``crm:account``)."""
+    found: list[tuple[str, str, CrmAdapter]] = [(name, name, adapter) for name, adapter in adapters.items()]
+    if settings.encryption_keys is None:
+        return found
+    with store.read() as session:
+        installed = session.execute(
+            select(AccountConnection.crm, AccountConnection.account)
+            .where(AccountConnection.status == CONNECTED)
+            .order_by(AccountConnection.crm, AccountConnection.account)
+        ).all()
+    seen = {id(adapter) for _, _, adapter in found}
+    for crm, account in installed:
+        try:
+            adapter = adapter_for(adapters, crm, account)
+        except ConnectorError as exc:  # no adapter here, or settings it cannot be built from
+            log.warning("sweep: %s account %s has no adapter here: %s", crm, account, exc)
+            report.errors[f"{crm}:{account}"] = str(exc)
+            continue
+        if id(adapter) not in seen:  # not the environment's (the same portal installed too)
+            seen.add(id(adapter))
+            found.append((f"{crm}:{account}", crm, adapter))
+    return found
 
 
 def _sweep_crm(
     store: Store,
     name: str,
+    crm: str,
     adapter: CrmAdapter,
     days: tuple[date, date],
     now: datetime,
@@ -94,7 +137,7 @@ def _sweep_crm(
     stop: threading.Event | None,
 ) -> None:
     account = adapter.account
-    window = _window(store, name, account, *days)
+    window = _window(store, crm, account, *days)
     listed = list(adapter.deals_ending(window))
     report.found[name] = len(listed)
     for ending in _not_queued(store, listed):
@@ -103,7 +146,7 @@ def _sweep_crm(
         report.fetched[name] = report.fetched.get(name, 0) + 1
         if deal and deal.contract_end is not None and window.start <= deal.contract_end <= window.end:
             report.queued += _queue(store, deal, now)
-    _save_cursor(store, name, account, window, now)
+    _save_cursor(store, crm, account, window, now)
 
 
 def _fetch(adapter: CrmAdapter, ending: Ending) -> Deal | None:

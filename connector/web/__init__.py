@@ -45,10 +45,10 @@ def create_app(services: Services) -> Flask:
     app.url_map.merge_slashes = False  # "//healthz" is not a path we serve: 404, not a redirect
     app.extensions["offboard"] = services
 
-    from connector.web import health, metrics, pages, receiver
+    from connector.web import health, install, metrics, pages, receiver
 
     webhooks = receiver.Receiver(app, services, receiver.sources(services))  # every source, one receiver
-    for blueprint in (health.bp, metrics.bp, webhooks.blueprint(), pages.bp):
+    for blueprint in (health.bp, metrics.bp, webhooks.blueprint(), pages.bp, install.bp):
         app.register_blueprint(blueprint)
     _register_errors(app)
     app.before_request(lambda: bounded_stream(request))

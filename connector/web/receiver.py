@@ -32,7 +32,7 @@ from werkzeug.wrappers import Request, Response
 
 import adapters
 from adapters.base import InboundRequest, InboundSource, Refusal, Reply
-from connector import inbox
+from connector import inbox, installs
 from connector.errors import WebhookRejected
 from connector.metrics import event_received
 from connector.services import Services
@@ -122,7 +122,11 @@ class Receiver:
             now=found.clock(),
             public_url=found.settings.public_url,
             configured=tuple(found.adapters),
+            account_key=self._account_key,
         )
+
+    def _account_key(self, crm: str, account: str) -> str:
+        return installs.inbound_key(self.services.settings.secret_key.get_secret_value(), crm, account)
 
     def _not_stored(self, source: InboundSource, request: Request, exc: inbox.NotStored) -> Response:
         """Nothing of the delivery was stored: never a 2xx, so the sender delivers it again.

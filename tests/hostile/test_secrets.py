@@ -54,6 +54,8 @@ SECRETS = {
     "SALESFORCE_OUTBOUND_KEY": f"{MARK}-salesforce-outbound-message-key-1a1a",
     "SALESFORCE_REFRESH_TOKEN": f"5Aep861{MARK}-salesforce-refresh-token-4c4c",
     "OFFBOARD_METRICS_TOKEN": f"{MARK}-metrics-token-1d1d",
+    # A Fernet key is 32 bytes in URL-safe base64: this text is one.
+    "OFFBOARD_ENCRYPTION_KEYS": f"{MARK}-encryption-key-for-the-secrets-testA=",
 }
 SESSION_ID = f"{ORG_ID[:15]}!{MARK}-outbound-session-id-6c6c"  # sent to us by Salesforce: a secret too
 # Every form a secret could take in text: as set, without its prefix, decoded.

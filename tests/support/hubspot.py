@@ -36,6 +36,18 @@ made in a stretch; ``latency`` (seconds, 0 by default) delays every answer, as a
 does, and ``slow_routes`` (route → seconds) the answers of some routes more. Serve the fake
 from a threaded server (pytest-httpserver's ``HTTPServer(threaded=True)``) when stalling or
 slowing it, or one slow call holds up every other.
+
+OAuth and many portals behind one host (``HubSpotOAuth``, HubSpot's v3 endpoints): the fake
+is the host's first portal, reached with the private-app ``token`` as before;
+``add_portal(portal_id)`` adds another, with its own records, owners, pipelines, properties and
+rate budget. ``authorize(portal_id, …) -> code`` stands for an admin clicking "Connect app" (or
+``consent(install_url, portal_id=…)`` follows an install link and answers the callback URL with
+``code`` and ``state``); ``POST /oauth/v3/token`` (form body only) trades a code (single use,
+expiring, bound to its redirect_uri) or a refresh token for an access token that lives 30
+minutes on the fake's clock, and ``POST /oauth/v3/token/introspect`` describes a token. An
+access token reaches only its own portal's records. ``expire(access_token)``,
+``revoke(refresh_token=… | portal_id=…)`` (an uninstall) and ``refresh_calls`` are the test's
+switches and counter.
 """
 
 from __future__ import annotations
@@ -45,6 +57,7 @@ import itertools
 import json
 import random
 import re
+import secrets
 import socket
 import threading
 import time
@@ -54,6 +67,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 from werkzeug import Request, Response
 
@@ -61,6 +75,13 @@ from tests.support.faults import Fault
 
 TOKEN = "pat-na1-test-token"
 PORTAL_ID = 62515
+# The app's OAuth identity (HUBSPOT_CLIENT_ID; CLIENT_SECRET below is HUBSPOT_CLIENT_SECRET).
+CLIENT_ID = "5f0c1e2a-0b7d-4c39-9d0e-offboard-tests"
+APP_ID = 1160452
+REDIRECT_URI = "http://127.0.0.1:8080/oauth/hubspot/callback"
+INSTALLER = "admin@agency.example"
+ACCESS_LIFETIME = timedelta(minutes=30)  # HubSpot: access tokens live 30 minutes
+CODE_LIFETIME = timedelta(minutes=10)  # HubSpot: "a short window" (its length is unconfirmed)
 
 # handle()'s status is the HTTP status, or the fault (lost_reply, reset, timeout) that the
 # transport plays instead of answering.
@@ -122,7 +143,7 @@ class FakeHubSpot:
     def __init__(
         self,
         *,
-        token: str = TOKEN,
+        token: str | None = TOKEN,
         portal_id: int = PORTAL_ID,
         limit_per_10s: int = 100,
         search_per_s: int = 5,
@@ -152,7 +173,79 @@ class FakeHubSpot:
         self._recent_search: deque[datetime] = deque()
         self._ids = itertools.count(1001)
         self._lock = threading.RLock()
+        # Every portal behind this host, this one first; OAuth is the host's, shared by them all.
+        self.portals: dict[int, FakeHubSpot] = {portal_id: self}
+        self.oauth = HubSpotOAuth(clock)
         self._define_standard_properties()
+
+    # --- many portals, installed by OAuth -------------------------------------------
+
+    def add_portal(self, portal_id: int, **options: Any) -> FakeHubSpot:
+        """Another portal behind the same host (no private-app token): its own records, owners,
+        pipelines, properties and rate budget; its record ids never collide with another's."""
+        with self._lock:
+            if portal_id in self.portals:
+                raise ValueError(f"portal {portal_id} exists already")
+            settings = {
+                "limit_per_10s": self.limit_per_10s,
+                "search_per_s": self.search_per_s,
+                "search_lag": self.search_lag,
+                "contacts_need_email": self.contacts_need_email,
+            }
+            portal = FakeHubSpot(token=None, portal_id=portal_id, clock=self.clock, **(settings | options))
+            portal._ids = itertools.count(1001 + 1_000_000 * len(self.portals))
+            portal._lock, portal.portals, portal.oauth = self._lock, self.portals, self.oauth
+            self.portals[portal_id] = portal
+            return portal
+
+    def portal(self, portal_id: int) -> FakeHubSpot:
+        return self.portals[portal_id]
+
+    def authorize(
+        self,
+        portal_id: int,
+        *,
+        user: str = INSTALLER,
+        user_id: int = 2_001,
+        scopes: Iterable[str] = ("oauth",),
+        redirect_uri: str = REDIRECT_URI,
+    ) -> str:
+        """An admin of ``portal_id`` approves the app: the code HubSpot puts on the redirect."""
+        if portal_id not in self.portals:
+            raise ValueError(f"no portal {portal_id} behind this host")
+        return self.oauth.authorize(portal_id, user, user_id, tuple(scopes), redirect_uri)
+
+    def consent(
+        self, install_url: str, *, portal_id: int, user: str = INSTALLER, user_id: int = 2_001
+    ) -> str:
+        """Follows an install link as the admin's browser would, and approves it: the callback
+        URL HubSpot redirects to (``code`` and ``state``). ValueError for a link HubSpot refuses."""
+        parts = urlsplit(install_url)
+        query = {k: v[0] for k, v in parse_qs(parts.query).items()}
+        if parts.path != "/oauth/authorize" or query.get("client_id") != self.oauth.client_id:
+            raise ValueError("HubSpot shows an error page: not this app's install link")
+        if not query.get("redirect_uri") or not query.get("scope"):
+            raise ValueError("HubSpot shows an error page: redirect_uri and scope are required")
+        scopes = query["scope"].split() + query.get("optional_scope", "").split()
+        code = self.authorize(
+            portal_id, user=user, user_id=user_id, scopes=scopes, redirect_uri=query["redirect_uri"]
+        )
+        answer = {"code": code} | ({"state": query["state"]} if "state" in query else {})
+        return f"{query['redirect_uri']}?{urlencode(answer)}"
+
+    def expire(self, access_token: str) -> None:
+        """This access token expires now (as 30 minutes passing would)."""
+        self.oauth.expire(access_token)
+
+    def revoke(self, refresh_token: str | None = None, *, portal_id: int | None = None) -> None:
+        """A refresh token (or every install of a portal: an uninstall) stops working, with the
+        access tokens it issued."""
+        self.oauth.revoke(refresh_token, portal_id)
+
+    @property
+    def refresh_calls(self) -> int:
+        """How many refresh-token grants reached the token endpoint (granted or refused)."""
+        return self.oauth.refresh_calls
 
     # --- seeding -------------------------------------------------------------
 
@@ -242,19 +335,63 @@ class FakeHubSpot:
         self, method: str, path: str, query: dict[str, list[str]], headers: dict[str, str], body: bytes
     ) -> Reply:
         with self._lock:
-            now = self.clock()
+            if path.startswith("/oauth/"):
+                return self._oauth_call(method, path, query, headers, body)
             found = self._route(method, path)
             if found is None:
                 return self._error(HubSpotError(404, f"No route for {method} {path}", "OBJECT_NOT_FOUND"))
-            name, handler, params = found
             try:
-                self._authorize(name, headers)
+                portal = self._portal_for(headers)
             except HubSpotError as exc:
                 return self._error(exc)
-            self.calls[name] += 1
-            status, answer = self._answer(name, handler, params, query, body, now)
-            self.log.append((now, name, status))
-            return status, self._limit_headers(now), answer
+            return portal._serve(method, path, query, body)
+
+    def _serve(self, method: str, path: str, query: dict[str, list[str]], body: bytes) -> Reply:
+        """One API call made with a token of this portal (its own handlers, its own records)."""
+        now = self.clock()
+        found = self._route(method, path)
+        assert found is not None  # the host found the route already
+        name, handler, params = found
+        try:
+            self._authorize(name)
+        except HubSpotError as exc:
+            return self._error(exc)
+        self.calls[name] += 1
+        status, answer = self._answer(name, handler, params, query, body, now)
+        self.log.append((now, name, status))
+        return status, self._limit_headers(now), answer
+
+    def _portal_for(self, headers: dict[str, str]) -> FakeHubSpot:
+        """The portal a request's bearer token belongs to: the private-app token is this portal's,
+        an OAuth access token its install's; 401 with HubSpot's body otherwise."""
+        given = {k.lower(): v for k, v in headers.items()}.get("authorization", "")
+        if self.token is not None and given == f"Bearer {self.token}":
+            return self
+        bearer = given[len("Bearer ") :] if given.startswith("Bearer ") else ""
+        if not bearer:
+            raise _unauthenticated()
+        return self.portals[self.oauth.portal_of(bearer, self.clock())]
+
+    def _oauth_call(
+        self, method: str, path: str, query: dict[str, list[str]], headers: dict[str, str], body: bytes
+    ) -> Reply:
+        name = f"{method} {path}"
+        plain = {"Content-Type": "application/json;charset=utf-8"}
+        self.calls[name] += 1
+        fault = self._fault(name)
+        if fault in (Fault.RESET, Fault.TIMEOUT):
+            return (
+                Fault(fault),
+                plain,
+                _error_body(HubSpotError(504, "The gateway timed out.", "GATEWAY_TIMEOUT")),
+            )
+        try:
+            if fault is not None and fault != Fault.LOST_REPLY:
+                raise _injected(fault)
+            status, answer = self.oauth.handle(method, path, query, headers, body, self.clock())
+        except HubSpotError as exc:
+            return exc.status, plain, _error_body(exc)
+        return (Fault.LOST_REPLY if fault == Fault.LOST_REPLY else status), plain, answer
 
     def _playable(self, fault: Injectable) -> Injectable:
         if isinstance(fault, Fault) and fault not in self.FAULTS:
@@ -287,15 +424,7 @@ class FakeHubSpot:
             return exc.status, _error_body(exc)
         return (Fault.LOST_REPLY, None) if fault == Fault.LOST_REPLY else (status, answer)
 
-    def _authorize(self, name: str, headers: dict[str, str]) -> None:
-        given = {k.lower(): v for k, v in headers.items()}.get("authorization", "")
-        if given != f"Bearer {self.token}":
-            raise HubSpotError(
-                401,
-                "Authentication credentials not found. This API supports OAuth 2.0 authentication and you "
-                "can find more details at https://developers.hubspot.com/docs/methods/auth/oauth-overview",
-                "INVALID_AUTHENTICATION",
-            )
+    def _authorize(self, name: str) -> None:
         if name in self.denied:
             raise HubSpotError(
                 403,
@@ -804,6 +933,190 @@ class FakeHubSpot:
         return [o["value"] for o in self.schema[object_type][name]["options"]]
 
 
+# --- OAuth v3: the app's installs ---------------------------------------------------------
+
+
+@dataclass
+class Code:
+    """An authorization code: single use, expiring, bound to the redirect_uri it was sent to."""
+
+    portal_id: int
+    user: str
+    user_id: int
+    scopes: tuple[str, ...]
+    redirect_uri: str
+    expires_at: datetime
+
+
+@dataclass
+class Install:
+    """What a refresh token stands for: one admin's grant to one portal."""
+
+    portal_id: int
+    user: str
+    user_id: int
+    scopes: tuple[str, ...]
+    revoked: bool = False
+
+
+@dataclass
+class Access:
+    refresh_token: str
+    expires_at: datetime
+
+
+class HubSpotOAuth:
+    """HubSpot's OAuth v3 for one app (developers.hubspot.com/docs/api-reference/auth-oauth-v3/guide):
+    ``POST /oauth/v3/token`` and ``POST /oauth/v3/token/introspect``, form bodies only, the
+    client id and secret in every call. Refusals are 400 with HubSpot's ``status``
+    (BAD_CLIENT_ID, BAD_AUTH_CODE, BAD_REDIRECT_URI, BAD_REFRESH_TOKEN, BAD_GRANT_TYPE)."""
+
+    def __init__(self, clock: Callable[[], datetime]) -> None:
+        self.clock = clock
+        self.client_id, self.client_secret = CLIENT_ID, CLIENT_SECRET
+        self.codes: dict[str, Code] = {}
+        self.installs: dict[str, Install] = {}  # by refresh token
+        self.access: dict[str, Access] = {}  # by access token
+        self.refresh_calls = 0
+
+    # --- the test's side ---------------------------------------------------------------
+
+    def authorize(
+        self, portal_id: int, user: str, user_id: int, scopes: tuple[str, ...], redirect_uri: str
+    ) -> str:
+        code = f"na1-{secrets.token_hex(4)}-{uuid.uuid4()}"
+        expires = self.clock() + CODE_LIFETIME
+        self.codes[code] = Code(portal_id, user, user_id, scopes, redirect_uri, expires)
+        return code
+
+    def expire(self, access_token: str) -> None:
+        self.access[access_token].expires_at = self.clock() - timedelta(seconds=1)
+
+    def revoke(self, refresh_token: str | None, portal_id: int | None) -> None:
+        for token, install in self.installs.items():
+            if token == refresh_token or install.portal_id == portal_id:
+                install.revoked = True
+        self.access = {k: v for k, v in self.access.items() if not self.installs[v.refresh_token].revoked}
+
+    def portal_of(self, access_token: str, now: datetime) -> int:
+        """The portal an access token reaches, or HubSpot's 401."""
+        access = self.access.get(access_token)
+        if access is None or self.installs[access.refresh_token].revoked:
+            raise _unauthenticated()
+        if now >= access.expires_at:
+            minutes = int((now - access.expires_at).total_seconds() // 60)
+            raise HubSpotError(
+                401,
+                f"The OAuth token used to make this call expired {minutes} minute(s) ago.",
+                "EXPIRED_AUTHENTICATION",
+            )
+        return self.installs[access.refresh_token].portal_id
+
+    # --- the endpoints -------------------------------------------------------------------
+
+    def handle(
+        self,
+        method: str,
+        path: str,
+        query: dict[str, list[str]],
+        headers: dict[str, str],
+        body: bytes,
+        now: datetime,
+    ) -> tuple[int, Any]:
+        routes = {"/oauth/v3/token": self._token, "/oauth/v3/token/introspect": self._introspect}
+        if method != "POST" or path not in routes:
+            raise HubSpotError(404, f"No route for {method} {path}", "OBJECT_NOT_FOUND")
+        content_type = {k.lower(): v for k, v in headers.items()}.get("content-type", "")
+        if query or "application/x-www-form-urlencoded" not in content_type:
+            raise HubSpotError(
+                400, "The v3 OAuth endpoints take their parameters in a form body only", "VALIDATION_ERROR"
+            )
+        form = {k: v[0] for k, v in parse_qs(body.decode()).items()}
+        if form.get("client_id") != self.client_id or form.get("client_secret") != self.client_secret:
+            raise _oauth_error("BAD_CLIENT_ID", "missing or invalid client id or client secret")
+        return routes[path](form, now)
+
+    def _token(self, form: dict[str, str], now: datetime) -> tuple[int, Any]:
+        grant = form.get("grant_type")
+        if grant == "authorization_code":
+            refresh_token = self._redeem(form, now)
+        elif grant == "refresh_token":
+            self.refresh_calls += 1
+            refresh_token = form.get("refresh_token", "")
+            install = self.installs.get(refresh_token)
+            if install is None or install.revoked:
+                raise _oauth_error("BAD_REFRESH_TOKEN", "missing or invalid refresh token")
+        else:
+            raise _oauth_error("BAD_GRANT_TYPE", "grant_type must be authorization_code or refresh_token")
+        install = self.installs[refresh_token]
+        access_token = f"C{secrets.token_urlsafe(48)}"
+        self.access[access_token] = Access(refresh_token, now + ACCESS_LIFETIME)
+        return 200, {
+            "token_type": "bearer",
+            "refresh_token": refresh_token,
+            "access_token": access_token,
+            "expires_in": int(ACCESS_LIFETIME.total_seconds()),
+            "hub_id": install.portal_id,
+            "scopes": list(install.scopes),
+            "user_id": install.user_id,
+        }
+
+    def _redeem(self, form: dict[str, str], now: datetime) -> str:
+        """A code becomes an install (a new refresh token); it cannot be used twice."""
+        code = self.codes.get(form.get("code", ""))
+        if code is None:
+            raise _oauth_error("BAD_AUTH_CODE", "missing or unknown auth code")
+        if now >= code.expires_at:
+            del self.codes[form["code"]]
+            raise _oauth_error("BAD_AUTH_CODE", "auth code is expired")
+        if form.get("redirect_uri") != code.redirect_uri:
+            raise _oauth_error("BAD_REDIRECT_URI", "redirect_uri does not match the one the code was sent to")
+        del self.codes[form["code"]]
+        refresh_token = f"na1-{uuid.uuid4()}"
+        self.installs[refresh_token] = Install(code.portal_id, code.user, code.user_id, code.scopes)
+        return refresh_token
+
+    def _introspect(self, form: dict[str, str], now: datetime) -> tuple[int, Any]:
+        token = form.get("token", "")
+        access = self.access.get(token)
+        install = self.installs.get(access.refresh_token if access else token)
+        if install is None or install.revoked or (access is not None and now >= access.expires_at):
+            return 200, {"active": False}
+        answer = {
+            "active": True,
+            "token_use": "access_token" if access else "refresh_token",
+            "token": token,
+            "hub_id": install.portal_id,
+            "user_id": install.user_id,
+            "user": install.user,
+            "client_id": self.client_id,
+            "app_id": APP_ID,
+            "scopes": list(install.scopes),
+            "token_type": "access" if access else "refresh",
+            "hub_domain": f"portal-{install.portal_id}.hubspot.com",
+            "is_private_distribution": False,
+        }
+        if access is not None:
+            answer["expires_in"] = int((access.expires_at - now).total_seconds())
+        return 200, answer
+
+
+def _oauth_error(status: str, message: str) -> HubSpotError:
+    """HubSpot's refusal of an OAuth request: 400, its ``status`` naming what was wrong."""
+    error = HubSpotError(400, message, "VALIDATION_ERROR")
+    error.extra["status"] = status  # replaces the body's generic "error"
+    return error
+
+
+def _unauthenticated() -> HubSpotError:
+    return HubSpotError(
+        401,
+        "Authentication credentials not found. This API supports OAuth 2.0 authentication and you "
+        "can find more details at https://developers.hubspot.com/docs/methods/auth/oauth-overview",
+        "INVALID_AUTHENTICATION",
+    )
+
+
 # --- JSON shapes ---------------------------------------------------------------
 
 
@@ -1100,6 +1413,17 @@ def settings_overrides(url: str, **extra: Any) -> dict[str, Any]:
         "HUBSPOT_CLIENT_SECRET": CLIENT_SECRET,
         "HUBSPOT_API_BASE_URL": url,
         "OFFBOARD_ROLES": {"finance": FINANCE, "marketing": OWNER},
+        **extra,
+    }
+
+
+def oauth_overrides(url: str, **extra: Any) -> dict[str, Any]:
+    """What make_settings needs for installs by OAuth against the fake at ``url`` (no private-app token)."""
+    return {
+        "HUBSPOT_CLIENT_ID": CLIENT_ID,
+        "HUBSPOT_CLIENT_SECRET": CLIENT_SECRET,
+        "HUBSPOT_API_BASE_URL": url,
+        "HUBSPOT_AUTHORIZE_URL": f"{url}/oauth/authorize",
         **extra,
     }
 

@@ -28,11 +28,23 @@ before any work; ``set_usage``, ``expire_sessions`` (now), ``issue_refresh_token
 ``revoke_refresh_tokens``. Over ``TlsServer``: ``latency`` (seconds, 0 by default) delays every
 answer, as a network does, outside the org's lock. ``log`` keeps (time, "METHOD path", status)
 of every request either transport carried (status 0: the answer was lost).
+
+Installs by OAuth (``SalesforceOAuth``): the org is the login host's first org; ``add_org(org_id,
+instance)`` adds another on its own instance, with its own records and budget, and a session
+works only on its own org's instance. ``authorize(code_challenge, org_id=…) -> code`` stands for
+a user approving the app (``consent(authorize_url)`` follows an install link and answers the
+callback URL); the token endpoint's ``authorization_code`` grant checks the code (single use,
+expiring), its redirect_uri and the PKCE verifier, and answers a refresh token and a session
+that ends after SESSION_LIFETIME on ``clock``. ``expire(access_token)``,
+``revoke(refresh_token=… | org_id=…)`` and ``refresh_calls`` are the test's switches and counter.
 """
 
 from __future__ import annotations
 
+import base64
 import copy
+import hashlib
+import hmac
 import itertools
 import json
 import re
@@ -41,13 +53,13 @@ import ssl
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 from xml.sax.saxutils import escape
 
 import requests
@@ -65,7 +77,16 @@ CONSUMER_SECRET = "fake-consumer-secret"
 OUTBOUND_KEY = "test-outbound-key-0123456789abcdefghijklmnop"
 OUTBOUND_PATH = f"/webhooks/salesforce?key={OUTBOUND_KEY}"
 REFRESH_REFUSED = {"error": "invalid_grant", "error_description": "expired access/refresh token"}
-GRANTS = ("urn:ietf:params:oauth:grant-type:jwt-bearer", "client_credentials", "refresh_token")
+GRANTS = (
+    "urn:ietf:params:oauth:grant-type:jwt-bearer",
+    "client_credentials",
+    "refresh_token",
+    "authorization_code",
+)
+# The install (web-server flow with PKCE): Offboard's callback, and how long codes and sessions last.
+REDIRECT_URI = "http://127.0.0.1:8080/oauth/salesforce/callback"
+CODE_LIFETIME = timedelta(minutes=15)  # unconfirmed: Salesforce documents codes as short-lived
+SESSION_LIFETIME = timedelta(hours=2)  # the org's session timeout (Salesforce's default: 2 hours)
 
 Reply = tuple[int, dict[str, str], bytes]
 
@@ -565,6 +586,102 @@ class Seeded:
     contract: str | None
 
 
+@dataclass
+class Code:
+    """An authorization code: single use, expiring, bound to its redirect_uri and PKCE challenge."""
+
+    org_id: str
+    user_id: str
+    scopes: tuple[str, ...]
+    redirect_uri: str
+    challenge: str
+    expires_at: datetime
+
+
+@dataclass
+class Install:
+    """What an OAuth refresh token stands for: one user's grant to the app in one org."""
+
+    org_id: str
+    user_id: str
+    scopes: tuple[str, ...]
+    revoked: bool = False
+
+
+class SalesforceOAuth:
+    """The login host's side of the web-server flow with PKCE, shared by every org behind it:
+    codes (single use, expiring, bound to redirect_uri and code_challenge), refresh tokens per
+    install, and sessions (access tokens) per org that end after SESSION_LIFETIME or on demand.
+    Errors are Salesforce's: ``{"error", "error_description"}``, 400."""
+
+    def __init__(self, clock: Callable[[], datetime]) -> None:
+        self.clock = clock
+        self.codes: dict[str, Code] = {}
+        self.installs: dict[str, Install] = {}  # by refresh token
+        self.sessions: dict[str, tuple[str, datetime]] = {}  # access token → (org id, ends at)
+        self.refresh_calls = 0
+
+    def authorize(
+        self, org_id: str, user_id: str, scopes: tuple[str, ...], redirect_uri: str, challenge: str
+    ) -> str:
+        code = f"aPrx{secrets.token_urlsafe(40)}=="
+        self.codes[code] = Code(
+            org_id, user_id, scopes, redirect_uri, challenge, self.clock() + CODE_LIFETIME
+        )
+        return code
+
+    def org_of(self, access_token: str) -> str | None:
+        """The org a live session belongs to (None for anything else)."""
+        found = self.sessions.get(access_token)
+        if found is None or self.clock() >= found[1]:
+            return None
+        return found[0]
+
+    def end_sessions(self, org_id: str) -> None:
+        self.sessions = {k: v for k, v in self.sessions.items() if v[0] != org_id}
+
+    def expire(self, access_token: str) -> None:
+        org_id, _ends = self.sessions[access_token]
+        self.sessions[access_token] = (org_id, self.clock() - timedelta(seconds=1))
+
+    def revoke(self, refresh_token: str | None, org_id: str | None) -> None:
+        """Revoking a refresh token revokes the sessions it issued too (Salesforce's revoke)."""
+        for token, install in self.installs.items():
+            if token == refresh_token or install.org_id == org_id:
+                install.revoked = True
+                self.end_sessions(install.org_id)
+
+    def redeem(self, form: dict[str, str]) -> tuple[str, Install] | dict[str, str]:
+        """A code and its verifier become an install: (refresh token, install), or Salesforce's error."""
+        code = self.codes.get(form.get("code", ""))
+        if code is None:
+            return {"error": "invalid_grant", "error_description": "invalid authorization code"}
+        if self.clock() >= code.expires_at:
+            return {"error": "invalid_grant", "error_description": "expired authorization code"}
+        if form.get("redirect_uri") != code.redirect_uri:
+            return {
+                "error": "redirect_uri_mismatch",
+                "error_description": "redirect_uri must match configuration",
+            }
+        verifier = form.get("code_verifier", "")
+        digest = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+        if not hmac.compare_digest(digest, code.challenge):
+            return {"error": "invalid_grant", "error_description": "invalid code verifier"}
+        del self.codes[form["code"]]
+        refresh_token = f"5Aep861{secrets.token_urlsafe(32)}"
+        self.installs[refresh_token] = Install(code.org_id, code.user_id, code.scopes)
+        return refresh_token, self.installs[refresh_token]
+
+    def open_session(self, org_id: str, access_token: str) -> None:
+        self.sessions[access_token] = (org_id, self.clock() + SESSION_LIFETIME)
+
+
+def _signature(identity_url: str, issued_at: str) -> str:
+    """Salesforce's ``signature``: base64(HMAC-SHA256(consumer secret, id + issued_at))."""
+    digest = hmac.new(CONSUMER_SECRET.encode(), (identity_url + issued_at).encode(), hashlib.sha256).digest()
+    return base64.b64encode(digest).decode()
+
+
 class FakeSalesforce:
     FAULTS = frozenset({*ANSWERS, Fault.LOST_REPLY, Fault.SESSION_EXPIRED})
 
@@ -577,6 +694,7 @@ class FakeSalesforce:
         task_marker_field: str | None = None,
         api_max: int = 100_000,
         today: date = date(2026, 11, 20),
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.instance, self.org_id, self.page_size, self.today = instance, org_id, page_size, today
         self.schema = _schema()
@@ -600,6 +718,10 @@ class FakeSalesforce:
         self.rotate_refresh_tokens = False  # True: each refresh answers a new token, the used one ends
         self.latency = 0.0  # seconds each answer over TlsServer waits before it leaves
         self.log: list[tuple[datetime, str, int]] = []  # (time, "METHOD path", status) per request
+        # Installs by OAuth: every org behind this login host, this one first, and the host's OAuth.
+        self.clock = clock
+        self.orgs: dict[str, FakeSalesforce] = {org_id: self}
+        self.oauth = SalesforceOAuth(clock)
 
     # --- seeding (bypasses validation, as data loaded through the UI would) ---
 
@@ -635,6 +757,78 @@ class FakeSalesforce:
     def revoke_refresh_tokens(self) -> None:
         """Every refresh token stops working, as when an admin revokes the app's access."""
         self.refresh_tokens.clear()
+
+    # --- installs by OAuth, several orgs behind one login host ------------------------------
+
+    def add_org(self, org_id: str, instance: str, name: str = "Globex") -> FakeSalesforce:
+        """Another org behind the same login host, on its own instance, with its own records,
+        users and API budget (a 15-character ``org_id`` is given its 18-character form)."""
+        with self._lock:
+            org_id = _long(org_id) if len(org_id) == 15 else org_id
+            org = FakeSalesforce(instance=instance, org_id=org_id, today=self.today, clock=self.clock)
+            org.db["Organization"][org_id]["Name"] = name
+            # Its ids never collide with another org's: its integration user is made again with them.
+            org._counter = itertools.count(1_000_000 * len(self.orgs))
+            del org.db["User"][org.api_user]
+            org.api_user = org.add_user("Integration User", f"integration@{name.lower()}.example")
+            org._lock, org.orgs, org.oauth = self._lock, self.orgs, self.oauth
+            self.orgs[org_id] = org
+            return org
+
+    def org(self, org_id: str) -> FakeSalesforce:
+        """An org behind this login host, by its 15- or 18-character id."""
+        return self.orgs[_long(org_id) if len(org_id) == 15 else org_id]
+
+    def authorize(
+        self,
+        code_challenge: str,
+        *,
+        org_id: str | None = None,
+        user_id: str | None = None,
+        scopes: Iterable[str] = ("api", "refresh_token"),
+        redirect_uri: str = REDIRECT_URI,
+    ) -> str:
+        """A user of ``org_id`` (this org by default) approves the app: the code Salesforce puts
+        on the redirect, bound to ``redirect_uri`` and the PKCE ``code_challenge`` (S256)."""
+        org = self.org(org_id or self.org_id)
+        user = user_id or org.api_user
+        return self.oauth.authorize(org.org_id, user, tuple(scopes), redirect_uri, code_challenge)
+
+    def consent(self, authorize_url: str, *, org_id: str | None = None, user_id: str | None = None) -> str:
+        """Follows an install link as the user's browser would and approves it: the callback URL
+        (``code``, ``state``). ValueError for a link Salesforce shows an error page for."""
+        parts = urlsplit(authorize_url)
+        query = {k: v[0] for k, v in parse_qs(parts.query).items()}
+        if parts.path != "/services/oauth2/authorize" or query.get("client_id") != CONSUMER_KEY:
+            raise ValueError("Salesforce shows an error page: not this app's authorize link")
+        if query.get("response_type") != "code" or not query.get("redirect_uri"):
+            raise ValueError(
+                "Salesforce shows an error page: response_type=code and redirect_uri are required"
+            )
+        if query.get("code_challenge_method") != "S256" or not query.get("code_challenge"):
+            raise ValueError("Salesforce shows an error page: PKCE (code_challenge, S256) is required")
+        code = self.authorize(
+            query["code_challenge"],
+            org_id=org_id,
+            user_id=user_id,
+            scopes=query.get("scope", "api refresh_token").split(),
+            redirect_uri=query["redirect_uri"],
+        )
+        answer = {"code": code} | ({"state": query["state"]} if "state" in query else {})
+        return f"{query['redirect_uri']}?{urlencode(answer)}"
+
+    def expire(self, access_token: str) -> None:
+        """This OAuth session ends now, as the org's session timeout would end it."""
+        self.oauth.expire(access_token)
+
+    def revoke(self, refresh_token: str | None = None, *, org_id: str | None = None) -> None:
+        """An install's refresh token (or every install in ``org_id``) stops working, with its sessions."""
+        self.oauth.revoke(refresh_token, self.org(org_id).org_id if org_id else None)
+
+    @property
+    def refresh_calls(self) -> int:
+        """How many refresh-token grants reached the token endpoint (granted or refused)."""
+        return self.oauth.refresh_calls
 
     def add_opportunity(
         self,
@@ -744,6 +938,7 @@ class FakeSalesforce:
     def expire_sessions(self) -> None:
         """Every session ends, as when an admin revokes them or they time out."""
         self.access_token = "expired-" + secrets.token_hex(4)
+        self.oauth.end_sessions(self.org_id)
 
     # --- the core ---------------------------------------------------------------
 
@@ -770,13 +965,25 @@ class FakeSalesforce:
             )
         path = found.group(2).rstrip("/")
         with self._lock:
-            return self._api(method, path, parse_qs(parts.query), headers, text)
+            org = self._org_for(parts.netloc)
+            return org._api(method, path, parse_qs(parts.query), headers, text)
+
+    def _org_for(self, host: str) -> FakeSalesforce:
+        """The org whose instance the call reached (this org when none is on that host): a
+        session is good only on its own org's instance, as in Salesforce."""
+        return next((org for org in self.orgs.values() if org.instance == host), self)
+
+    def _signed_in(self, auth: str) -> bool:
+        """The org's own session (``access_token``), or a live OAuth session of this org."""
+        if auth == f"Bearer {self.access_token}":
+            return True
+        return auth.startswith("Bearer ") and self.oauth.org_of(auth.removeprefix("Bearer ")) == self.org_id
 
     def _api(
         self, method: str, path: str, params: dict[str, list[str]], headers: dict[str, str], text: str
     ) -> Reply:
         auth = {k.lower(): v for k, v in headers.items()}.get("authorization", "")
-        if auth != f"Bearer {self.access_token}":
+        if not self._signed_in(auth):
             error = SfError("INVALID_SESSION_ID", "Session expired or invalid", status=401)
             return self._json(401, [error.as_request_error()])
         self.calls.append(f"{method} {path}")
@@ -1166,6 +1373,12 @@ class FakeSalesforce:
                 SfError("REQUIRED_FIELD_MISSING", f"Missing required input parameter: {k}").as_record_error()
                 for k in missing
             ]
+            addresses = [a.strip() for a in str(item.get("emailAddresses") or "").split(",") if a.strip()]
+            errors += [
+                SfError("INVALID_EMAIL_ADDRESS", f"Email address is invalid: {a}").as_record_error()
+                for a in addresses
+                if not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", a)
+            ]
             ok = ok and not errors
             answers.append(
                 {
@@ -1340,6 +1553,10 @@ class FakeSalesforce:
             return self._json(
                 400, {"error": "unsupported_grant_type", "error_description": "grant type not supported"}
             )
+        if grant == "refresh_token":
+            self.oauth.refresh_calls += 1
+        if grant == "authorization_code" or form.get("refresh_token") in self.oauth.installs:
+            return self._installed_grant(grant, form)
         rotated: dict[str, str] = {}
         if grant == "refresh_token":
             refused = self._refresh_refused(form)
@@ -1366,6 +1583,46 @@ class FakeSalesforce:
                 **rotated,
             },
         )
+
+    def _installed_grant(self, grant: str | None, form: dict[str, str]) -> Reply:
+        """The web-server flow's grants: a code (with its PKCE verifier) or an install's refresh
+        token buys a session in the org the user installed into, on that org's instance."""
+        if form.get("client_id") != CONSUMER_KEY:
+            return self._json(
+                400, {"error": "invalid_client_id", "error_description": "client identifier invalid"}
+            )
+        if form.get("client_secret") not in (None, CONSUMER_SECRET):
+            return self._json(
+                400, {"error": "invalid_client", "error_description": "invalid client credentials"}
+            )
+        extra: dict[str, str] = {}
+        if grant == "authorization_code":
+            redeemed = self.oauth.redeem(form)
+            if isinstance(redeemed, dict):
+                return self._json(400, redeemed)
+            extra["refresh_token"], install = redeemed
+        else:
+            install = self.oauth.installs[form["refresh_token"]]
+            if install.revoked:
+                return self._json(400, dict(REFRESH_REFUSED))
+            if self.rotate_refresh_tokens:  # the used token ends; the answer carries its successor
+                extra["refresh_token"] = f"5Aep861{secrets.token_urlsafe(32)}"
+                self.oauth.installs[extra["refresh_token"]] = self.oauth.installs.pop(form["refresh_token"])
+        org = self.orgs[install.org_id]
+        token = org._new_token()
+        self.oauth.open_session(org.org_id, token)
+        identity = f"https://login.salesforce.com/id/{org.org_id}/{install.user_id}"
+        issued = str(int(self.clock().timestamp() * 1000))
+        answer = {
+            "access_token": token,
+            "signature": _signature(identity, issued),
+            "scope": " ".join(install.scopes),
+            "instance_url": f"https://{org.instance}",
+            "id": identity,
+            "token_type": "Bearer",
+            "issued_at": issued,
+        }
+        return self._json(200, answer | extra)
 
     def _refresh_refused(self, form: dict[str, str]) -> dict[str, str] | None:
         """Salesforce's error body for a refresh it will not grant, or None to grant it."""
