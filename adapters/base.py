@@ -33,8 +33,11 @@ from connector.models import (
     Invite,
     NoteSpec,
     PropertyUpdate,
+    RecordSpec,
     ReferralSpec,
+    TaskChange,
     TaskSpec,
+    TaskState,
 )
 from connector.settings import CrmSettings, Settings
 
@@ -65,9 +68,11 @@ __all__ = [
     "InboundSource",
     "OutcomeAware",
     "Plugin",
+    "RecordWriter",
     "Refusal",
     "Reply",
     "SweepWindow",
+    "TaskReader",
 ]
 
 
@@ -163,8 +168,9 @@ class CrmAdapter(Protocol):
 class InboundAdapter(Protocol):
     """An adapter whose CRM sends us events (webhooks, outbound messages)."""
 
-    def interpret(self, kind: str, payload: dict[str, Any]) -> DealChange | None:
-        """What a stored inbound event means: a deal closed or re-opened, or None (ignore it).
+    def interpret(self, kind: str, payload: dict[str, Any]) -> DealChange | TaskChange | None:
+        """What a stored inbound event means: a deal closed or re-opened, a checklist task's status
+        changed, or None (ignore it).
 
         Called by the worker, never by the web layer, so it may call the CRM
         (to fetch the deal, or to learn whether a stage id is closed).
@@ -208,6 +214,31 @@ class OutcomeAware(Protocol):
     def outcome_unknown(self, key: str, since: datetime) -> None:
         """An earlier attempt of ``key`` may have written until ``since``: before the next write
         with this key, wait until reads show what it wrote."""
+        ...
+
+
+@runtime_checkable
+class TaskReader(Protocol):
+    """A CRM whose checklist tasks Offboard reads back: completion, who and when, evidence."""
+
+    def read_tasks(self, task_ids: Sequence[str], changed_since: datetime | None = None) -> list[TaskState]:
+        """The tasks as the CRM holds them now, in as few calls as the CRM allows (batch reads,
+        SOQL ``IN``), within the account's budget. With ``changed_since``, the CRM may leave out
+        tasks not modified since then. A task deleted in the CRM is left out."""
+        ...
+
+    def task_url(self, task_id: str) -> str | None:
+        """Where a person opens the task in the CRM (an escalation task links it), or None."""
+        ...
+
+
+@runtime_checkable
+class RecordWriter(Protocol):
+    """A CRM that takes the offboarding record: a note on the deal with the file attached."""
+
+    def write_record(self, record: RecordSpec, key: str) -> str:
+        """Upload ``record.content`` as a file on the deal and log a note with ``record.body``
+        that carries it (once for ``key``); return the file's id."""
         ...
 
 
@@ -270,7 +301,9 @@ class InviteBatches(Protocol):
 class DealBatches(Protocol):
     """An inbound adapter that reads the deals of many events together."""
 
-    def interpret_many(self, events: Sequence[tuple[str, dict[str, Any]]]) -> Results[DealChange | None]:
+    def interpret_many(
+        self, events: Sequence[tuple[str, dict[str, Any]]]
+    ) -> Results[DealChange | TaskChange | None]:
         """What each (kind, payload) means, as ``InboundAdapter.interpret``, reading deals in batches."""
         ...
 

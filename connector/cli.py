@@ -435,10 +435,23 @@ def plan(
         shown = preview(deal, playbooks, PlanContext.from_settings(settings, now), trigger=trigger)
     except PlaybookError as exc:  # a template fails for this deal's data
         raise click.ClickException(str(exc)) from None
+    under_way = _under_way(settings, deal, now)  # a run already started: planned against actual
     if fmt == "json":
-        click.echo(json.dumps(shown.as_json(), indent=2, default=str))
+        shown_json = shown.as_json()
+        if under_way is not None:
+            shown_json["under_way"] = under_way.as_json()
+        click.echo(json.dumps(shown_json, indent=2, default=str))
     else:
         click.echo(shown.as_text())
+        if under_way is not None:
+            click.echo("\n" + "\n".join(under_way.lines()))
+
+
+def _under_way(settings: Settings, deal: Any, now: datetime) -> Any:
+    """The deal's run under way, as ``connector.usecases.projection`` projects it, or None."""
+    from connector.usecases.projection import under_way
+
+    return under_way(_services(settings).store, settings, deal, now)
 
 
 def _deal_from_file(path: Path) -> Any:

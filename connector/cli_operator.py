@@ -69,6 +69,10 @@ def run_lines(report: dict[str, Any]) -> Iterator[str]:
         f"run {report['id']}  {report['crm']}:{report['deal_id']}  "
         f"{report['playbook_id']}@v{report['playbook_version']}  {report['state']}  ({summary})"
     )
+    if report.get("checklist"):
+        yield f"    checklist: {report['checklist']}"
+    if report.get("at_risk"):
+        yield f"    at risk: {report['at_risk']}"
     upcoming = report.get("next")
     if upcoming:
         yield f"    next: {upcoming['step_id']} ({upcoming['kind']}) due {when(upcoming['due_at'])}"
@@ -100,6 +104,11 @@ def timeline_lines(report: dict[str, Any]) -> Iterator[str]:
     )
     if report.get("note"):
         yield f"  note: {report['note']}"
+    if report.get("checklist"):
+        finished = f", finished {when(report['finished_at'])}" if report.get("finished_at") else ""
+        yield f"  checklist: {report['checklist']}{finished}"
+    if report.get("at_risk"):
+        yield f"  at risk: {report['at_risk']}"
     for action in report["actions"]:
         done = f", done {when(action['done_at'])}" if action["done_at"] else ""
         yield (

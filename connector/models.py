@@ -83,6 +83,51 @@ class DealChange(_Model):
     occurred_at: datetime | None = None
 
 
+class TaskState(_Model):
+    """A checklist task as the CRM holds it now: what the tracking pass and a task event read back.
+
+    ``body`` is plain text (a CRM that stores HTML gives it with the tags removed and line
+    breaks kept), so the core can find the ``Evidence:`` line a CSM added; ``attachments``
+    names the files attached to the task (any file counts as evidence).
+    """
+
+    id: str
+    completed: bool
+    completed_at: datetime | None = None
+    # Who completed it, where the CRM says, as the id its tasks are assigned to (a HubSpot owner).
+    completed_by: str | None = None
+    owner_id: str | None = None
+    body: str = ""
+    attachments: tuple[str, ...] = ()
+    modified_at: datetime | None = None
+
+
+class TaskChange(_Model):
+    """What an inbound event means when it is about a checklist task: its status changed.
+
+    ``completed`` is None when the event does not say (read the task); a task re-opened in
+    the CRM comes as ``completed=False``.
+    """
+
+    task_id: str
+    completed: bool | None = None
+    occurred_at: datetime | None = None
+
+
+class RecordSpec(_Model):
+    """The offboarding record, written on the deal when its checklist is done: a note with
+    ``body`` and the same record attached as a file (``filename``, ``content``) an auditor can
+    download from the CRM."""
+
+    step_id: str
+    deal_id: str
+    title: str
+    body: str
+    filename: str
+    content: str
+    content_type: str = "text/markdown"
+
+
 class TaskSpec(_Model):
     """One checklist task to create in the CRM."""
 

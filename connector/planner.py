@@ -18,7 +18,7 @@ from jinja2 import TemplateError
 
 from connector.errors import PlaybookError
 from connector.models import Deal
-from connector.playbooks import templates
+from connector.playbooks import graph, templates
 from connector.playbooks.loader import LoadedPlaybook
 from connector.playbooks.model import Match, Playbook, Range, Step, ToneText
 from connector.playbooks.offsets import Offset, add_business_days
@@ -230,9 +230,16 @@ def plan(deal: Deal, playbook: Playbook, ctx: PlanContext) -> Plan:
     return Plan(playbook, anchor, kind, note, goes_out_now(steps, playbook, ctx))
 
 
-def plan_follow_ups(deal: Deal, playbook: Playbook, ctx: PlanContext, steps: list[Step]) -> list[PlannedStep]:
-    """Steps whose condition just came true, laid out from today (the answer, or the deadline)."""
-    anchor = ctx.today
+def plan_follow_ups(
+    deal: Deal, playbook: Playbook, ctx: PlanContext, steps: list[Step], *, since: datetime | None = None
+) -> list[PlannedStep]:
+    """Steps whose condition just came true, laid out from the moment it did.
+
+    ``since``: when the last step they wait for was done (a task completed in the CRM); their
+    offsets count from that moment's local date, at the start of the working day, and a time
+    already past goes out now. Without it (an answer came, a deadline passed): from today.
+    """
+    anchor = since.astimezone(ctx.zone).date() if since is not None else ctx.today
     context = templates.deal_context(deal, playbook.model_dump(mode="json"), anchor, ctx.today)
     planned = []
     for step in steps:
@@ -283,7 +290,7 @@ def _plan_step(
     *,
     follow_up: bool = False,
 ) -> PlannedStep:
-    condition = None if follow_up else _condition(step)
+    condition = None if follow_up else condition_of(step, playbook)
     when = _offset_of(step)
     due_at = None if condition else _due_at(when, playbook, anchor, ctx)
     contact = deal.primary_contact
@@ -308,14 +315,14 @@ def _plan_step(
     if step.survey is not None:
         kind = step.survey.kind
         # A reminder's link answers the survey it follows.
-        answers = step.survey.after or step.id
+        answers = step.survey.reminds or step.id
         detail |= {"survey": kind, "answers": answers, "contact_id": contact.id if contact else None}
         if not follow_up and due_at is not None:
             detail["deadline_at"] = _deadline(step, due_at, playbook, ctx).isoformat()
         name = context["contact"]["name"]
         title = (
             f"Remind {name} about the {kind.upper()} survey"
-            if step.survey.after
+            if step.survey.reminds
             else f"Send the {kind.upper()} survey to {name}"
         )
         return PlannedStep(step.id, "survey", due_at, None, title, "", detail, condition)
@@ -350,24 +357,35 @@ def _deadline(step: Step, sent_at: datetime, playbook: Playbook, ctx: PlanContex
 
 def _offset_of(step: Step) -> Offset | None:
     """The step's offset from the anchor; None for steps that happen when the run starts."""
-    body = step.body
-    for name in ("due", "send", "at"):
-        value = getattr(body, name, None)
-        if isinstance(value, Offset):
-            return value
-    return None
+    return graph.offset_of(step)
 
 
-def _condition(step: Step) -> str | None:
+def condition_of(step: Step, playbook: Playbook) -> str | None:
+    """What a step waits for, said for ``plan``; None for a step that waits for nothing.
+
+    ``after exit-nps is answered, when score >= 9``; ``after transfer-data is done (+1bd)``;
+    ``after a, b are done (+1bd)``; ``after transfer-data is done and exit-nps is answered (+1bd)``.
+    """
     body = step.body
-    if body.after is None:
+    if not step.after_ids:
         return None
-    if body.when and body.when.answered is False:
-        return f"after {body.after}, {body.when.describe()}"
-    text = f"after {body.after} is answered"
-    if body.when:
+    tasks = playbook.tasks_before(step)
+    survey = playbook.survey_before(step)
+    if not tasks and survey is not None:  # waits for an answer only: said as it always was
+        if body.when and body.when.answered is False:
+            return f"after {survey}, {body.when.describe()}"
+        return f"after {survey} is answered" + (f", {body.when.describe()}" if body.when else "")
+    parts = [f"{', '.join(tasks)} {'is' if len(tasks) == 1 else 'are'} done"] if tasks else []
+    if survey is not None:
+        missed = body.when is not None and body.when.answered is False
+        parts.append(f"{survey} got no answer by its deadline" if missed else f"{survey} is answered")
+    others = [i for i in step.after_ids if i not in tasks and i != survey]
+    parts += [f"{other} has run" for other in others]  # not a valid playbook: validate says why
+    text = f"after {' and '.join(parts)}"
+    if body.when is not None and body.when.score is not None:
         text += f", {body.when.describe()}"
-    return text
+    offset = _offset_of(step)
+    return f"{text} ({offset if offset else 'at once'})"
 
 
 def _text(value: str | ToneText, playbook: Playbook, context: dict[str, Any]) -> str:

@@ -84,6 +84,9 @@ def _run_fields(run: Run) -> dict[str, Any]:
         "playbook_id": run.playbook_id,
         "playbook_version": run.playbook_version,
         "state": run.state,
+        "checklist": run.status,  # the deal's offboard_status; None before its tasks are written
+        "finished_at": run.finished_at.isoformat() if run.finished_at else None,
+        "at_risk": run.at_risk,
         "trigger": run.trigger,
         "note": run.note,
         "created_at": run.created_at.isoformat(),

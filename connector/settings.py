@@ -167,6 +167,8 @@ class Settings(SettingsSection):
     inline_retry_wait_seconds: float = env_field("OFFBOARD_INLINE_RETRY_WAIT_SECONDS", 0.5, ge=0)
 
     sweep_interval_seconds: int = env_field("OFFBOARD_SWEEP_INTERVAL_SECONDS", 3600, ge=0)
+    # The tracking pass: open checklists' tasks read back, so a missed task webhook costs minutes.
+    track_interval_seconds: int = env_field("OFFBOARD_TRACK_INTERVAL_SECONDS", 300, ge=0)
     defer_seconds: int = env_field("OFFBOARD_DEFER_SECONDS", 900, ge=1)
     link_max_age_days: int = env_field("OFFBOARD_LINK_MAX_AGE_DAYS", 30, ge=1, le=365)
     survey_fatigue_days: int = env_field("OFFBOARD_SURVEY_FATIGUE_DAYS", 90, ge=0, le=3650)

@@ -36,6 +36,7 @@ from connector.usecases.events import EventProcessor
 from connector.usecases.offboarding import Playbooks
 from connector.usecases.performing import ActionPerformer
 from connector.usecases.sweep import SweepReport, sweep
+from connector.usecases.tracking import track
 
 log = logging.getLogger("offboard.worker")
 
@@ -80,6 +81,7 @@ class Worker:
         """Process what is due now; return how many events and actions were handled."""
         if self._sweeps_inline:
             self.sweep_when_due()
+            self.track_when_due()
         return self.process_events() + self.execute_due_actions()
 
     def run_until_idle(self, max_ticks: int = 100) -> int:
@@ -267,6 +269,10 @@ class Worker:
                 self.sweep_when_due(stop)
             except Exception:  # the next schedule tries again
                 log.exception("worker %s: the contract-end sweep failed", self.worker_id)
+            try:
+                self.track_when_due()
+            except Exception:  # the next schedule tries again
+                log.exception("worker %s: the tracking pass failed", self.worker_id)
             stop.wait(self.settings.worker_poll_seconds)
 
     def _stop_sweeper(self, sweeper: threading.Thread) -> None:
@@ -285,6 +291,17 @@ class Worker:
             due = queue.take_schedule(session, "sweep", now=now, interval=timedelta(seconds=interval))
         if due:
             self.sweep(now, stop=stop)
+
+    def track_when_due(self) -> None:
+        """Run the tracking pass (open checklists' tasks read back) if this worker moves its schedule."""
+        interval = self.settings.track_interval_seconds
+        if interval <= 0:
+            return
+        now = self.clock()
+        with self.store.session() as session:
+            due = queue.take_schedule(session, "track", now=now, interval=timedelta(seconds=interval))
+        if due:
+            track(self.settings, self.store, self.adapters, now, actor=self.worker_id)
 
     def sweep(self, now: datetime | None = None, *, stop: threading.Event | None = None) -> SweepReport:
         return sweep(self.settings, self.store, self.adapters, self.playbooks, now or self.clock(), stop=stop)

@@ -5,6 +5,9 @@ when an earlier attempt's outcome is unknown), so an action retried after an unk
 never writes twice. Property updates are naturally idempotent; a referral's contact is
 unique by email in HubSpot. Many actions' writes share HubSpot's batch calls
 (``batches.BatchWriter``); deals are read one at a time or many together (``deals.DealReader``).
+Checklist tasks are read back in batches (``tasks``), a task's status change arrives as a
+webhook event that needs no read, and the offboarding record is a file and a note on the deal
+(``record_file.RecordFiler``).
 """
 
 from __future__ import annotations
@@ -24,16 +27,19 @@ from adapters.base import (
     NoteBatches,
     OutcomeAware,
     PropertyBatches,
+    RecordWriter,
     Results,
     SweepWindow,
     TaskBatches,
+    TaskReader,
     Write,
 )
-from adapters.hubspot import records
+from adapters.hubspot import records, tasks, webhook
 from adapters.hubspot.api import HubSpotApi
 from adapters.hubspot.batches import OBJECT_TYPES, SETUP_HINT, BatchWriter, one
 from adapters.hubspot.deals import DealReader
 from adapters.hubspot.once import CreateOnce
+from adapters.hubspot.record_file import RecordFiler
 from adapters.hubspot.records import day
 from adapters.hubspot.settings import HubSpotSettings
 from adapters.hubspot.setup import EXIT_CATEGORY, LAST_EXIT_SCORE, LAST_SURVEY_KIND, REFERRED_BY
@@ -46,8 +52,11 @@ from connector.models import (
     Invite,
     NoteSpec,
     PropertyUpdate,
+    RecordSpec,
     ReferralSpec,
+    TaskChange,
     TaskSpec,
+    TaskState,
 )
 
 DAILY_RESERVE = 0.1  # share of the daily budget kept for urgent writes (tasks) and other apps
@@ -77,23 +86,43 @@ class HubSpotAdapter:
             contract_end=self.contract_end_property,
             clock=clock,
         )
+        self.filer = RecordFiler(api, self.once, clock)
+        self.user_owners = tasks.UserOwners(api)
         self._account: str | None = None
+        self._ui_domain = "app.hubspot.com"
 
     @property
     def account(self) -> str:
         """The portal id, read once: runs are keyed by it, and webhooks must come from it."""
         if self._account is None:
-            self._account = str(self.api.account_details()["portalId"])
+            details = self.api.account_details()
+            self._ui_domain = str(details.get("uiDomain") or self._ui_domain)  # app-eu1… for EU portals
+            self._account = str(details["portalId"])
         return self._account
 
     # --- inbound and reads (``deals.DealReader``) ----------------------------
 
-    def interpret(self, kind: str, payload: dict[str, Any]) -> DealChange | None:
-        return self.deals.interpret(kind, payload)
+    def interpret(self, kind: str, payload: dict[str, Any]) -> DealChange | TaskChange | None:
+        """A task's status change says what it means (no call); a stage change reads the deal."""
+        change = webhook.task_change(kind, payload)
+        return change if change is not None else self.deals.interpret(kind, payload)
 
-    def interpret_many(self, events: Sequence[tuple[str, dict[str, Any]]]) -> Results[DealChange | None]:
+    def interpret_many(
+        self, events: Sequence[tuple[str, dict[str, Any]]]
+    ) -> Results[DealChange | TaskChange | None]:
         """The events' deals read together: a few batch reads for a hundred deals."""
-        return self.deals.interpret_many(events)
+        changes = [webhook.task_change(kind, payload) for kind, payload in events]
+        rest = [event for event, change in zip(events, changes, strict=True) if change is None]
+        deals = iter(self.deals.interpret_many(rest) if rest else [])
+        return [change if change is not None else next(deals) for change in changes]
+
+    def read_tasks(self, task_ids: Sequence[str], changed_since: datetime | None = None) -> list[TaskState]:
+        """Checklist tasks as HubSpot holds them: 100 per batch read, deleted ones left out."""
+        return tasks.read_tasks(self.api, task_ids, changed_since, self.user_owners)
+
+    def task_url(self, task_id: str) -> str | None:
+        portal = self.account  # read first: it learns the portal's app domain too
+        return tasks.task_url(self._ui_domain, portal, task_id)
 
     def fetch_deal(self, deal_id: str) -> Deal:
         return self.deals.fetch(deal_id)
@@ -137,6 +166,10 @@ class HubSpotAdapter:
             if exc.status == 400:
                 raise CrmPermanent(f"{exc} {SETUP_HINT}", status=400, detail=exc.detail) from exc
             raise
+
+    def write_record(self, record: RecordSpec, key: str) -> str:
+        """The record as a private file in HubSpot and a note on the deal that carries it, once."""
+        return self.filer.write(record, key)
 
     def send_invite(self, invite: Invite, key: str) -> str:
         """Set the contact properties the admin's workflow emails from, and log a note."""
@@ -267,3 +300,5 @@ if TYPE_CHECKING:  # mypy checks the adapter against both ports
     _property_batches: type[PropertyBatches] = HubSpotAdapter
     _invite_batches: type[InviteBatches] = HubSpotAdapter
     _deal_batches: type[DealBatches] = HubSpotAdapter
+    _task_reader: type[TaskReader] = HubSpotAdapter
+    _record_writer: type[RecordWriter] = HubSpotAdapter

@@ -14,6 +14,7 @@ Records come back as the SDK's models (``.id``, ``.properties``, ``.associations
 from __future__ import annotations
 
 import importlib
+import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -140,12 +141,13 @@ class HubSpotApi:
                 found[str(result._from.id)] = list(result.to or [])
         return found
 
-    def owner(self, owner_id: str) -> Any:
+    def owner(self, owner_id: str, *, by: str = "id") -> Any:
+        """An owner by its owner id, or (``by="userId"``) by the HubSpot user behind it."""
         return self._send(
             f"read owner {owner_id}",
             self._owners.get_by_id_with_http_info,
             owner_id,
-            id_property="id",
+            id_property=by,
         )
 
     def search(
@@ -217,6 +219,28 @@ class HubSpotApi:
         api = self._api(object_type, "batch_api")
         answer = self._send(f"update {object_type}", api.update_with_http_info, batch)
         return refused_ids(answer, f"update {object_type}")
+
+    # --- files (the offboarding record) -------------------------------------
+
+    def upload_file(self, path: str, *, name: str, folder_path: str, options: Mapping[str, Any]) -> Any:
+        """POST /files/v3/files (multipart): the file at ``path`` as ``name`` in ``folder_path``.
+
+        The SDK reads the file part from a path on disk (``ApiClient.files_parameters``), so the
+        caller writes the content to a file first; ``options`` is the JSON part (``access`` is
+        required by HubSpot)."""
+        return self._send(
+            f"upload the file {name}",
+            self._files.upload_with_http_info,
+            file=path,
+            file_name=name,
+            folder_path=folder_path,
+            options=json.dumps(dict(options)),
+        )
+
+    def search_files(self, name: str) -> list[Any]:
+        """GET /files/v3/files/search: the files whose name contains ``name`` (one page of 100)."""
+        found = self._send(f"search the files named {name}", self._files.do_search_with_http_info, name=name)
+        return list(found.results or [])
 
     # --- properties (offboard hubspot setup) -----------------------------
 
@@ -304,6 +328,10 @@ class HubSpotApi:
     @cached_property
     def _properties(self) -> Any:
         return self._client.crm.properties.core_api
+
+    @cached_property
+    def _files(self) -> Any:
+        return self._client.files.files_api
 
 
 def _auth(token: str | None) -> dict[str, Any]:

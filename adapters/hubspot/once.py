@@ -69,6 +69,15 @@ class CreateOnce:
         """Whether an earlier attempt of ``key`` may have written: only then is it searched for."""
         return key in self._settles or key in self._unsure
 
+    def lost(self, key: str) -> None:
+        """This process lost the answer of a write of ``key`` that is not a record created here
+        (the offboarding record's file upload): the next attempt looks before writing again."""
+        self._unsure.setdefault(key, self.api.limits.now())
+
+    def too_soon(self, key: str) -> bool:
+        """Whether a search for ``key`` could still miss what a lost attempt wrote (the index lag)."""
+        return self._too_soon(key)
+
     def create(self, object_type: str, inputs: list[dict[str, Any]], key: str) -> list[str]:
         """Create what no earlier attempt of ``key`` did; every id, in order."""
         outcome = self.create_many(object_type, [(key, inputs)])[key]

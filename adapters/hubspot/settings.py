@@ -28,6 +28,7 @@ class HubSpotSettings(CrmSettings):
         "crm.schemas.deals.write",
         "crm.schemas.contacts.read",
         "crm.schemas.contacts.write",
+        "files",  # the offboarding record, uploaded to the file manager (Files API)
     )
 
     access_token: SecretStr | None = env_field("HUBSPOT_ACCESS_TOKEN")

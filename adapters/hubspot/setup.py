@@ -4,6 +4,9 @@ HubSpot has no API to send its NPS/CSAT/CES surveys, so a survey send sets conta
 properties and a HubSpot workflow (which the admin builds once) emails the link.
 ``offboard_survey_ref`` changes once per send, never on a retry: it is the workflow's
 re-enrollment trigger, so a retried send cannot email the contact twice.
+
+The deal's checklist progress (``offboard_status``, ``offboard_progress``, ``offboard_next_due``,
+``offboard_playbook``) is written as deal properties that reports, views and workflows can use.
 """
 
 from __future__ import annotations
@@ -23,9 +26,14 @@ LAST_EXIT_SCORE = "offboard_last_exit_score"
 EXIT_CATEGORY = "offboard_exit_category"
 REFERRED_BY = "offboard_referred_by"
 OFFBOARDING_STATUS = "offboarding_status"
+OFFBOARD_STATUS = "offboard_status"
+OFFBOARD_PROGRESS = "offboard_progress"
+OFFBOARD_NEXT_DUE = "offboard_next_due"
+OFFBOARD_PLAYBOOK = "offboard_playbook"
 
 SURVEY_KINDS = ("nps", "csat", "ces", "referral")
 CATEGORIES = ("promoter", "passive", "detractor")
+CHECKLIST_STATES = ("not_started", "in_progress", "overdue", "needs_evidence", "complete", "cancelled")
 
 
 def _options(values: tuple[str, ...]) -> list[dict[str, Any]]:
@@ -35,7 +43,64 @@ def _options(values: tuple[str, ...]) -> list[dict[str, Any]]:
     ]
 
 
+def _labelled(values: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Options labelled as a CSM reads them: ``needs_evidence`` → "Needs evidence"."""
+    return [
+        {"label": v.replace("_", " ").capitalize(), "value": v, "display_order": n}
+        for n, v in enumerate(values)
+    ]
+
+
+PROGRESS: list[tuple[str, dict[str, Any]]] = [
+    (
+        "deals",
+        {
+            "name": OFFBOARD_STATUS,
+            "label": "Offboard status",
+            "description": "Where the deal's offboarding checklist stands (Offboard keeps it current).",
+            "type": "enumeration",
+            "field_type": "select",
+            "group_name": "dealinformation",
+            "options": _labelled(CHECKLIST_STATES),
+        },
+    ),
+    (
+        "deals",
+        {
+            "name": OFFBOARD_PROGRESS,
+            "label": "Offboard progress",
+            "description": 'Checklist tasks done out of all, e.g. "3/12" (set by Offboard).',
+            "type": "string",
+            "field_type": "text",
+            "group_name": "dealinformation",
+        },
+    ),
+    (
+        "deals",
+        {
+            "name": OFFBOARD_NEXT_DUE,
+            "label": "Offboard next due",
+            "description": "When the next open checklist task is due (set by Offboard).",
+            "type": "date",
+            "field_type": "date",
+            "group_name": "dealinformation",
+        },
+    ),
+    (
+        "deals",
+        {
+            "name": OFFBOARD_PLAYBOOK,
+            "label": "Offboard playbook",
+            "description": "The playbook the offboarding runs, as id@version (set by Offboard).",
+            "type": "string",
+            "field_type": "text",
+            "group_name": "dealinformation",
+        },
+    ),
+]
+
 PROPERTIES: list[tuple[str, dict[str, Any]]] = [
+    *PROGRESS,
     (
         "deals",
         {
@@ -183,4 +248,6 @@ Now, in HubSpot, build the workflow that emails Offboard's survey and referral l
      for a different email per kind if you like.
   4. Review, and turn the workflow on.
 Then, in your app's Webhooks settings, set the target URL to {public_url}/webhooks/hubspot
-and subscribe to deal.propertyChange for the dealstage property."""
+and subscribe to deal.propertyChange for the dealstage property, and to the tasks'
+hs_task_status changes (object.propertyChange, object type 0-27), so a completed task
+releases the steps that wait on it within seconds."""

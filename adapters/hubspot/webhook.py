@@ -1,7 +1,9 @@
 """HubSpot webhook bodies: a JSON array of up to 100 events, each kept as HubSpot sent it.
 
 The web layer stores every event (keyed by portal and ``eventId``) and answers at once; the
-worker later asks ``stage_change`` whether an event is a deal moving stage. Other events are
+worker later asks ``stage_change`` whether an event is a deal moving stage, and ``task_change``
+whether it is a checklist task's status changing (the app's generic ``object.propertyChange``
+subscription for tasks, objectTypeId ``0-27``, property ``hs_task_status``). Other events are
 stored and then ignored: HubSpot retries anything that is not a 2xx.
 """
 
@@ -13,9 +15,13 @@ from typing import Any
 
 from connector.errors import PayloadInvalid
 from connector.generic import load_json
+from connector.models import TaskChange
 
 MAX_EVENTS = 100
 DEAL_OBJECT_TYPE = "0-3"  # objectTypeId of deals in the generic object.* subscriptions
+TASK_OBJECT_TYPE = "0-27"  # objectTypeId of tasks (CRM-FACTS.md, "Webhooks for tasks")
+TASK_STATUS = "hs_task_status"
+COMPLETED = "COMPLETED"  # the other statuses (NOT_STARTED, IN_PROGRESS, WAITING, DEFERRED) are open
 
 
 @dataclass(frozen=True)
@@ -90,6 +96,26 @@ def stage_change(kind: str, payload: dict[str, Any]) -> StageChange | None:
         portal_id=str(payload.get("portalId")),
         deal_id=str(payload["objectId"]),
         stage_id=str(payload["propertyValue"]),
+        occurred_at=_millis(payload.get("occurredAt")),
+    )
+
+
+def task_change(kind: str, payload: dict[str, Any]) -> TaskChange | None:
+    """A task's new status when the event is a task's ``hs_task_status`` changing, else None.
+
+    The event carries the new value (``propertyValue``), so no read is needed to know whether the
+    task is now completed or open again (re-opened, or set back to in progress / waiting).
+    """
+    if kind != "object.propertyChange" or str(payload.get("objectTypeId")) != TASK_OBJECT_TYPE:
+        return None
+    status = payload.get("propertyValue")
+    if payload.get("propertyName") != TASK_STATUS or not isinstance(status, str) or not status:
+        return None
+    if not _is_id(payload.get("objectId")):
+        return None
+    return TaskChange(
+        task_id=str(payload["objectId"]),
+        completed=status == COMPLETED,
         occurred_at=_millis(payload.get("occurredAt")),
     )
 

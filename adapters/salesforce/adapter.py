@@ -8,6 +8,8 @@ Opportunity, Account and contact (``writes``); field updates are a PATCH on the 
 or a Collections PATCH for many (``batches``); survey sends are a SurveyInvitation or an
 ``emailSimple`` action, logged either way as a completed Task (``sends``); a referral is
 a Lead (``referrals``). A record refused inside a batch fails only its own action.
+The checklist is read back (``checklist``: task events, Tasks 200 to a query with their
+files), and the offboarding record goes on the Opportunity as a file and a note (``files``).
 
 No duplicates after an unknown outcome: see ``adapters.salesforce.tasks`` and
 ``adapters.salesforce.attempts`` (what an attempt wrote is looked for only when its
@@ -23,6 +25,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import adapters.salesforce.batches as batches
+import adapters.salesforce.checklist as checklist
 import adapters.salesforce.ids as ids
 import adapters.salesforce.soql as soql
 from adapters.base import Connection, Ending, Results, SweepWindow, Write
@@ -30,6 +33,7 @@ from adapters.salesforce.attempts import Attempts
 from adapters.salesforce.auth import choose, installed
 from adapters.salesforce.budget import ApiBudget
 from adapters.salesforce.client import API_VERSION, SalesforceClient
+from adapters.salesforce.files import RecordWriter
 from adapters.salesforce.picklists import TaskPicklists
 from adapters.salesforce.records import CRM, resolve, to_deal
 from adapters.salesforce.referrals import ReferralWriter
@@ -45,8 +49,11 @@ from connector.models import (
     Invite,
     NoteSpec,
     PropertyUpdate,
+    RecordSpec,
     ReferralSpec,
+    TaskChange,
     TaskSpec,
+    TaskState,
 )
 from connector.settings import Settings
 
@@ -81,6 +88,8 @@ class SalesforceAdapter:
             self.tasks, survey_ids=dict(survey_ids or {}), community_id=community_id, clock=clock
         )
         self.referrals = ReferralWriter(client, self.fetch_deal)
+        self.task_reads = checklist.TaskReads(client)
+        self.records = RecordWriter(client, self.notes, self.attempts)
 
     @classmethod
     def for_connection(cls, connection: Connection) -> SalesforceAdapter:
@@ -139,16 +148,22 @@ class SalesforceAdapter:
 
     # --- inbound -----------------------------------------------------------
 
-    def interpret(self, kind: str, payload: dict[str, Any]) -> DealChange | None:
-        """A closed Opportunity, fetched whole; an open one is a re-opening; None for other objects.
+    def interpret(self, kind: str, payload: dict[str, Any]) -> DealChange | TaskChange | None:
+        """A closed Opportunity, fetched whole; an open one is a re-opening; a task event is a
+        ``TaskChange`` (completed, re-opened, or changed: ``checklist``); None for other objects.
 
         Outbound messages arrive out of order, so the Opportunity is fetched and its
         state now decides: a stale "open" message never cancels a run of a closed deal.
         """
+        change = checklist.task_change(kind, payload)
+        if change is not None:
+            return change
         record_id = batches.opportunity_id(kind, payload)
         return None if record_id is None else batches.interpret(payload, self.fetch_deal(record_id))
 
-    def interpret_many(self, events: Sequence[tuple[str, dict[str, Any]]]) -> Results[DealChange | None]:
+    def interpret_many(
+        self, events: Sequence[tuple[str, dict[str, Any]]]
+    ) -> Results[DealChange | TaskChange | None]:
         """What each event means, as ``interpret``; the Opportunities read 200 to a query."""
         return batches.interpret_many(self.client, events, self._extra_fields(), self._deal)
 
@@ -170,6 +185,15 @@ class SalesforceAdapter:
                 day = date.fromisoformat(str(end)[:10])
                 listed.append(Ending(crm=self.name, account=self.account, id=record["Id"], contract_end=day))
         return listed
+
+    def read_tasks(self, task_ids: Sequence[str], changed_since: datetime | None = None) -> list[TaskState]:
+        """The checklist Tasks as the org holds them, 200 to a query, with their files (``checklist``)."""
+        return self.task_reads.read(task_ids, changed_since)
+
+    def task_url(self, task_id: str) -> str | None:
+        """The Task's Lightning page on the org's instance (known once logged in)."""
+        check_id(task_id, "Task")
+        return f"https://{self.client.instance()}/lightning/r/Task/{task_id}/view"
 
     def _deal(self, record: dict[str, Any]) -> Deal:
         return to_deal(record, account=self.account, type_field=self.type_field, end_field=self.end_field)
@@ -194,6 +218,10 @@ class SalesforceAdapter:
         """PATCH the record: setting the same values again is harmless, so no marker is needed."""
         sobject, fields = batches.field_values(update)
         self.client.rest(f"sobjects/{sobject}/{update.object_id}", method="PATCH", json=fields)
+
+    def write_record(self, record: RecordSpec, key: str) -> str:
+        """The record as a file on the Opportunity and a note naming it, once for ``key`` (``files``)."""
+        return self.records.write(record, key)
 
     def record_answer(self, answer: AnswerSpec, key: str) -> str:
         """The answer on the contact (three custom fields) and as a note on the deal and contact."""

@@ -7,7 +7,8 @@ a record twice in one request); a record it refuses fails only its own action.
 
 The inbound events of many Opportunities are read with one SOQL ``IN`` query per 200
 Opportunities, each with its Account, Owner, contract fields and contact roles, and each
-event is then read exactly as ``interpret`` reads one.
+event is then read exactly as ``interpret`` reads one. A task event needs no read: it is a
+``TaskChange`` (``checklist``).
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ from typing import Any
 import adapters.salesforce.ids as ids
 import adapters.salesforce.soql as soql
 from adapters.base import Results, Write
+from adapters.salesforce.checklist import task_change
 from adapters.salesforce.client import SalesforceClient
 from adapters.salesforce.collections import chunks, write_all
 from adapters.salesforce.writes import check_id
 from connector.errors import CrmError, CrmPermanent, PayloadInvalid, SettingsInvalid
-from connector.models import Deal, DealChange, PropertyUpdate
+from connector.models import Deal, DealChange, PropertyUpdate, TaskChange
 
 SOBJECTS = {"deal": "Opportunity", "company": "Account", "contact": "Contact"}
 
@@ -40,11 +42,15 @@ def api_name(name: str) -> str:
 
 
 def field_values(update: PropertyUpdate) -> tuple[str, dict[str, Any]]:
-    """The sObject and the field values of an update; CrmPermanent for a bad id or field name."""
+    """The sObject and the field values of an update; CrmPermanent for a bad id or field name.
+
+    An empty value clears the field: Salesforce takes null for that on every field type, while
+    an empty string is refused by date, number and picklist fields (INVALID_TYPE_ON_FIELD_IN_RECORD).
+    """
     sobject = SOBJECTS[update.object]
     check_id(update.object_id, sobject)
     try:
-        return sobject, {api_name(name): value for name, value in update.properties.items()}
+        return sobject, {api_name(name): value or None for name, value in update.properties.items()}
     except SettingsInvalid as exc:
         raise CrmPermanent(f"salesforce: {exc}", status=400) from exc
 
@@ -96,7 +102,7 @@ def interpret_many(
     events: Sequence[tuple[str, dict[str, Any]]],
     extra: Sequence[str],
     to_deal: Callable[[dict[str, Any]], Deal],
-) -> Results[DealChange | None]:
+) -> Results[DealChange | TaskChange | None]:
     """What each event means, as ``interpret``; the Opportunities read 200 to a query.
 
     An event's own problem (no Id: PayloadInvalid; an Opportunity the org does not have:
@@ -105,7 +111,7 @@ def interpret_many(
     wanted: list[Any] = []
     for kind, payload in events:
         try:
-            wanted.append(opportunity_id(kind, payload))
+            wanted.append(task_change(kind, payload) or opportunity_id(kind, payload))
         except PayloadInvalid as exc:
             wanted.append(exc)
     records: dict[str, dict[str, Any] | CrmError] = {}
@@ -117,7 +123,7 @@ def interpret_many(
     results: list[Any] = []
     for (_, payload), want in zip(events, wanted, strict=True):
         if not isinstance(want, str):
-            results.append(want)  # not an Opportunity (None), or no Id (PayloadInvalid)
+            results.append(want)  # a task event, not an Opportunity (None), or no Id (PayloadInvalid)
             continue
         record = records.get(ids.short(want))
         if record is None:

@@ -119,6 +119,10 @@ class SalesforceClient:
         """A REST call under ``/services/data/vXX.X/``; None for 204 No Content."""
         return self.call(lambda sf: sf.restful(path, method=method, **kwargs))
 
+    def instance(self) -> str:
+        """The org's instance host (``acme.my.salesforce.com``), logging in first if need be."""
+        return str(self._connected().sf_instance)
+
     def query(self, soql: str) -> list[dict[str, Any]]:
         return list(self.query_pages(soql))
 

@@ -11,6 +11,12 @@ custom header) and the body::
                 "LastModifiedDate": "2026-11-20T15:00:00.000Z"},
      "eventId": "…"}                            a delivery id for deduplication
 
+A Flow on Task tells Offboard that a checklist task was completed or re-opened: the same
+body with ``"event": "task.completed"`` or ``"task.reopened"`` and the Task's id as
+``recordId`` (``00T…``); without ``event`` a callout is about an Opportunity, as before.
+Task events are stored under their event name as kind (a dot never appears in an sObject
+name, so they cannot meet an outbound message's kind).
+
 Each callout needs ``eventId`` or, in ``fields``, the change's time
 (``LastModifiedDate`` or ``SystemModstamp``): a delivery is recognised by its
 ``eventId``, else by a hash of its content, time included. Without a time a
@@ -25,7 +31,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -36,6 +42,8 @@ SECRET_HEADER = "X-Offboard-Secret"
 # Fields that hold the time of the change: either makes two identical-looking changes differ.
 CHANGE_TIME_FIELDS = ("LastModifiedDate", "SystemModstamp")
 Scalar = str | int | float | bool | None
+TASK_EVENTS = ("task.completed", "task.reopened")
+TASK_PREFIX = "00T"  # the key prefix of Task ids
 
 
 class FlowCallout(BaseModel):
@@ -44,11 +52,19 @@ class FlowCallout(BaseModel):
     recordId: str = Field(pattern=r"^[a-zA-Z0-9]{15}(?:[a-zA-Z0-9]{3})?$")
     fields: dict[str, Scalar] = Field(default_factory=dict, max_length=500)
     eventId: str | None = Field(default=None, min_length=1, max_length=200)
+    event: Literal["task.completed", "task.reopened"] | None = None
+
+    @property
+    def kind(self) -> str:
+        """How the event is stored: ``opportunity``, or the task event's name."""
+        return self.event or "opportunity"
 
     @property
     def payload(self) -> dict[str, Any]:
-        """Stored like an outbound notification's fields, so one ``interpret`` reads both."""
-        return {**self.fields, "Id": self.recordId}
+        """Stored like an outbound notification's fields, so one ``interpret`` reads both; a task
+        event keeps its name, so two events about one Task at one time never hash alike."""
+        extra = {"event": self.event} if self.event else {}
+        return {**self.fields, "Id": self.recordId, **extra}
 
     @property
     def event_key(self) -> str:
@@ -81,4 +97,7 @@ def parse(body: bytes) -> FlowCallout:
     if callout.eventId is None and not any(callout.fields.get(name) for name in CHANGE_TIME_FIELDS):
         problem = "required unless fields carry the change's time (LastModifiedDate or SystemModstamp)"
         raise PayloadInvalid(f"eventId is {problem}", details=[{"field": "eventId", "problem": problem}])
+    if callout.event and not callout.recordId.startswith(TASK_PREFIX):
+        problem = f"a {callout.event} event needs the Task's id (00T…)"
+        raise PayloadInvalid(f"recordId: {problem}", details=[{"field": "recordId", "problem": problem}])
     return callout

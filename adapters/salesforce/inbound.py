@@ -99,7 +99,7 @@ class FlowCalloutSource:
         event = InboundEvent(
             account=account,
             event_key=callout.event_key,
-            kind="opportunity",
+            kind=callout.kind,
             payload=callout.payload,
         )
         return Delivery([event])

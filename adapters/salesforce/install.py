@@ -5,7 +5,8 @@ this is the plugin's side of the core's ``OAuthApp``. Salesforce's token answer 
 expiry: a session lasts the org's session timeout (two hours by default), so a session is
 treated as ending ``SESSION_LIFETIME`` after it was issued and refreshed before that; a session
 ended early (a shorter timeout, a revoked session) answers INVALID_SESSION_ID, and the client
-logs in again then. Once installed, the org is checked for the fields Offboard reads.
+logs in again then. Once installed, the org is checked for the fields Offboard reads, and
+for the Opportunity fields where it shows a checklist's progress.
 """
 
 from __future__ import annotations
@@ -25,6 +26,14 @@ if TYPE_CHECKING:
     import requests
 
 SESSION_LIFETIME = timedelta(hours=2)  # Salesforce's default session timeout
+# The Opportunity fields that show a checklist's progress (docs/salesforce.md, manifest.json).
+PROGRESS_FIELDS = {
+    "Offboard_Status__c": "Picklist",
+    "Offboard_Progress__c": "Text (20)",
+    "Offboard_Next_Due__c": "Date",
+    "Offboard_Playbook__c": "Text (255)",
+}
+STATUS_VALUES = ("not_started", "in_progress", "overdue", "needs_evidence", "complete", "cancelled")
 
 
 class SalesforceApp:
@@ -108,10 +117,30 @@ class SalesforceApp:
                     f"The Opportunity field {path} ({variable}) does not exist in this org: create it, or "
                     f"name yours with `offboard connections set salesforce {adapter.account} …`."
                 )
+        notes += progress_missing(adapter.client.rest("sobjects/Opportunity/describe"))
         task = adapter.client.rest("sobjects/Task/describe")
         if not task.get("createable", True):
             notes.append("The integration user cannot create Tasks: grant it Create on Task.")
         return notes
+
+
+def progress_missing(describe: dict[str, Any]) -> list[str]:
+    """What the Opportunity lacks of the progress fields: each missing field, and the status
+    values its picklist does not have."""
+    described = {f["name"]: f for f in describe.get("fields", [])}
+    notes = [
+        f"The Opportunity field {name} ({kind}) does not exist in this org: create it to see "
+        "the checklist's progress on the Opportunity (docs/salesforce.md, Fields to create)."
+        for name, kind in PROGRESS_FIELDS.items()
+        if name not in described
+    ]
+    status = described.get("Offboard_Status__c")
+    if status is not None:
+        values = {v.get("value") for v in status.get("picklistValues") or [] if v.get("active", True)}
+        lacking = [v for v in STATUS_VALUES if v not in values]
+        if lacking:
+            notes.append(f"The picklist Offboard_Status__c lacks the values {', '.join(lacking)}: add them.")
+    return notes
 
 
 def _has_field(rest: Any, sobject: str, path: str) -> bool:

@@ -181,3 +181,55 @@ def links_of(document_ids: Sequence[str]) -> str:
 
 def survey_invitations(names: Sequence[str]) -> str:
     return format_soql("SELECT Id, Name FROM SurveyInvitation WHERE Name IN {names}", names=list(names))
+
+
+TASK_STATE_FIELDS = (
+    "Id",
+    "Status",
+    "IsClosed",
+    "CompletedDateTime",
+    "LastModifiedDate",
+    "LastModifiedById",
+    "OwnerId",
+    "Description",
+)
+
+
+def tasks_by_id(task_ids: Sequence[str], since: datetime | None = None, fresh: Sequence[str] = ()) -> str:
+    """Checklist Tasks as they are now; with ``since``, only those modified since then, or
+    among ``fresh`` (given a file since then, which does not touch the Task)."""
+    query = format_soql(
+        "SELECT {fields:literal} FROM Task WHERE Id IN {ids}",
+        fields=", ".join(TASK_STATE_FIELDS),
+        ids=list(task_ids),
+    )
+    if since is None:
+        return query
+    changed = format_soql("LastModifiedDate >= {since}", since=since)
+    if fresh:
+        changed = "(" + changed + format_soql(" OR Id IN {fresh}", fresh=list(fresh)) + ")"
+    return f"{query} AND {changed}"
+
+
+def files_on(record_ids: Sequence[str]) -> str:
+    """The files linked to these records (Salesforce requires the LinkedEntityId filter)."""
+    return format_soql(
+        "SELECT LinkedEntityId, ContentDocumentId, ContentDocument.Title, SystemModstamp "
+        "FROM ContentDocumentLink WHERE LinkedEntityId IN {ids}",
+        ids=list(record_ids),
+    )
+
+
+def versions_titled(title: str, record_id: str) -> str:
+    """The files with this title first published on this record: where a file an attempt
+    uploaded is found."""
+    return format_soql(
+        "SELECT Id, ContentDocumentId FROM ContentVersion "
+        "WHERE Title = {title} AND FirstPublishLocationId = {record_id}",
+        title=title,
+        record_id=record_id,
+    )
+
+
+def version(version_id: str) -> str:
+    return format_soql("SELECT ContentDocumentId FROM ContentVersion WHERE Id = {id}", id=version_id)

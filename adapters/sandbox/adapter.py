@@ -20,6 +20,7 @@ from sqlalchemy import delete, or_, select
 
 from adapters.base import CrmPermanent, CrmRateLimited, CrmTransient, Ending, SweepWindow
 from adapters.sandbox.batches import OneByOne
+from adapters.sandbox.checklist import SandboxChecklist
 from adapters.sandbox.samples import sample_deals
 from adapters.sandbox.tables import (
     SandboxContact,
@@ -40,7 +41,7 @@ FAULT_KINDS = ("transient", "rate_limited", "permanent", "lost_reply")
 ANSWER_PROPERTIES = ("offboard_last_survey_kind", "offboard_last_exit_score", "offboard_exit_category")
 
 
-class SandboxAdapter(OneByOne):
+class SandboxAdapter(OneByOne, SandboxChecklist):
     name = "sandbox"
 
     def __init__(self, store: Store) -> None:

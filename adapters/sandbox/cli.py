@@ -21,6 +21,8 @@ SANDBOX_OPERATIONS = [
     "create_referral",
     "fetch_deal",
     "deals_ending",
+    "read_tasks",
+    "write_record",
 ]
 HIDDEN = "<hidden: --reveal-links shows it>"
 
@@ -179,9 +181,68 @@ def sandbox_seed() -> None:
     )
 
 
+@sandbox.group("task")
+def sandbox_task() -> None:
+    """Do what a CSM does to a task in the CRM: complete it, re-open it, add its evidence.
+
+    The next tracking pass (OFFBOARD_TRACK_INTERVAL_SECONDS) reads the change back.
+    """
+
+
+@sandbox_task.command("complete")
+@click.argument("task_id")
+@click.option("--by", default=None, help="the CRM user who completed it")
+@click.option("--evidence", default=None, help="add an 'Evidence:' line saying what was done")
+def sandbox_task_complete(task_id: str, by: str | None, evidence: str | None) -> None:
+    """Mark a task completed."""
+    _change(lambda crm: crm.complete_task(task_id, by=by, evidence=evidence))
+    click.echo(f"task {task_id} completed" + (" with evidence" if evidence else ""))
+
+
+@sandbox_task.command("reopen")
+@click.argument("task_id")
+def sandbox_task_reopen(task_id: str) -> None:
+    """Mark a completed task open again."""
+    _change(lambda crm: crm.reopen_task(task_id))
+    click.echo(f"task {task_id} is open again")
+
+
+@sandbox_task.command("evidence")
+@click.argument("task_id")
+@click.option("--text", default=None, help="what was done (an 'Evidence:' line on the task)")
+@click.option("--file", "file_name", default=None, help="the name of a file attached to the task")
+def sandbox_task_evidence(task_id: str, text: str | None, file_name: str | None) -> None:
+    """Add evidence to a task: a line of text, or an attached file."""
+    if not text and not file_name:
+        raise click.UsageError("give --text or --file")
+    _change(lambda crm: crm.add_evidence(task_id, text=text, file=file_name))
+    click.echo(f"evidence added to task {task_id}")
+
+
+@sandbox.command("files")
+@click.option("--deal", default=None, help="only this deal's files")
+def sandbox_files(deal: str | None) -> None:
+    """The files on deals (the offboarding records)."""
+    files = _sandbox_crm().files(deal)
+    if not files:
+        click.echo("the sandbox CRM holds no files")
+    for item in files:
+        click.echo(
+            f"deal {item.deal_id}: {item.filename} "
+            f"({len(item.content)} characters, {item.created_at:%Y-%m-%d})"
+        )
+
+
+def _change(what: Any) -> None:
+    try:
+        what(_sandbox_crm())
+    except LookupError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
 def _print_tasks(tasks: list[Any]) -> None:
     for task in tasks:
         click.echo(
             f"  {task.due_at:%a %d %b %Y}  [{task.priority:<6}] {task.subject}  "
-            f"(owner {task.owner_id or '-'}, {task.type})"
+            f"(task {task.id}, owner {task.owner_id or '-'}, {task.type}, {task.status})"
         )

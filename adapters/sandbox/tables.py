@@ -40,6 +40,11 @@ class SandboxTask(Base):
     company_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     contact_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    # What a person does to the task in the sandbox CRM (``offboard sandbox task``).
+    completed_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    completed_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    attachments: Mapped[Any] = mapped_column(JsonType, nullable=True, default=list)
+    modified_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
 
 
 class SandboxNote(Base):
@@ -51,6 +56,21 @@ class SandboxNote(Base):
     body: Mapped[str] = mapped_column(Text)
     company_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     contact_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class SandboxFile(Base):
+    """A file attached to a deal (the offboarding record), with the note that carries it."""
+
+    __tablename__ = "sandbox_files"
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=True)
+    marker: Mapped[str] = mapped_column(String(80), unique=True)
+    deal_id: Mapped[str] = mapped_column(String(64), index=True)
+    filename: Mapped[str] = mapped_column(String(255))
+    content_type: Mapped[str] = mapped_column(String(100))
+    content: Mapped[str] = mapped_column(Text)
+    note_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 

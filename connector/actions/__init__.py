@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from connector.actions.base import Handler
+from connector.actions.checklist import EscalationHandler, RecordHandler
 from connector.actions.deadline import DeadlineHandler
 from connector.actions.invites import ReferralHandler, SurveyHandler
 from connector.actions.writes import (
@@ -32,6 +33,8 @@ KINDS: tuple[type[Handler[Any]], ...] = (
     AnswerHandler,
     ReferralContactHandler,
     DeadlineHandler,
+    EscalationHandler,
+    RecordHandler,
 )
 URGENT_KINDS = frozenset(cls.kind for cls in KINDS if cls.urgent)
 

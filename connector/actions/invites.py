@@ -23,6 +23,7 @@ from connector.models import Invite, InviteKind, SurveyKind
 from connector.playbooks.loader import from_pinned
 from connector.playbooks.offsets import add_business_days
 from connector.store import Action, ContactTouch, Run
+from connector.usecases.accounts import account_settings
 from connector.usecases.uow import UnitOfWork
 
 
@@ -34,6 +35,9 @@ class InvitePayload(BaseModel):
     contact_id: str | None = None
     email: str | None = None
     run_id: int = 0  # not stored: the action's run, added when the payload is read
+    # Not stored either: an installed account's own brand, looked up before the send.
+    sender: str | None = None
+    reply_to: str | None = None
 
 
 class SurveyPayload(InvitePayload):
@@ -82,6 +86,12 @@ class _InviteHandler(Handler[Any]):
         payload = super().parse(action)
         return payload.model_copy(update={"run_id": action.run_id})
 
+    def before(self, uow: UnitOfWork, run: Run, action: Action, payload: Any) -> None:
+        """An installed account's invitations go out under its own brand."""
+        own = account_settings(uow.session, self.settings, run.crm, run.account)
+        if own is not None:
+            payload.sender, payload.reply_to = own.brand_name, own.brand_reply_to
+
     def perform(self, adapter: CrmAdapter, payload: Any, key: str) -> dict[str, Any]:
         return {"invite_id": adapter.send_invite(self.invite(payload), key)}
 
@@ -104,7 +114,7 @@ class _InviteHandler(Handler[Any]):
         """The invitation with its personal link, signed now."""
         if not payload.contact_id:
             raise CrmPermanent("the deal has no contact to send this to")
-        stored = payload.model_dump(mode="json", exclude={"run_id"})
+        stored = payload.model_dump(mode="json", exclude={"run_id", "sender", "reply_to"})
         purpose, claims = links.invite_claims(payload.run_id, self.kind, payload.step_id, stored)
         kind: InviteKind = claims["kind"]
         secret = self.settings.secret_key.get_secret_value()
@@ -115,8 +125,8 @@ class _InviteHandler(Handler[Any]):
             contact_id=payload.contact_id,
             email=payload.email,
             link=links.make_link(self.settings.public_url, secret, purpose, claims),
-            sender=self.settings.brand_name,
-            reply_to=self.settings.brand_reply_to,
+            sender=payload.sender or self.settings.brand_name,
+            reply_to=payload.reply_to or self.settings.brand_reply_to,
         )
 
 
@@ -138,6 +148,7 @@ class SurveyHandler(_InviteHandler):
     payload = SurveyPayload
 
     def before(self, uow: UnitOfWork, run: Run, action: Action, payload: SurveyPayload) -> None:
+        super().before(uow, run, action, payload)
         if payload.reminder or not payload.contact_id:
             return  # reminders belong to their own survey
         days = self.settings.survey_fatigue_days

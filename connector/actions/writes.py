@@ -14,6 +14,7 @@ from connector.actions.base import Handler
 from connector.errors import CrmError
 from connector.models import AnswerSpec, NoteSpec, PropertyUpdate, ReferralSpec, TaskSpec
 from connector.store import Action, Run
+from connector.usecases import checklist
 from connector.usecases.uow import UnitOfWork
 
 
@@ -43,6 +44,12 @@ class TaskHandler(Handler[TaskPayload]):
         assert isinstance(adapter, TaskBatches)
         tasks = [Write[Sequence[TaskSpec]](w.key, w.item.tasks, w.unsure_since) for w in writes]
         return [r if isinstance(r, CrmError) else {"task_ids": r} for r in adapter.create_tasks_many(tasks)]
+
+    def after(
+        self, uow: UnitOfWork, run: Run, action: Action, payload: TaskPayload, result: dict[str, Any]
+    ) -> None:
+        """The playbook's task steps among them join the run's live checklist."""
+        checklist.tasks_written(uow, self.settings, run, payload.tasks, [str(i) for i in result["task_ids"]])
 
 
 class NoteHandler(Handler[NoteSpec]):

@@ -10,6 +10,7 @@ import hashlib
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +18,10 @@ import yaml
 from pydantic import ValidationError
 
 from connector.errors import PlaybookError
-from connector.playbooks import limits
+from connector.playbooks import graph, limits
+from connector.playbooks.graph import WAITABLE
 from connector.playbooks.messages import describe, yaml_reason
-from connector.playbooks.model import PINNED, Playbook
+from connector.playbooks.model import PINNED, Playbook, Step
 from connector.playbooks.sandbox import nearest
 
 SUFFIXES = (".yaml", ".yml")
@@ -146,7 +148,7 @@ def load_all(paths: Iterable[Path]) -> list[LoadedPlaybook]:
 
 
 def step_problems(playbook: Playbook) -> list[str]:
-    """Problems a single playbook's steps have with each other."""
+    """Problems a single playbook's steps have with each other: ids, ``after`` links, the graph."""
     problems: list[str] = []
     index: dict[str, int] = {}
     for position, step in enumerate(playbook.steps):
@@ -157,36 +159,146 @@ def step_problems(playbook: Playbook) -> list[str]:
             )
         index.setdefault(step.id, position)
     for position, step in enumerate(playbook.steps):
-        after = step.body.after
-        if after is None:
-            continue
-        field = f"steps[{position}].{step.kind}.after"
+        problems.extend(_after_problems(playbook, position, step, index))
+        problems.extend(_when_problems(playbook, position, step, index))
+    cycles = _cycles(playbook)
+    problems.extend(cycles)
+    if not cycles and not problems:
+        problems.extend(_unreachable(playbook))
+        problems.extend(_deadline_problems(playbook))
+    return problems
+
+
+def _after_field(position: int, step: Step, item: int) -> str:
+    """``steps[3].task.after`` for one id, ``steps[3].task.after[1]`` for one of a list."""
+    field = f"steps[{position}].{step.kind}.after"
+    return f"{field}[{item}]" if len(step.after_ids) > 1 else field
+
+
+def _after_problems(playbook: Playbook, position: int, step: Step, index: dict[str, int]) -> list[str]:
+    problems = []
+    for item, after in enumerate(step.after_ids):
+        field = _after_field(position, step, item)
         if after not in index:
             guess = nearest(after, index)
             hint = f"; did you mean {guess}?" if guess else ""
             problems.append(f"{field}: no step has id {after!r}{hint} (ids: {', '.join(index)})")
         elif after == step.id:
             problems.append(f"{field}: a step cannot wait for itself")
-        elif step.body.when and step.body.when.score and playbook.steps[index[after]].kind != "survey":
-            problems.append(
-                f"{field}: `when.score` needs `after` to name a survey step; {after!r} is not one"
-            )
-    problems.extend(_cycles(playbook, index))
+        elif after in step.after_ids[:item]:
+            problems.append(f"{field}: {after!r} is listed twice")
+        else:
+            problem = _never_done(playbook.steps[index[after]], step)
+            if problem:
+                problems.append(f"{field}: {problem}")
     return problems
 
 
-def _cycles(playbook: Playbook, index: dict[str, int]) -> list[str]:
+def _never_done(before: Step, step: Step) -> str | None:
+    """Why waiting on ``before`` means waiting forever, if it does."""
+    if before.kind not in WAITABLE:
+        return (
+            f"{before.id!r} is a {before.kind} step, which nobody completes or answers, so this step "
+            "would never run: wait for a task (completed in the CRM) or a survey (answered)"
+        )
+    reminds = before.survey.reminds if before.survey else None
+    if reminds is not None:
+        what = "reminder" if step.survey is not None else "step"
+        return (
+            f"{before.id!r} is a reminder: its answers count for {reminds!r}, and this {what} "
+            f"would never run; wait for {reminds!r} instead"
+        )
+    if step.survey is not None and before.kind != "survey":
+        return f"a reminder follows a survey; {before.id!r} is a {before.kind} step"
+    return None
+
+
+def _when_problems(playbook: Playbook, position: int, step: Step, index: dict[str, int]) -> list[str]:
+    when = step.body.when
+    known = [i for i in step.after_ids if i in index]
+    if when is None or len(known) < len(step.after_ids):
+        return []
+    field = f"steps[{position}].{step.kind}.after"
+    surveys = [i for i in known if playbook.steps[index[i]].kind == "survey"]
+    if not surveys:
+        named = ", ".join(repr(i) for i in known)
+        return [
+            f"{field}: `when` tests a survey's answer, so it needs `after` to name a survey step; "
+            f"{named} {'is not one' if len(known) == 1 else 'are not'}"
+        ]
+    if len(surveys) > 1:
+        return [
+            f"{field}: `when` tests one survey's answer; `after` names {len(surveys)} surveys "
+            f"({', '.join(surveys)}): wait for one of them here"
+        ]
+    return []
+
+
+def _cycles(playbook: Playbook) -> list[str]:
+    """One problem per ``after`` link that is part of a cycle, through any kind of step."""
     problems = []
     for position, step in enumerate(playbook.steps):
-        seen = [step.id]
-        current = step.body.after
-        while current is not None and current in index and current not in seen:
-            seen.append(current)
-            current = playbook.steps[index[current]].body.after
-        if current == step.id and len(seen) > 1:
-            chain = " → ".join([*seen, step.id])
-            problems.append(f"steps[{position}].{step.kind}.after: `after` makes a cycle: {chain}")
+        for item, after in enumerate(step.after_ids):
+            if after == step.id:
+                continue  # said already: a step cannot wait for itself
+            chain = graph.path(playbook, after, step.id)
+            if chain is not None:
+                shown = " → ".join([step.id, *chain])
+                problems.append(f"{_after_field(position, step, item)}: `after` makes a cycle: {shown}")
     return problems
+
+
+def _unreachable(playbook: Playbook) -> list[str]:
+    """Steps that wait on conditions that never hold together, or on a step that never runs."""
+    laid = graph.order(playbook)
+    assert laid is not None  # cycles were reported first
+    rules = graph.score_rules(playbook, laid)
+    position = {step.id: i for i, step in enumerate(playbook.steps)}
+    never: set[str] = set()
+    problems = []
+    for step in laid:
+        field = f"steps[{position[step.id]}].{step.kind}"
+        doomed = next((i for i in step.after_ids if i in never), None)
+        if doomed is not None:
+            never.add(step.id)
+            item = step.after_ids.index(doomed)
+            problems.append(
+                f"{_after_field(position[step.id], step, item)}: waits on {doomed!r}, which can never "
+                f"run (see steps[{position[doomed]}]), so this step never runs either"
+            )
+            continue
+        for survey, held in rules[step.id].items():
+            if not graph.can_hold_together([bound for _, bound in held]):
+                never.add(step.id)
+                said = " and ".join(f"{who} ({graph.describe_range(survey, b)})" for who, b in held)
+                problems.append(
+                    f"{field}.after: never runs: it needs {said}; {survey} is answered once, "
+                    "so these never hold together"
+                )
+                break
+    return problems
+
+
+def _deadline_problems(playbook: Playbook) -> list[str]:
+    """``deadline: contract_end`` on a task the playbook itself plans after the contract end."""
+    if playbook.anchor != "contract_end":
+        return []  # the steps do not count from the contract end: only a deal can tell
+    # A business-day offset lands differently by weekday: a task is late by construction when it
+    # is late for a contract ending on any day of the week.
+    late: dict[str, int] = {}
+    for weekday in range(7):
+        anchor = date(2026, 1, 5) + timedelta(days=weekday)
+        days = graph.planned_days(playbook, anchor)
+        for step in playbook.steps:
+            if step.task is not None and step.task.deadline == "contract_end":
+                late[step.id] = min(late.get(step.id, 10**6), (days[step.id] - anchor).days)
+    return [
+        f"steps[{position}].task.deadline: the playbook plans this task at least {late[step.id]} "
+        "day(s) after the contract end it must be done by; give it, or the steps it waits on, "
+        "an earlier due"
+        for position, step in enumerate(playbook.steps)
+        if late.get(step.id, 0) > 0
+    ]
 
 
 def set_problems(loaded: list[LoadedPlaybook]) -> list[str]:

@@ -111,8 +111,10 @@ def unknown_key(loc: tuple[int | str, ...], data: Any) -> str:
 def _belongs_elsewhere(
     key: str, parent: tuple[int | str, ...], here: type[BaseModel] | None, data: Any
 ) -> str | None:
-    from connector.playbooks.model import STEP_KINDS, Step
+    from connector.playbooks.model import STEP_KINDS, TASK_ONLY, Step, TaskStep
 
+    if key in TASK_ONLY and here not in (None, Step, TaskStep) and _step_level(parent):
+        return f"only task steps take {key!r}: nobody completes a {parent[-1]} step"
     if here is Step:
         kind = next((k for k in STEP_KINDS if isinstance(_value_at(data, (*parent, k)), dict)), None)
         child = _model_at((*parent, kind)) if kind else None

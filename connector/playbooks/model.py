@@ -11,6 +11,7 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -195,8 +196,31 @@ Ident = Annotated[
 ]
 
 
+def _step_ids(value: Any) -> Any:
+    """``after: exit-nps`` is ``after: [exit-nps]``: one step id or a list of them."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list | tuple) and not value:
+        raise ValueError("name at least one step id, or leave `after` out")
+    return value
+
+
+def _dump_step_ids(value: list[str]) -> str | list[str]:
+    # One id dumps as it was always written, so the content hash of a playbook (and of the
+    # copy a run pinned) does not change for the files that name one step.
+    return value[0] if len(value) == 1 else list(value)
+
+
+StepIds = Annotated[
+    list[str],
+    BeforeValidator(_step_ids),
+    PlainSerializer(_dump_step_ids, return_type=str | list[str]),
+]
+
+
 class _Conditional(_Strict):
-    after: str | None = None
+    # The steps this one waits for, all of them: a task completed in the CRM, a survey answered.
+    after: StepIds | None = None
     when: When | None = None
 
     @model_validator(mode="after")
@@ -204,6 +228,28 @@ class _Conditional(_Strict):
         if self.when is not None and self.after is None:
             raise ValueError("`when` needs `after: <survey step id>` to say whose answer it tests")
         return self
+
+    @builtins.property
+    def after_ids(self) -> tuple[str, ...]:
+        """The steps this one waits for; empty when it waits for none."""
+        return tuple(self.after or ())
+
+
+def _positive(value: Offset) -> Offset:
+    if value.days <= 0:
+        raise ValueError(f"{value} is not after the due time: give a positive offset, e.g. 2bd")
+    return value
+
+
+class Escalation(_Strict):
+    """Who hears about a task still open ``overdue`` after its due time."""
+
+    overdue: Annotated[OffsetField, AfterValidator(_positive)]
+    to: Owner
+
+
+# Keys only a task step takes: nobody completes a note, survey, referral ask or property update.
+TASK_ONLY = ("evidence", "escalate", "deadline")
 
 
 class TaskStep(_Conditional):
@@ -213,6 +259,11 @@ class TaskStep(_Conditional):
     owner: Owner = "deal_owner"
     priority: TaskPriority = "normal"
     type: TaskType = "todo"
+    # Its completion needs evidence: an "Evidence:" line in the task, or a file attached to it.
+    evidence: Literal["required"] | None = None
+    escalate: Escalation | None = None
+    # It must be done by the deal's contract end; a projection past it puts the run at risk.
+    deadline: Literal["contract_end"] | None = None
 
 
 class NoteStep(_Conditional):
@@ -234,7 +285,17 @@ class SurveyStep(_Conditional):
     def _reminders_wait_for_no_answer(self) -> SurveyStep:
         if self.after is not None and (self.when is None or self.when.answered is not False):
             raise ValueError("a survey with `after` is a reminder: give it `when: {answered: false}`")
+        if self.after is not None and len(self.after) != 1:
+            raise ValueError(
+                f"a reminder follows exactly one survey; `after` names {len(self.after)}: "
+                + ", ".join(self.after)
+            )
         return self
+
+    @builtins.property
+    def reminds(self) -> str | None:
+        """The survey a reminder repeats (its link answers that one); None for a survey that asks."""
+        return self.after[0] if self.after else None
 
 
 AskKind = Literal["referral", "testimonial", "case_study"]
@@ -293,6 +354,14 @@ class Step(_Strict):
     def body(self) -> TaskStep | NoteStep | SurveyStep | ReferralStep | PropertyStep:
         return getattr(self, self.kind)  # type: ignore[no-any-return]
 
+    @builtins.property
+    def after_ids(self) -> tuple[str, ...]:
+        """The steps this one waits for (all of them); empty when it waits for none."""
+        return self.body.after_ids
+
+    def waits_on(self, step_id: str) -> bool:
+        return step_id in self.after_ids
+
 
 class ContractEndTrigger(_Strict):
     lead: OffsetField
@@ -315,3 +384,25 @@ class Playbook(_Strict):
     weekends: Literal["next_weekday", "keep"] = "next_weekday"
     trigger: Trigger = Field(default_factory=Trigger)
     steps: list[Step] = Field(min_length=1)
+
+    def step(self, step_id: str) -> Step:
+        """The step with id ``step_id`` (KeyError when there is none)."""
+        for step in self.steps:
+            if step.id == step_id:
+                return step
+        raise KeyError(step_id)
+
+    def dependants(self, step_id: str) -> list[Step]:
+        """The steps that wait on ``step_id`` (among others, maybe), in playbook order."""
+        return [step for step in self.steps if step.waits_on(step_id)]
+
+    def tasks_before(self, step: Step) -> tuple[str, ...]:
+        """The task steps ``step`` waits for: each must be completed in the CRM."""
+        return tuple(i for i in step.after_ids if self._kind_of(i) == "task")
+
+    def survey_before(self, step: Step) -> str | None:
+        """The survey ``step`` waits for (its answer, or the lack of one: ``when`` tests it)."""
+        return next((i for i in step.after_ids if self._kind_of(i) == "survey"), None)
+
+    def _kind_of(self, step_id: str) -> str | None:
+        return next((s.kind for s in self.steps if s.id == step_id), None)

@@ -20,10 +20,17 @@ def unmapped_roles(
     lines = []
     for item in loaded:
         for position, step in enumerate(item.playbook.steps):
-            owner = step.task.owner if step.task else None
-            if owner and owner.startswith("role:") and owner.removeprefix("role:") not in roles:
-                lines.append(
-                    f"{item.path}: steps[{position}].task.owner: warning: {owner} has no mapping in "
-                    f"OFFBOARD_ROLES; its tasks go to {to}"
-                )
+            if step.task is None:
+                continue
+            escalate = step.task.escalate
+            named = [
+                ("owner", step.task.owner, "its tasks"),
+                ("escalate.to", escalate.to if escalate else None, "its escalations"),
+            ]
+            for field, owner, what in named:
+                if owner and owner.startswith("role:") and owner.removeprefix("role:") not in roles:
+                    lines.append(
+                        f"{item.path}: steps[{position}].task.{field}: warning: {owner} has no mapping "
+                        f"in OFFBOARD_ROLES; {what} go to {to}"
+                    )
     return lines

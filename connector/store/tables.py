@@ -5,7 +5,18 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Date, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
+from sqlalchemy import (
+    Boolean,
+    Date,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from connector.clock import utcnow
@@ -77,6 +88,12 @@ class Run(Base):
     # active → done | cancelled
     state: Mapped[str] = mapped_column(String(16), default="active")
     note: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # The checklist as the deal's ``offboard_status`` shows it (connector/checklist.py), when the
+    # last of its task steps was settled, and the projected finish when it falls after the
+    # contract end (with the sentence saying why), None while on time.
+    status: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    at_risk: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
 
@@ -315,3 +332,46 @@ class PlaybookVersion(Base):
     sha256: Mapped[str] = mapped_column(String(64))
     published_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     published_by: Mapped[str] = mapped_column(String(255))
+
+
+class ChecklistTask(Base):
+    """One task step of a run as written to the CRM, and what became of it there: read back
+    from task events and the tracking pass (connector/usecases/checklist.py).
+
+    ``status``: open → completed | needs_evidence (completed without the evidence the step
+    requires) → completed; a task re-opened in the CRM is open again; cancelled with its run.
+    """
+
+    __tablename__ = "checklist_tasks"
+    __table_args__ = (
+        UniqueConstraint("run_id", "step_id", name="uq_checklist_tasks_run_step"),
+        Index("ix_checklist_tasks_crm_task", "crm", "account", "task_id"),
+        Index("ix_checklist_tasks_status", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), index=True)
+    crm: Mapped[str] = mapped_column(String(32))
+    account: Mapped[str] = mapped_column(String(64))
+    step_id: Mapped[str] = mapped_column(String(100))
+    task_id: Mapped[str] = mapped_column(String(64))
+    title: Mapped[str] = mapped_column(String(255))
+    owner_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    due_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    status: Mapped[str] = mapped_column(String(16), default="open")
+    evidence_required: Mapped[bool] = mapped_column(Boolean, default=False)
+    evidence: Mapped[str | None] = mapped_column(Text, nullable=True)
+    completed_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    completed_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
+
+
+class TrackCursor(Base):
+    """When a CRM account's tracking pass last read its open tasks: the next reads what changed since."""
+
+    __tablename__ = "track_cursors"
+
+    crm: Mapped[str] = mapped_column(String(32), primary_key=True)
+    account: Mapped[str] = mapped_column(String(64), primary_key=True)
+    checked_at: Mapped[datetime] = mapped_column(UtcDateTime)

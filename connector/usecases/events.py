@@ -13,20 +13,20 @@ from typing import Any
 
 from sqlalchemy import select
 
-from adapters.base import CrmAdapter, DealBatches, DealKeeper, InboundAdapter
+from adapters.base import CrmAdapter, DealBatches, DealKeeper, InboundAdapter, TaskReader
 from connector import queue
 from connector.clock import Clock, utcnow
 from connector.connections import CONNECTED
 from connector.errors import CrmPermanent, Disconnected, PayloadInvalid
 from connector.generic import GenericEvent
-from connector.models import Deal, DealChange
+from connector.models import Deal, DealChange, TaskChange, TaskState
 from connector.queue import EventState
 from connector.retry import RetryPolicy, Verdict
 from connector.settings import Settings
 from connector.store import Event, Store
-from connector.store.tables import AccountConnection
-from connector.usecases import offboarding
-from connector.usecases.feedback import account_context
+from connector.store.tables import AccountConnection, ChecklistTask
+from connector.usecases import checklist, offboarding
+from connector.usecases.accounts import account_context
 from connector.usecases.offboarding import (
     WAITING,
     Outcome,
@@ -149,6 +149,8 @@ class EventProcessor:
             raise change
         if change is None:
             return Outcome("ignored", "not a deal closing or re-opening")
+        if isinstance(change, TaskChange):
+            return self.task_changed(event, change)
         if change.change == "reopened":
             with unit_of_work(self.store, actor=self.worker_id, clock=self.clock) as uow:
                 return offboarding.cancel_deal(uow, change.deal, reason=f"deal re-opened (event {event.id})")
@@ -169,7 +171,32 @@ class EventProcessor:
                 uow, deal, self.playbooks, context, trigger=trigger, event_id=event_id
             )
 
-    def _change(self, event: Event) -> DealChange | None:
+    def task_changed(self, event: Event, change: TaskChange) -> Outcome:
+        """A checklist task changed in the CRM: read it (who, when, its evidence) and apply it."""
+        crm, account = event.source, event.account
+        with self.store.read() as session:
+            ours = session.scalar(
+                select(ChecklistTask.id).filter_by(crm=crm, account=account, task_id=change.task_id).limit(1)
+            )
+        if ours is None:
+            return Outcome("ignored", f"task {change.task_id} is on no Offboard checklist")
+        adapter = adapter_for(self.adapters, crm, account)
+        if isinstance(adapter, TaskReader):
+            states = adapter.read_tasks([change.task_id])
+        elif change.completed is not None:
+            states = [
+                TaskState(id=change.task_id, completed=change.completed, completed_at=change.occurred_at)
+            ]
+        else:
+            return Outcome("ignored", f"the {crm} adapter cannot read task {change.task_id}")
+        if not states:
+            return Outcome("ignored", f"task {change.task_id} is no longer in the CRM")
+        with unit_of_work(self.store, actor=self.worker_id, clock=self.clock) as uow:
+            changed = checklist.apply(uow, self.settings, crm, account, states)
+        what = "completed" if states[0].completed else "open"
+        return Outcome("done", f"task {change.task_id} is {what}" + ("" if changed else " (already known)"))
+
+    def _change(self, event: Event) -> DealChange | TaskChange | None:
         """What the event means: the generic schema is the core's; a CRM's own events are its adapter's."""
         if event.source == "generic":
             generic = GenericEvent.model_validate(event.payload)

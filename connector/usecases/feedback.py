@@ -25,7 +25,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from connector import queue
-from connector.connections import AccountConfig, AccountSettings
+from connector.checklist import after_ids
 from connector.errors import LinkProblem, Problem
 from connector.links import Claims
 from connector.models import AnswerSpec, Deal, ReferralSpec, TaskSpec, category
@@ -38,7 +38,8 @@ from connector.runs import TASK, follow_up_actions, new_action, skipped_action
 from connector.settings import Settings
 from connector.store import Action, Answer, Referral, Run
 from connector.store.db import insert
-from connector.store.tables import AccountConnection
+from connector.usecases import checklist
+from connector.usecases.accounts import account_context
 from connector.usecases.uow import UnitOfWork
 
 COMMENT_LIMIT = 5000
@@ -187,13 +188,24 @@ def unlock(uow: UnitOfWork, settings: Settings, run: Run, survey_step: str, scor
     playbook = from_pinned(run.playbook)
     deal = Deal.model_validate(run.deal)
     taken = set(session.scalars(select(Action.step_id).where(Action.run_id == run.id)))
-    waiting = [s for s in playbook.steps if s.body.after == survey_step and s.id not in taken]
+    kinds = {step.id: step.kind for step in playbook.steps}
+    waiting = [
+        s
+        for s in playbook.steps
+        if survey_step in after_ids(s)
+        and s.id not in taken
+        and all(kinds.get(dep) == "survey" for dep in after_ids(s))  # a task among them: checklist's
+    ]
     due, skipped = _sort_out(waiting, score)
     ctx = account_context(session, settings, run.crm, run.account, now)
     session.add_all(follow_up_actions(run, deal, plan_follow_ups(deal, playbook, ctx, due), now))
     if due:
         queue.reopen_runs(session, [run.id], now=now)  # a done run owes the CRM these new actions
     session.add_all(skipped_action(run, step.id, step.kind, f"skipped: {why}", now) for step, why in skipped)
+    if score is not None:
+        due_count = len(due) + checklist.release(uow, settings, run)  # steps after a task and this survey
+        checklist.refresh(uow, settings, run)
+        return due_count
     return len(due)
 
 
@@ -349,21 +361,3 @@ def _task(
         company_id=deal.company.id if deal.company else None,
         contact_id=contact.id if contact else None,
     ).model_dump(mode="json")
-
-
-def account_settings(session: Session, settings: Settings, crm: str, account: str) -> AccountSettings | None:
-    """An installed account's own settings over the deployment's, or None: not installed here."""
-    found = session.execute(
-        select(AccountConnection.config).where(
-            AccountConnection.crm == crm, AccountConnection.account == account
-        )
-    ).first()
-    return None if found is None else AccountConfig.model_validate(found[0] or {}).over(settings)
-
-
-def account_context(
-    session: Session, settings: Settings, crm: str, account: str, now: datetime
-) -> PlanContext:
-    """What plans for this account's deals: its roles, fallback owner and time zone (its own where
-    it is installed here and sets them, else the deployment's)."""
-    return PlanContext.from_settings(settings, now, account_settings(session, settings, crm, account))

@@ -24,6 +24,7 @@ from connector.playbooks.loader import LoadedPlaybook
 from connector.queue import RunState
 from connector.runs import actions_for, anchor_midnight
 from connector.store import Run
+from connector.usecases import checklist
 from connector.usecases.uow import UnitOfWork
 
 log = logging.getLogger("offboard.offboarding")
@@ -176,6 +177,7 @@ def _next_generation(uow: UnitOfWork, deal: Deal, playbook_id: str) -> int:
 def cancel(uow: UnitOfWork, run: Run, *, reason: str) -> int:
     """Cancel a run and its actions not yet written, audited; how many actions were cancelled."""
     cancelled = queue.cancel_run(uow.session, run, reason=reason, now=uow.now)
+    checklist.cancelled(uow, run)  # the deal shows the offboarding cancelled
     uow.audit("run.cancelled", run_id=run.id, crm=run.crm, reason=reason, actions_cancelled=cancelled)
     return cancelled
 

@@ -24,6 +24,7 @@ from werkzeug.wrappers import Response as BaseResponse
 from connector.errors import WebhookRejected
 from connector.logs import redact_path
 from connector.services import Services
+from connector.web import brand
 from connector.web.brand import logo_origin
 
 MAX_BODY_BYTES = 1024 * 1024
@@ -135,7 +136,8 @@ def bounded_stream(request: BaseRequest) -> None:
 
 
 def _security_headers(response: Response) -> Response:
-    security_headers(response, request.path, services().settings.brand_logo_url)
+    # The logo host of the brand this answer shows: a link page's account's, else the deployment's.
+    security_headers(response, request.path, brand.current(services().settings).logo_url)
     return response
 
 
@@ -150,7 +152,7 @@ def security_headers(response: BaseResponse, path: str, logo_url: str | None) ->
         headers["Cache-Control"] = "no-store"  # personal pages and what their links answer
 
 
-@functools.lru_cache(maxsize=8)
+@functools.lru_cache(maxsize=256)  # one per brand logo: the deployment's and each account's
 def _content_policy(logo_url: str | None) -> str:
     """The pages' Content-Security-Policy: images from our origin, and the brand's logo's if set.
     (Worked out once per logo setting, not per answer.)"""

@@ -3,8 +3,9 @@
 Plain HTML forms that work without JavaScript. Cross-site posts are refused:
 each form carries a random value that must match a SameSite=Strict cookie set
 with the page, and a foreign Origin is refused outright. Every page names the
-sender (``OFFBOARD_BRAND_*``), and every answer under /s/ and /r/ is HTML,
-errors included.
+sender: on a link's page, the brand of the account its run belongs to (the
+account's own settings over ``OFFBOARD_BRAND_*``); elsewhere, the deployment's.
+Every answer under /s/ and /r/ is HTML, errors included.
 """
 
 from __future__ import annotations
@@ -15,14 +16,17 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, make_response, render_template, request
+from sqlalchemy.orm import Session
 
 from connector import links
 from connector.errors import FormProblem, LinkProblem
 from connector.links import Claims
-from connector.usecases import feedback
+from connector.settings import Settings
+from connector.store import Run
+from connector.usecases import accounts, feedback
 from connector.usecases.feedback import LinkPage
 from connector.usecases.uow import unit_of_work
-from connector.web import forms, services
+from connector.web import brand, forms, services
 from connector.web.brand import Brand
 
 bp = Blueprint("pages", __name__)
@@ -211,7 +215,7 @@ def _refused(exc: _Refused) -> Response:
 
 @bp.app_context_processor
 def _brand() -> dict[str, Any]:
-    return {"brand": Brand.from_settings(services().settings)}
+    return {"brand": brand.current(services().settings)}
 
 
 def error_page(status: int, detail: str | None = None) -> Response:
@@ -227,9 +231,22 @@ def _open(purpose: str, token: str) -> tuple[Claims, LinkPage]:
         secret = settings.secret_key.get_secret_value()
         claims = links.read_link(secret, purpose, token, max_age_days=settings.link_max_age_days)
         with unit_of_work(found.store, actor="client", clock=found.clock) as uow:
+            _use_account_brand(uow.session, settings, claims)
             return claims, feedback.open_link(uow, claims)
     except LinkProblem as problem:
         raise _Refused(_problem(problem.problem)) from None
+
+
+def _use_account_brand(session: Session, settings: Settings, claims: Claims) -> None:
+    """The page names the sender of the account the link's run belongs to, whatever it answers
+    (the form, the thanks, "already answered"); an account not installed here shows the
+    deployment's brand."""
+    run = session.get(Run, claims.run)  # open_link reads the same row from the session
+    if run is None:
+        return
+    own = accounts.account_settings(session, settings, run.crm, run.account)
+    if own is not None:
+        brand.use(Brand.from_account(own))
 
 
 def _check_form_origin() -> None:

@@ -29,9 +29,13 @@ ONE_GROUP_AT_A_TIME = {"OFFBOARD_WORKER_CONCURRENCY": "1"}
 
 
 def _due_actions(store: Store) -> list[Action]:
+    """The actions due when the runs start: each run's checklist batch and its playbook's property
+    step (not the progress updates queued once the checklist is written)."""
     with store.session() as session:
         rows = session.scalars(
-            select(Action).where(Action.kind.in_(("task", "property"))).order_by(Action.id)
+            select(Action)
+            .where(Action.kind.in_(("task", "property")), Action.step_id.not_like("progress:%"))
+            .order_by(Action.id)
         ).all()
         session.expunge_all()
         return list(rows)

@@ -25,7 +25,8 @@ from connector.store import Action, AuditEntry, Run
 from connector.store.migrate import alembic_config, upgrade
 from connector.store.tables import PlaybookVersion
 from connector.usecases import offboarding
-from connector.usecases.feedback import account_context, unlock
+from connector.usecases.accounts import account_context
+from connector.usecases.feedback import unlock
 from connector.usecases.uow import unit_of_work
 from tests.support.helpers import deal_closed_event, signed
 
@@ -316,14 +317,20 @@ def test_a_playbook_tying_with_a_stored_one_is_refused(published, installed, tmp
 def test_an_unbumped_edit_of_what_the_accounts_runs_used_is_refused(
     services, store, published, installed, tmp_path
 ):
-    start(services, deal("111"))  # the folder's completed-project v1, before the account had its own
-    mine = draft(tmp_path, playbook("completed-project", priority=20), "completed-project.yaml")
+    start(services, deal("111"))  # the folder's completed-project, before the account had its own
+    run = run_of(store, "111")
+    assert run.playbook_id == "completed-project"
+    version = run.playbook_version  # the same version, other content: an unbumped edit
+    mine = draft(
+        tmp_path, playbook("completed-project", version=version, priority=20), "completed-project.yaml"
+    )
 
     with pytest.raises(PlaybookError) as refused:
         published.publish("hubspot", "111", [mine], by="revops")
 
     assert (
-        "runs of hubspot:111 started with other content as completed-project v1" in refused.value.problems[0]
+        f"runs of hubspot:111 started with other content as completed-project v{version}"
+        in refused.value.problems[0]
     )
     published.publish("hubspot", "222", [mine], by="revops")  # no run of 222 used it
 

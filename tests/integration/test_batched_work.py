@@ -16,6 +16,7 @@ from connector.models import DealChange, TaskSpec
 from connector.services import build
 from connector.store import Action, Event, Run
 from connector.web import create_app
+from tests.support.harness import tasks_per_run
 from tests.support.helpers import deal_closed_event, make_settings, signed
 
 DEALS = 8
@@ -65,8 +66,8 @@ def test_the_checklists_of_many_deals_go_out_in_one_call(client, services, store
     assert len(set(keys)) == DEALS  # each action keeps its own key
     assert all(w.unsure_since is None for w in adapter.task_batches[0])  # first writes: nothing to look for
     for n in range(DEALS):
-        assert len(adapter.tasks(f"D-{n}")) == 12
-    assert {a.state for a in rows(store, Action, kind="task")} == {"done"}
+        assert len(adapter.tasks(f"D-{n}")) == tasks_per_run()
+    assert {a.state for a in rows(store, Action, step_id="tasks")} == {"done"}
 
 
 def test_a_record_refused_inside_a_batch_fails_only_its_action(client, services, store):
@@ -75,13 +76,13 @@ def test_a_record_refused_inside_a_batch_fails_only_its_action(client, services,
     for n in range(DEALS):
         deliver(client, deal_closed_event(f"D-{n}"))
     services.worker().run_until_idle()
-    states = [a.state for a in rows(store, Action, kind="task")]
+    states = [a.state for a in rows(store, Action, step_id="tasks")]
     assert sorted(states) == ["done"] * (DEALS - 1) + ["failed"]
     assert len(adapter.task_batches) == 1  # one call, one refusal inside it
-    (failed,) = rows(store, Action, kind="task", state="failed")
+    (failed,) = rows(store, Action, step_id="tasks", state="failed")
     assert "owner 42 inactive" in failed.last_error
     written = sum(len(adapter.tasks(f"D-{n}")) for n in range(DEALS))
-    assert written == 12 * (DEALS - 1)
+    assert written == tasks_per_run() * (DEALS - 1)
 
 
 def test_a_lost_reply_inside_a_batch_is_looked_for_and_written_once(client, services, store, clock):
@@ -90,7 +91,7 @@ def test_a_lost_reply_inside_a_batch_is_looked_for_and_written_once(client, serv
         deliver(client, deal_closed_event(f"D-{n}"))
     worker = services.worker()
     worker.process_events()
-    lost = rows(store, Action, kind="task")[1]
+    lost = rows(store, Action, step_id="tasks")[1]
     adapter.lose_reply_of.add(lost.idempotency_key)
     worker.run_until_idle()
     clock.advance(seconds=3600)  # past the back-off
@@ -98,8 +99,8 @@ def test_a_lost_reply_inside_a_batch_is_looked_for_and_written_once(client, serv
     first, retry = adapter.task_batches[0], adapter.task_batches[-1]
     assert len(first) == 3 and [w.key for w in retry] == [lost.idempotency_key]
     assert retry[0].unsure_since is not None  # the retry is told to look before writing
-    assert all(len(adapter.tasks(f"D-{n}")) == 12 for n in range(3))  # nothing twice
-    assert {a.state for a in rows(store, Action, kind="task")} == {"done"}
+    assert all(len(adapter.tasks(f"D-{n}")) == tasks_per_run() for n in range(3))  # nothing twice
+    assert {a.state for a in rows(store, Action, step_id="tasks")} == {"done"}
 
 
 TWO_STEPS = """
@@ -130,6 +131,8 @@ def test_groups_settle_side_by_side_and_each_run_closes(store, db_url, clock, tm
     worker.process_events()
     clock.advance(seconds=60)  # the property goes out a minute after the checklist
     assert worker.execute_due_actions() == 2 * DEALS  # two groups, written at once
+    # The checklist written, each deal's progress properties follow (one batch of its own).
+    assert worker.execute_due_actions() == DEALS
     assert {a.state for a in rows(store, Action)} == {"done"}
     assert [r.state for r in rows(store, Run)] == ["done"] * DEALS
 

@@ -16,6 +16,7 @@ from sqlalchemy import select
 from connector.cli import main
 from connector.playbooks.registry import PlaybookRegistry
 from connector.store import Action, Event, Run
+from tests.support.harness import tasks_per_run
 from tests.support.helpers import (
     BUNDLED_PLAYBOOKS,
     WEBHOOK_SECRET,
@@ -136,7 +137,8 @@ def test_worker_once_writes_started_runs_but_starts_none_while_a_file_is_broken(
     result = offboard("worker", "--once")
 
     assert_names_the_broken_file(result, "completed-project.yaml")
-    assert len(services.adapters["sandbox"].tasks("D-7")) == 12  # the started run is pinned to its copy
+    # the started run is pinned to its copy
+    assert len(services.adapters["sandbox"].tasks("D-7")) == tasks_per_run()
     assert runs(store) == {("D-7", "completed-project", "deal_closed")}
     state, attempts, outcome = event(store, "evt-D-8")
     assert (state, attempts) == ("pending", 0)  # waiting: neither failed nor an attempt used up
@@ -154,7 +156,7 @@ def test_worker_once_writes_started_runs_but_starts_none_while_a_file_is_broken(
     assert "not loaded" not in result.stderr and "event(s) waiting:" not in result.stderr
     assert runs(store) == {(deal, "completed-project", "deal_closed") for deal in ("D-7", "D-8")}
     assert event(store, "evt-D-8")[0] == "done"
-    assert len(services.adapters["sandbox"].tasks("D-8")) == 12
+    assert len(services.adapters["sandbox"].tasks("D-8")) == tasks_per_run()
 
 
 def test_a_deal_reopening_is_still_handled_while_a_file_is_broken(

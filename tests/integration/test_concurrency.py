@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 
 from adapters.sandbox import SandboxAdapter
 from connector.store import Action
+from tests.support.harness import tasks_per_run
 from tests.support.helpers import deal_closed_event, make_settings, signed
 
 pytestmark = pytest.mark.postgres
@@ -72,8 +73,11 @@ def test_four_workers_on_postgres_share_the_outbox_without_overlap(client, servi
     with store.session() as session:
         states = Counter(session.scalars(select(Action.state)))
         written = session.scalar(select(func.count()).select_from(Action).where(Action.state == "done"))
-    assert states["done"] == written == deals * 2  # one task batch and one property update per deal
+        done = Counter(session.scalars(select(Action.step_id).where(Action.state == "done")))
+    # Per deal: the checklist batch, the playbook's property update and the first progress update.
+    assert done == {"tasks": deals, "offboarding-status": deals, "progress:1": deals}
+    assert states["done"] == written == deals * 3
     assert recording.calls and max(recording.calls.values()) == 1, "an action was executed twice"
-    assert len(recording.calls) == deals * 2
+    assert len(recording.calls) == written
     assert sum(1 for n in handled.values() if n) >= 2, f"only one worker did anything: {handled}"
-    assert len(recording.tasks()) == deals * 12
+    assert len(recording.tasks()) == deals * tasks_per_run()

@@ -23,6 +23,7 @@ from sqlalchemy import select
 
 from connector.store import Action, Run
 from connector.web import create_app
+from tests.support.harness import tasks_per_run
 from tests.support.helpers import make_settings
 from tests.support.hubspot import (
     FINANCE,
@@ -111,10 +112,10 @@ def test_the_bundled_playbook_gives_the_same_checklist_in_hubspot_and_salesforce
         runs = {r.crm: r.playbook_id for r in session.scalars(select(Run))}
         batches = {
             a.run.crm: [t["step_id"] for t in a.payload["tasks"]]
-            for a in session.scalars(select(Action).where(Action.kind == "task"))
+            for a in session.scalars(select(Action).where(Action.step_id == "tasks"))
         }
     assert runs == {"hubspot": "completed-project", "salesforce": "completed-project"}
-    assert batches["hubspot"] == batches["salesforce"] and len(batches["hubspot"]) >= 10
+    assert batches["hubspot"] == batches["salesforce"] and len(batches["hubspot"]) == tasks_per_run()
 
     in_hubspot = [
         (
@@ -145,8 +146,15 @@ def test_the_bundled_playbook_gives_the_same_checklist_in_hubspot_and_salesforce
         "2026-12-21",
         sf_finance,
     )  # -10d, role:finance
-    assert checklist["Revoke Acme Corp's access, and third parties'"] == ("2026-12-31", sf.owner)  # +0d
+    assert checklist["Back up, then transfer files, accounts and credentials to Acme Corp"] == (
+        "2026-12-28",
+        sf.owner,
+    )  # -5d is a Saturday: the Monday
+    retention = "Delete or archive Acme Corp's data as the contract requires"
+    assert checklist[retention] == ("2027-01-07", sf.owner)  # +7d
     assert checklist["Check in with Pat at Acme Corp"] == ("2027-02-11", sf.owner)  # +6w
+    # Revocation waits for the transfer task to be completed, in either CRM.
+    assert not any(subject.startswith("Revoke") for subject in checklist)
 
     # The playbook's field update landed on both deals too.
     assert hubspot.objects["deals"][hs["deal"]].properties["offboarding_status"] == "in progress"

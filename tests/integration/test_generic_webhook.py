@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import func, select
 
 from connector.store import Event, Run
+from tests.support.harness import tasks_per_run
 from tests.support.helpers import deal_closed_event, signed
 
 
@@ -42,7 +43,7 @@ def test_redelivery_is_recognised_and_makes_one_run(client, store, services):
     assert second.get_json() == {"status": "duplicate", "event_id": first.get_json()["event_id"]}
     assert count(store, Event) == 1
     assert count(store, Run) == 1
-    assert len(services.adapters["sandbox"].tasks("D-1")) == 12
+    assert len(services.adapters["sandbox"].tasks("D-1")) == tasks_per_run()
 
 
 def test_same_deal_under_two_event_ids_still_makes_one_run(client, store, services):
@@ -52,7 +53,7 @@ def test_same_deal_under_two_event_ids_still_makes_one_run(client, store, servic
     services.worker().run_until_idle()
     assert count(store, Event) == 2
     assert count(store, Run) == 1
-    assert len(services.adapters["sandbox"].tasks("D-1")) == 12
+    assert len(services.adapters["sandbox"].tasks("D-1")) == tasks_per_run()
 
 
 def test_concurrent_deliveries_of_one_event_store_it_once(app, store, services):
@@ -74,7 +75,7 @@ def test_concurrent_deliveries_of_one_event_store_it_once(app, store, services):
     assert sorted(statuses) == [200] * 7 + [202]
     assert count(store, Event) == 1
     assert count(store, Run) == 1
-    assert len(services.adapters["sandbox"].tasks("D-1")) == 12
+    assert len(services.adapters["sandbox"].tasks("D-1")) == tasks_per_run()
 
 
 def _refused(client, store, body, headers, status):

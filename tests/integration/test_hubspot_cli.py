@@ -36,7 +36,9 @@ def test_setup_creates_each_property_once_and_prints_the_workflow(fake):
     assert second.exit_code == 0
     assert "created" not in second.output
     assert second.output.count("exists") == len(PROPERTIES)
-    assert fake.calls["POST /crm/v3/properties/contacts"] == len(PROPERTIES) - 1
+    contact_properties = sum(1 for object_type, _ in PROPERTIES if object_type == "contacts")
+    assert fake.calls["POST /crm/v3/properties/contacts"] == contact_properties
+    assert fake.calls["POST /crm/v3/properties/deals"] == len(PROPERTIES) - contact_properties
 
 
 def test_setup_says_when_the_contract_properties_are_missing(fake, monkeypatch):

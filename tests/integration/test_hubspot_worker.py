@@ -29,8 +29,8 @@ PUBLIC = "https://offboard.example.com"
 CREATE = "POST /crm/v3/objects/tasks/batch/create"
 BUDGET = 10  # requests per rolling 10 s: small, so a few runs must wait for it
 # What each kind of action costs in calls: no marker search before a first write; a survey or
-# referral send is the contact's properties and a note.
-COST = {"task": 1, "property": 1, "note": 1, "survey": 2, "referral": 2, "deadline": 0}
+# referral send is the contact's properties and a note; an escalation reads its task back.
+COST = {"task": 1, "property": 1, "note": 1, "survey": 2, "referral": 2, "deadline": 0, "escalation": 1}
 FETCH_DEAL = 4  # deal, owner, company, contacts (the portal id and pipelines are read once)
 
 
@@ -40,10 +40,19 @@ def fake(clock):
 
 
 @pytest.fixture
-def services(db_url, store, clock, fake, httpserver):
+def track_interval() -> int:
+    """OFFBOARD_TRACK_INTERVAL_SECONDS: the default; a test that counts every call turns the pass off."""
+    return 300
+
+
+@pytest.fixture
+def services(db_url, store, clock, fake, httpserver, track_interval):
     # No contract-end sweep here: every call counted is a run's.
     overrides = settings_overrides(
-        serve(fake, httpserver), HUBSPOT_RATE_LIMIT_PER_10S=BUDGET, OFFBOARD_SWEEP_INTERVAL_SECONDS=0
+        serve(fake, httpserver),
+        HUBSPOT_RATE_LIMIT_PER_10S=BUDGET,
+        OFFBOARD_SWEEP_INTERVAL_SECONDS=0,
+        OFFBOARD_TRACK_INTERVAL_SECONDS=track_interval,
     )
     return hubspot_services(make_settings(db_url, OFFBOARD_PUBLIC_URL=PUBLIC, **overrides), store, clock)
 
@@ -76,17 +85,21 @@ def task_markers(fake) -> Counter[tuple[str, str]]:
     return Counter(MARKER.search(t.properties["hs_task_body"]).groups() for t in fake.records("tasks"))
 
 
-def test_a_whole_run_costs_one_task_create_call(services, fake, clock, store):
+@pytest.mark.parametrize("track_interval", [0])  # no tracking pass: every call counted is an action's
+def test_a_whole_checklist_costs_one_task_create_call(services, fake, clock, store):
     ids = add_deal(fake)
     deliver(services, [stage_event(ids["deal"], "closedwon", at=clock.now)])
     run_everything(services, clock, store)
     actions = rows(store, Action)
     assert {a.state for a in actions} == {"done"}
-    (batch,) = [a for a in actions if a.kind == "task"]
+    (batch,) = [a for a in actions if a.step_id == "tasks"]
     planned = len(batch.payload["tasks"])
     assert 0 < planned <= 100
-    assert len(fake.records("tasks")) == planned
-    assert fake.calls[CREATE] == 1
+    # Nobody completes a task here: the final invoice falls overdue and gets its one escalation task.
+    writes = [a for a in actions if a.kind == "task"]
+    assert [a.step_id for a in writes] == ["tasks", "final-invoice:escalation:task"]
+    assert len(fake.records("tasks")) == planned + len(writes[1].payload["tasks"]) == planned + 1
+    assert fake.calls[CREATE] == len(writes)  # the whole checklist in one call, the escalation in another
     expected = 2 + FETCH_DEAL + sum(COST[a.kind] for a in actions)
     assert sum(fake.calls.values()) == expected, fake.calls
 
@@ -147,10 +160,13 @@ def test_a_lost_reply_in_a_run_does_not_duplicate_tasks(services, fake, clock, s
     fake.inject(Fault.LOST_REPLY, route=CREATE)
     deliver(services, [stage_event(ids["deal"], "closedwon", at=clock.now)])
     run_everything(services, clock, store)
-    (batch,) = [a for a in rows(store, Action) if a.kind == "task"]
-    assert batch.state == "done"
-    assert len(fake.records("tasks")) == len(batch.payload["tasks"])
-    assert fake.calls[CREATE] == 1  # the retry found them by their markers
+    writes = [a for a in rows(store, Action) if a.kind == "task"]  # the checklist, then an escalation
+    (batch,) = [a for a in writes if a.step_id == "tasks"]
+    assert (batch.state, batch.attempts) == ("done", 2)  # its reply lost once, then retried
+    assert {a.state for a in writes} == {"done"}
+    assert len(fake.records("tasks")) == sum(len(a.payload["tasks"]) for a in writes)
+    assert set(task_markers(fake).values()) == {1}  # no task twice
+    assert fake.calls[CREATE] == len(writes)  # the batch's retry found its tasks by their markers
 
 
 def test_a_reopened_deal_cancels_what_is_still_pending(services, fake, clock, store):

@@ -12,6 +12,7 @@ from sqlalchemy import select
 
 from connector.cli import main
 from connector.store import Action, AuditEntry, Run
+from tests.support.harness import tasks_per_run
 from tests.support.helpers import deal_closed_event, signed
 
 
@@ -59,7 +60,7 @@ def test_failed_then_retry_round_trip(client, services, store, cli, clock):
     assert f"1 action(s) back in the queue: {row['id']}" in retried.output
     catch_up(clock)
     services.worker().run_until_idle()
-    assert len(services.adapters["sandbox"].tasks("D-1")) == 12
+    assert len(services.adapters["sandbox"].tasks("D-1")) == tasks_per_run()
     assert cli("failed").output.strip() == "no failed actions"
     (entry,) = audit(store, "action.retried")
     assert (entry.actor, entry.action_id) == ("cli", row["id"])
@@ -72,7 +73,7 @@ def test_retry_all_and_unknown_ids(client, services, store, cli, clock):
     assert "2 action(s) back in the queue" in cli("retry", "--all").output
     catch_up(clock)
     services.worker().run_until_idle()
-    assert len(services.adapters["sandbox"].tasks()) == 24
+    assert len(services.adapters["sandbox"].tasks()) == 2 * tasks_per_run()
     missing = cli("retry", "999")
     assert missing.exit_code == 1
     assert "not failed (or no such action): 999" in missing.output
@@ -85,14 +86,18 @@ def test_cancel_a_run(client, services, store, cli):
     services.worker().run_until_idle()
     with store.session() as session:
         run_id = session.scalars(select(Run.id)).one()
+        pending = {a.step_id for a in session.scalars(select(Action).where(Action.state == "pending"))}
+    # The survey, its deadline, and the final invoice's escalation are still to come.
+    assert pending == {"exit-nps", "exit-nps:deadline", "final-invoice:escalation"}
     result = cli("cancel", str(run_id), "--reason", "client asked us to stop")
     assert result.exit_code == 0
-    assert f"run {run_id} cancelled; 2 pending action(s) will not be written" in result.output
+    assert f"run {run_id} cancelled; {len(pending)} pending action(s) will not be written" in result.output
     with store.session() as session:
-        states = {a.kind: a.state for a in session.scalars(select(Action))}
-    assert states["survey"] == "cancelled"
+        states = {a.step_id: a.state for a in session.scalars(select(Action))}
+    assert {states[step] for step in pending} == {"cancelled"}
+    assert states["tasks"] == "done"
     (entry,) = audit(store, "run.cancelled")
-    assert entry.detail == {"reason": "client asked us to stop", "actions_cancelled": 2}
+    assert entry.detail == {"reason": "client asked us to stop", "actions_cancelled": len(pending)}
     assert cli("cancel", "999").exit_code == 1
 
 
@@ -121,7 +126,9 @@ def test_runs_shows_what_comes_next_and_why_anything_is_stuck(client, services, 
         )
     text = cli("runs").output
     blocks = {block.split()[0]: block for block in ("\n" + text).split("\nrun ")[1:]}
-    assert "next: exit-nps (survey) due 2027-01-01 09:00 UTC" in blocks[str(active)]
+    assert "checklist: not_started" in blocks[str(active)]
+    # The first thing due: the final invoice's escalation, 2bd after the invoice's due date (2026-12-21).
+    assert "next: final-invoice:escalation (escalation) due 2026-12-23 09:00 UTC" in blocks[str(active)]
     assert "waiting: action" in blocks[str(active)]
     assert "referral-ask:follow-up waits for referral-ask" in blocks[str(active)]
     (parked,) = [block for run_id, block in blocks.items() if run_id != str(active)]
@@ -146,7 +153,7 @@ def test_cancel_twice_says_it_was_already_cancelled(client, services, store, cli
 def test_cancel_says_the_tasks_already_written_stay_open(client, services, store, cli):
     run_id = one_run(client, services, store)
     written = len(services.adapters["sandbox"].tasks("D-1"))
-    assert written == 12
+    assert written == tasks_per_run()
     result = cli("cancel", str(run_id))
     assert f"{written} task(s) already written stay open in the CRM" in result.output
     assert len(services.adapters["sandbox"].tasks("D-1")) == written  # nothing in the CRM changed
@@ -170,7 +177,7 @@ def test_sandbox_faults_are_listed_and_cleared(client, services, store, cli):
     assert "cleared 1 create_tasks fault(s)" in cleared.output
     assert [(f.operation, f.remaining) for f in sandbox.faults()] == [("send_invite", 1)]
     one_run(client, services, store)  # the cleared fault no longer strikes
-    assert len(sandbox.tasks("D-1")) == 12
+    assert len(sandbox.tasks("D-1")) == tasks_per_run()
 
     assert "cleared 1 fault(s)" in cli("sandbox", "fail", "--clear").output
     assert sandbox.faults() == []

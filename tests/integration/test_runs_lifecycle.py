@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from datetime import date, timedelta
 
+import yaml
 from click.testing import CliRunner
 from sqlalchemy import select
 
@@ -26,6 +27,11 @@ def runs(store):
         return list(session.scalars(select(Run).order_by(Run.id)))
 
 
+def bundled_version(path):
+    """The version a playbook file declares."""
+    return int(yaml.safe_load(path.read_text())["version"])
+
+
 def editable_playbooks(services, tmp_path):
     folder = tmp_path / "playbooks"
     shutil.copytree(services.settings.playbooks, folder)
@@ -40,19 +46,20 @@ def test_a_run_keeps_the_playbook_it_started_with(client, services, store, tmp_p
     services.worker().run_until_idle()
 
     path = folder / "completed-project.yaml"
+    version = bundled_version(path)
     path.write_text(path.read_text().replace("Confirm the end date with", "Double-check the end date with"))
     problems, _ = check_against_database(services.settings.database_url, services.playbooks())
     assert problems == [
-        f"{path}: version: the content changed but the version is still 1, and runs started with the old "
-        "content; set version: 2 so runs tell the two apart"
+        f"{path}: version: the content changed but the version is still {version}, and runs started with "
+        f"the old content; set version: {version + 1} so runs tell the two apart"
     ]
-    path.write_text(path.read_text().replace("version: 1", "version: 2", 1))
+    path.write_text(path.read_text().replace(f"version: {version}", f"version: {version + 1}", 1))
     assert check_against_database(services.settings.database_url, services.playbooks())[0] == []
 
     deliver(client, deal_closed_event("D-2"))
     services.worker().run_until_idle()
     first, second = runs(store)
-    assert (first.playbook_version, second.playbook_version) == (1, 2)
+    assert (first.playbook_version, second.playbook_version) == (version, version + 1)
     assert first.playbook_hash != second.playbook_hash
     pinned = Playbook.model_validate(first.playbook)
     assert pinned.steps[0].task.title == "Confirm the end date with {{ company.name }}"
@@ -70,11 +77,15 @@ def test_validate_command_refuses_an_unbumped_edit(client, services, tmp_path, m
     deliver(client, deal_closed_event("D-1"))
     services.worker().run_until_idle()
     path = folder / "completed-project.yaml"
+    version = bundled_version(path)
     path.write_text(path.read_text().replace("priority: 20", "priority: 25"))
     monkeypatch.setenv("OFFBOARD_DATABASE_URL", services.settings.database_url)
     result = CliRunner().invoke(main, ["validate", str(folder)])
     assert result.exit_code == 1
-    assert "completed-project.yaml: version: the content changed but the version is still 1" in result.output
+    assert (
+        f"completed-project.yaml: version: the content changed but the version is still {version}"
+        in result.output
+    )
 
 
 def put(services, deal_id, days_to_end, contract_type="retainer", today=date(2026, 11, 20)):

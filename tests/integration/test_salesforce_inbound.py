@@ -446,7 +446,8 @@ def test_past_the_api_budget_non_urgent_actions_wait_and_runs_says_why(
     worker = services.worker()
     worker.run_until_idle()
     with store.session() as session:
-        status = session.scalars(select(Action).where(Action.kind == "property")).one()
+        playbook_steps = (Action.kind == "property") & ~Action.step_id.startswith("progress:")
+        status = session.scalars(select(Action).where(playbook_steps)).one()
         assert status.state == "pending"
         assert status.last_error.startswith("deferred: Salesforce daily API usage 85")
         assert "past the 80% budget; non-urgent work waits" in status.last_error
@@ -463,7 +464,9 @@ def test_past_the_api_budget_non_urgent_actions_wait_and_runs_says_why(
     clock.advance(seconds=services.settings.defer_seconds + 1)
     worker.run_until_idle()
     assert org.db["Opportunity"][seed.opportunity]["Offboarding_Status__c"] == "in progress"
-    assert org.count("GET", "limits") == 1
+    # Refreshed once: by the limits resource, or by the usage header of a call made first (the
+    # tracking pass reading the checklist back).
+    assert org.count("GET", "limits") <= 1
 
 
 # --- sessions renewed through the OAuth refresh token ---------------------------------------------

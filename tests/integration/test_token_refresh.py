@@ -105,7 +105,12 @@ def test_an_access_token_that_expires_mid_run_is_refreshed_once_and_the_run_fini
     run_everything(services)  # the rest, days later: each token renewed ahead of its expiry
     assert {a.state for a in rows(store, Action)} == {"done"}
     markers = task_markers(fake)
-    assert len(fake.records("tasks")) == len(batch.payload["tasks"]) == len(markers)
+    # The checklist batch, and the escalations of its tasks left open past their due time.
+    planned = [t for a in rows(store, Action) if a.kind == "task" for t in a.payload["tasks"]]
+    checklist = {t["step_id"] for t in batch.payload["tasks"]}
+    escalations = {t["step_id"] for t in planned} - checklist
+    assert escalations and {e.removesuffix(":escalation") for e in escalations} < checklist
+    assert len(fake.records("tasks")) == len(planned) == len(markers)
     assert set(markers.values()) == {1}  # nothing written twice
     renewed = stored_token(services, FIRST)
     assert renewed != first.access_token.get_secret_value()

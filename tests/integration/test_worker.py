@@ -8,13 +8,15 @@ import threading
 import time
 from datetime import UTC, datetime
 
+import yaml
 from click.testing import CliRunner
 from sqlalchemy import select
 
 from adapters.sandbox import SandboxAdapter
 from connector import heartbeat
 from connector.store import Action, AuditEntry, Event, Run, WorkerBeat
-from tests.support.helpers import deal_closed_event, signed
+from tests.support.harness import tasks_per_run
+from tests.support.helpers import BUNDLED_PLAYBOOKS, deal_closed_event, signed
 
 
 def deliver(client, event):
@@ -34,15 +36,17 @@ def test_a_closed_deal_gets_its_checklist_with_due_dates_from_the_anchor(client,
     tasks = {t.step_id: t for t in services.adapters["sandbox"].tasks("D-1")}
     # completed-project counts from the contract end, 2026-12-31, at 09:00 UTC.
     assert tasks["confirm-end-date"].due_at == datetime(2026, 12, 1, 9, 0, tzinfo=UTC)  # -30d
-    assert tasks["revoke-access"].due_at == datetime(2026, 12, 31, 9, 0, tzinfo=UTC)  # +0d
+    assert tasks["data-retention"].due_at == datetime(2027, 1, 7, 9, 0, tzinfo=UTC)  # +7d
     assert tasks["follow-up"].due_at == datetime(2027, 2, 11, 9, 0, tzinfo=UTC)  # +6w
     assert tasks["confirm-end-date"].subject == "Confirm the end date with Acme Corp"
     assert tasks["confirm-end-date"].owner_id == "owner-1"
     assert tasks["final-invoice"].owner_id == "finance-1"  # role:finance from OFFBOARD_ROLES
     assert tasks["confirm-end-date"].contact_id == "contact-1"
     assert tasks["confirm-end-date"].company_id == "company-1"
-    # Conditional steps wait for the survey answer.
+    # Conditional steps wait for the survey answer; steps after a task wait for it to be completed.
     assert "detractor-call" not in tasks and "future-work" not in tasks
+    assert "revoke-access" not in tasks and "thank-you" not in tasks
+    assert len(tasks) == tasks_per_run()
 
 
 def test_steps_due_later_wait_for_their_time(client, services, clock, store):
@@ -90,7 +94,7 @@ def test_a_transient_failure_is_retried_and_succeeds(client, services, store):
         "done",
         1,
     )  # two quick retries inside
-    assert len(services.adapters["sandbox"].tasks("D-1")) == 12
+    assert len(services.adapters["sandbox"].tasks("D-1")) == tasks_per_run()
 
 
 def test_a_longer_outage_goes_back_in_the_queue_with_backoff(client, services, store, clock):
@@ -106,7 +110,7 @@ def test_a_longer_outage_goes_back_in_the_queue_with_backoff(client, services, s
     worker.run_until_idle()
     batch = actions(store)[0]
     assert (batch.state, batch.attempts) == ("done", 2)
-    assert len(services.adapters["sandbox"].tasks("D-1")) == 12
+    assert len(services.adapters["sandbox"].tasks("D-1")) == tasks_per_run()
 
 
 def test_a_lost_reply_does_not_create_the_tasks_twice(client, services, store):
@@ -114,7 +118,7 @@ def test_a_lost_reply_does_not_create_the_tasks_twice(client, services, store):
     deliver(client, deal_closed_event())
     services.worker().run_until_idle()
     assert actions(store)[0].state == "done"
-    assert len(services.adapters["sandbox"].tasks("D-1")) == 12
+    assert len(services.adapters["sandbox"].tasks("D-1")) == tasks_per_run()
 
 
 def test_a_permanent_failure_parks_the_action_and_runs_shows_it(client, services, store, monkeypatch):
@@ -136,7 +140,8 @@ def test_a_permanent_failure_parks_the_action_and_runs_shows_it(client, services
     monkeypatch.setenv("OFFBOARD_PLAYBOOKS", str(services.settings.playbooks))
     result = CliRunner().invoke(main, ["runs"])
     assert result.exit_code == 0, result.output
-    assert "completed-project@v1" in result.output
+    version = yaml.safe_load((BUNDLED_PLAYBOOKS / "completed-project.yaml").read_text())["version"]
+    assert f"completed-project@v{version}" in result.output
     assert f"action {batch.id} tasks: CrmPermanent: sandbox: injected permanent failure" in result.output
     failed_only = CliRunner().invoke(main, ["runs", "--state", "failed", "--format", "json"])
     assert '"state": "failed"' in failed_only.output
@@ -163,7 +168,7 @@ def test_rate_limits_wait_without_using_up_attempts(client, services, store, clo
     worker.run_until_idle()
     batch = actions(store)[0]
     assert (batch.state, batch.attempts) == ("done", 1)
-    assert len(services.adapters["sandbox"].tasks("D-1")) == 12
+    assert len(services.adapters["sandbox"].tasks("D-1")) == tasks_per_run()
 
 
 def test_a_worker_that_died_leaves_its_actions_to_be_reclaimed_after_the_lease(
@@ -180,7 +185,7 @@ def test_a_worker_that_died_leaves_its_actions_to_be_reclaimed_after_the_lease(
     alive.run_until_idle()
     assert actions(store)[0].state == "done"
     assert actions(store)[0].claimed_by == "alive"
-    assert len(services.adapters["sandbox"].tasks("D-1")) == 12
+    assert len(services.adapters["sandbox"].tasks("D-1")) == tasks_per_run()
 
 
 def test_a_reopened_deal_cancels_pending_actions(client, services, store):
@@ -193,7 +198,13 @@ def test_a_reopened_deal_cancels_pending_actions(client, services, store):
         run = session.scalars(select(Run)).one()
         assert run.state == "cancelled"
     states = {a.kind: a.state for a in actions(store)}
-    assert states == {"task": "done", "property": "done", "survey": "cancelled", "deadline": "cancelled"}
+    assert states == {
+        "task": "done",
+        "property": "done",
+        "survey": "cancelled",
+        "deadline": "cancelled",
+        "escalation": "cancelled",  # the final invoice's, due once it is overdue
+    }
 
 
 class Budgeted(SandboxAdapter):
@@ -212,9 +223,11 @@ def test_non_urgent_actions_wait_while_the_budget_is_low(client, services, store
     deliver(client, deal_closed_event())
     worker = services.worker()
     worker.run_until_idle()
-    states = {a.kind: (a.state, a.last_error) for a in actions(store)}
-    assert states["task"] == ("done", None)  # the checklist is urgent
-    assert states["property"] == ("pending", "deferred: daily API usage 85% is past the 80% budget")
+    states = {a.step_id: (a.state, a.last_error) for a in actions(store)}
+    assert states["tasks"] == ("done", None)  # the checklist is urgent
+    deferred = ("pending", "deferred: daily API usage 85% is past the 80% budget")
+    assert states["offboarding-status"] == deferred
+    assert states["progress:1"] == deferred  # the checklist's progress on the deal is not urgent either
     from connector.cli import main
 
     monkeypatch.setenv("OFFBOARD_DATABASE_URL", services.settings.database_url)
@@ -226,7 +239,7 @@ def test_non_urgent_actions_wait_while_the_budget_is_low(client, services, store
     budgeted.reason = None
     clock.advance(seconds=services.settings.defer_seconds + 1)
     worker.run_until_idle()
-    prop = next(a for a in actions(store) if a.kind == "property")
+    prop = next(a for a in actions(store) if a.step_id == "offboarding-status")
     assert (prop.state, prop.attempts) == ("done", 1)
 
 

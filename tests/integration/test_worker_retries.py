@@ -9,6 +9,7 @@ from sqlalchemy import select, update
 from connector.errors import CrmRateLimited
 from connector.store import Action, Event
 from connector.usecases.events import EventProcessor
+from tests.support.harness import tasks_per_run
 from tests.support.helpers import deal_closed_event, signed
 
 
@@ -54,7 +55,7 @@ def test_an_event_that_times_out_backs_off_and_then_starts_its_run(
     clock.advance(seconds=base + 1)
     worker.run_until_idle()
     assert the_event(store).state == "done"
-    assert len(services.adapters["sandbox"].tasks("D-1")) == 12
+    assert len(services.adapters["sandbox"].tasks("D-1")) == tasks_per_run()
 
 
 def test_an_unexpected_error_in_an_event_is_retried_up_to_the_limit_then_failed(

@@ -24,6 +24,14 @@ URL for HUBSPOT_API_BASE_URL. It is strict the way HubSpot is:
 - a rolling 10-second budget (``limit_per_10s``) and a search budget per second; past them,
   429 with HubSpot's body; X-HubSpot-RateLimit-* headers on every answer
 - ``search_lag``: records younger than this do not show in search yet, as in HubSpot
+- files (``POST /files/v3/files``, multipart): a ``file`` part, an ``options`` JSON part whose
+  ``access`` is required, and exactly one of ``folderId`` / ``folderPath``; uploaded files are
+  found by ``GET /files/v3/files/search?name=`` (after ``search_lag``) and are what a note's or
+  task's ``hs_attachment_ids`` may name (ids separated by ";")
+
+Tasks as a CSM works them: ``complete_task``, ``reopen_task`` and ``edit_task`` set the status,
+completion date, body, attachments and "updated by" as HubSpot's UI does; ``task_event`` builds
+the ``object.propertyChange`` webhook event such a change sends (sign it with ``signed``).
 
 Switches: ``inject(fault, times, route)`` plays a fault of ``tests.support.faults`` on the next
 matching calls (``Fault.LOST_REPLY`` does the work and then drops the connection before
@@ -55,6 +63,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import mimetypes
 import random
 import re
 import secrets
@@ -66,6 +75,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from io import BytesIO
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -80,6 +90,7 @@ CLIENT_ID = "5f0c1e2a-0b7d-4c39-9d0e-offboard-tests"
 APP_ID = 1160452
 REDIRECT_URI = "http://127.0.0.1:8080/oauth/hubspot/callback"
 INSTALLER = "admin@agency.example"
+OWNER_USER = "9101"  # the HubSpot user id (hs_updated_by_user_id) of the CSM who works the tasks
 ACCESS_LIFETIME = timedelta(minutes=30)  # HubSpot: access tokens live 30 minutes
 CODE_LIFETIME = timedelta(minutes=10)  # HubSpot: "a short window" (its length is unconfirmed)
 
@@ -111,6 +122,11 @@ REQUIRED = {"tasks": ("hs_timestamp",), "notes": ("hs_timestamp",)}
 # Longest values HubSpot takes, counted as Java counts (UTF-16 units; the unit is unconfirmed).
 MAX_LENGTH = {("notes", "hs_note_body"): 65_536}
 SEARCH_OPERATORS = {"EQ", "NEQ", "LT", "LTE", "GT", "GTE", "BETWEEN", "IN", "HAS_PROPERTY"}
+# Files API (developers.hubspot.com/docs/api/files/files; changelog "updates for the CMS files
+# API": uploads without options.access are refused). The option names beyond access and ttl are
+# the SDK's FileUploadOptions; that HubSpot refuses other names is unconfirmed.
+FILE_ACCESS = {"PUBLIC_INDEXABLE", "PUBLIC_NOT_INDEXABLE", "PRIVATE"}
+FILE_OPTIONS = {"access", "ttl", "overwrite", "duplicateValidationStrategy", "duplicateValidationScope"}
 SEARCH_OPERATORS |= {"NOT_HAS_PROPERTY", "CONTAINS_TOKEN"}
 
 
@@ -128,6 +144,29 @@ class Record:
     updated_at: datetime
     history: dict[str, list[tuple[str, datetime]]] = field(default_factory=dict)  # oldest first
     links: list[tuple[str, str, int]] = field(default_factory=list)  # (object type, id, type id)
+
+
+@dataclass
+class StoredFile:
+    """A file in the portal's file manager."""
+
+    id: str
+    name: str  # without its extension, as HubSpot shows it
+    extension: str
+    folder_path: str
+    folder_id: str
+    access: str
+    content: bytes
+    content_type: str
+    created_at: datetime
+
+
+@dataclass
+class Form:
+    """A multipart/form-data body: its text fields, and its file parts (filename, bytes, type)."""
+
+    fields: dict[str, str]
+    files: dict[str, tuple[str, bytes, str]]
 
 
 @dataclass
@@ -159,6 +198,8 @@ class FakeHubSpot:
         self.objects: dict[str, dict[str, Record]] = {kind: {} for kind in GROUPS}
         self.schema: dict[str, dict[str, dict[str, Any]]] = {kind: {} for kind in GROUPS}
         self.owners: dict[str, dict[str, Any]] = {}
+        self.files: dict[str, StoredFile] = {}
+        self.folders: dict[str, str] = {}  # path → folder id
         self.pipelines: list[dict[str, Any]] = []
         self.denied: dict[str, str] = {}  # route → the scope it needs and the token lacks
         self.faults: deque[Injected] = deque()
@@ -265,8 +306,20 @@ class FakeHubSpot:
             "hubspotDefined": extra.get("hubspotDefined", False),
         }
 
-    def add_owner(self, owner_id: str, email: str, first: str, last: str) -> None:
-        self.owners[owner_id] = {"id": owner_id, "email": email, "firstName": first, "lastName": last}
+    def add_owner(
+        self, owner_id: str, email: str, first: str, last: str, *, user_id: str | None = None
+    ) -> None:
+        """An owner; ``user_id`` is the HubSpot user behind it (``hs_updated_by_user_id`` names the
+        user, ``hubspot_owner_id`` takes the owner: HubSpot's owners guide says a user id "will
+        result in an error if it is used to assign ownership"). By default the same number."""
+        user = int(user_id or owner_id)
+        self.owners[owner_id] = {
+            "id": owner_id,
+            "email": email,
+            "firstName": first,
+            "lastName": last,
+            "userId": user,
+        }
 
     def add_pipeline(self, pipeline_id: str, label: str, stages: list[tuple[str, str, bool, str]]) -> None:
         """Stages as (id, label, closed, probability)."""
@@ -285,6 +338,63 @@ class FakeHubSpot:
         """As if a user changed it in HubSpot (kept in the property's history)."""
         with self._lock:
             self._set(self.objects[object_type][object_id], {name: value})
+
+    # --- tasks as a CSM works them in HubSpot -----------------------------------------
+
+    def complete_task(
+        self, task_id: str, *, by: str = OWNER_USER, evidence: str | None = None, attach: Iterable[str] = ()
+    ) -> None:
+        """The CSM ticks the task off (adding an ``Evidence:`` line or files first, when given)."""
+        self.edit_task(task_id, by=by, evidence=evidence, attach=attach)
+        with self._lock:
+            now = _iso(self.clock())
+            done = {"hs_task_status": "COMPLETED", "hs_task_completion_date": now}
+            self._set(self.objects["tasks"][task_id], done | {"hs_updated_by_user_id": by})
+
+    def reopen_task(self, task_id: str, *, by: str = OWNER_USER, status: str = "NOT_STARTED") -> None:
+        """The CSM marks the task not done again (HubSpot clears its completion date)."""
+        with self._lock:
+            changes = {"hs_task_status": status, "hs_task_completion_date": "", "hs_updated_by_user_id": by}
+            self._set(self.objects["tasks"][task_id], changes)
+
+    def edit_task(
+        self, task_id: str, *, by: str = OWNER_USER, evidence: str | None = None, attach: Iterable[str] = ()
+    ) -> None:
+        """The CSM adds an ``Evidence:`` paragraph to the task's notes and/or attaches files (names
+        of files uploaded there and then)."""
+        with self._lock:
+            record = self.objects["tasks"][task_id]
+            changes = {"hs_updated_by_user_id": by}
+            if evidence is not None:
+                body = record.properties.get("hs_task_body", "")
+                changes["hs_task_body"] = f"{body}<p>Evidence: {evidence}</p>"
+            names = list(attach)
+            if names:
+                ids = [i for i in record.properties.get("hs_attachment_ids", "").split(";") if i]
+                ids += [self.store_file(name, b"attached in HubSpot").id for name in names]
+                changes["hs_attachment_ids"] = ";".join(ids)
+            self._set(record, changes)
+
+    def store_file(
+        self, filename: str, content: bytes, *, folder: str = "/", access: str = "PRIVATE"
+    ) -> StoredFile:
+        with self._lock:
+            stem, dot, extension = filename.rpartition(".")
+            if folder not in self.folders:
+                self.folders[folder] = str(next(self._ids))
+            stored = StoredFile(
+                id=str(next(self._ids)),
+                name=stem if dot else filename,
+                extension=extension if dot else "",
+                folder_path=folder,
+                folder_id=self.folders[folder],
+                access=access,
+                content=content,
+                content_type=mimetypes.guess_type(filename)[0] or "application/octet-stream",
+                created_at=self.clock(),
+            )
+            self.files[stored.id] = stored
+            return stored
 
     # --- switches and inspection -----------------------------------------------
 
@@ -344,9 +454,12 @@ class FakeHubSpot:
                 portal = self._portal_for(headers)
             except HubSpotError as exc:
                 return self._error(exc)
-            return portal._serve(method, path, query, body)
+            content_type = {k.lower(): v for k, v in headers.items()}.get("content-type", "")
+            return portal._serve(method, path, query, body, content_type)
 
-    def _serve(self, method: str, path: str, query: dict[str, list[str]], body: bytes) -> Reply:
+    def _serve(
+        self, method: str, path: str, query: dict[str, list[str]], body: bytes, content_type: str = ""
+    ) -> Reply:
         """One API call made with a token of this portal (its own handlers, its own records)."""
         now = self.clock()
         found = self._route(method, path)
@@ -357,7 +470,7 @@ class FakeHubSpot:
         except HubSpotError as exc:
             return self._error(exc)
         self.calls[name] += 1
-        status, answer = self._answer(name, handler, params, query, body, now)
+        status, answer = self._answer(name, handler, params, query, _decode(body, content_type), now)
         self.log.append((now, name, status))
         return status, self._limit_headers(now), answer
 
@@ -404,7 +517,7 @@ class FakeHubSpot:
         handler: Any,
         params: dict[str, str],
         query: dict[str, list[str]],
-        body: bytes,
+        body: Any,
         now: datetime,
     ) -> tuple[int | Fault, Any]:
         fault = None
@@ -419,7 +532,7 @@ class FakeHubSpot:
                 )
             if fault is not None and fault != Fault.LOST_REPLY:
                 raise _injected(fault)
-            status, answer = handler(params, query, json.loads(body) if body else None)
+            status, answer = handler(params, query, body)
         except HubSpotError as exc:
             return exc.status, _error_body(exc)
         return (Fault.LOST_REPLY, None) if fault == Fault.LOST_REPLY else (status, answer)
@@ -456,7 +569,7 @@ class FakeHubSpot:
 
     def _throttle(self, name: str, now: datetime) -> None:
         window = self._window(self._recent, now, timedelta(seconds=10))
-        search = name.endswith("/search")
+        search = name.startswith("POST /crm/") and name.endswith("/search")  # CRM search's own limit
         search_window = self._window(self._recent_search, now, timedelta(seconds=1)) if search else 0
         self._recent.append(now)
         if search:
@@ -504,6 +617,8 @@ class FakeHubSpot:
         obj = r"/crm/v3/objects/(?P<type>\w+)"
         return [
             ("GET", r"/account-info/v3/details", "GET /account-info/v3/details", self._account),
+            ("POST", r"/files/v3/files", "POST /files/v3/files", self._upload_file),
+            ("GET", r"/files/v3/files/search", "GET /files/v3/files/search", self._search_files),
             ("GET", r"/crm/v3/pipelines/deals", "GET /crm/v3/pipelines/deals", self._pipelines),
             ("GET", r"/crm/v3/owners/(?P<id>[^/]+)", "GET /crm/v3/owners/{{id}}", self._owner),
             ("POST", obj + r"/batch/create", "POST /crm/v3/objects/{type}/batch/create", self._batch_create),
@@ -548,15 +663,61 @@ class FakeHubSpot:
             "dataHostingLocation": "na1",
         }
 
+    def _upload_file(self, params: dict[str, str], query: Any, body: Any) -> tuple[int, Any]:
+        """multipart/form-data: ``file`` (required), ``options`` (JSON, ``access`` required), one of
+        ``folderId`` / ``folderPath`` (not both); ``fileName`` names it. A missing folder path is
+        created, as HubSpot does."""
+        if not isinstance(body, Form):
+            raise HubSpotError(415, "Content-Type must be multipart/form-data", "VALIDATION_ERROR")
+        part = body.files.get("file")
+        if part is None or not part[0]:
+            raise HubSpotError(400, "file is required", "VALIDATION_ERROR")
+        options = _file_options(body.fields.get("options"))
+        folder_id, folder_path = body.fields.get("folderId"), body.fields.get("folderPath")
+        if bool(folder_id) == bool(folder_path):
+            raise HubSpotError(
+                400, "Either folderId or folderPath must be provided, not both", "VALIDATION_ERROR"
+            )
+        if folder_id and folder_id not in self.folders.values():
+            raise HubSpotError(404, f"Folder {folder_id} not found", "OBJECT_NOT_FOUND")
+        path = folder_path or next(p for p, i in self.folders.items() if i == folder_id)
+        if not str(path).startswith("/"):
+            raise HubSpotError(400, f"folderPath must start with '/': {path}", "VALIDATION_ERROR")
+        stored = self.store_file(
+            body.fields.get("fileName") or part[0], part[1], folder=path, access=options["access"]
+        )
+        return 201, _file_json(stored)
+
+    def _search_files(
+        self, params: dict[str, str], query: dict[str, list[str]], body: Any
+    ) -> tuple[int, Any]:
+        """Files whose name contains ``name`` (HubSpot's files index trails uploads: ``search_lag``)."""
+        name = (query.get("name") or [""])[0]
+        visible_before = self.clock() - self.search_lag
+        found = [
+            f
+            for f in self.files.values()
+            if name.lower() in f.name.lower() and f.created_at <= visible_before
+        ]
+        return 200, {"results": [_file_json(f) for f in found[:100]]}
+
     def _pipelines(self, params: dict[str, str], query: Any, body: Any) -> tuple[int, Any]:
         return 200, {"results": [_pipeline(p, self.clock()) for p in self.pipelines]}
 
     def _owner(self, params: dict[str, str], query: dict[str, list[str]], body: Any) -> tuple[int, Any]:
-        owner = self.owners.get(params["id"])
+        # ``idProperty``: ``id`` (the default) or ``userId`` (the owners API reference).
+        by_user = (query.get("idProperty") or ["id"])[0] == "userId"
+        users = {str(o["userId"]): o for o in self.owners.values()}
+        owner = (users if by_user else self.owners).get(params["id"])
         if owner is None:
             raise HubSpotError(404, f"No owner with id {params['id']}", "OBJECT_NOT_FOUND")
         stamp = _iso(self.clock())
-        extra = {"userId": int(params["id"]), "createdAt": stamp, "updatedAt": stamp, "archived": False}
+        extra = {
+            "userIdIncludingInactive": owner["userId"],
+            "createdAt": stamp,
+            "updatedAt": stamp,
+            "archived": False,
+        }
         return 200, {**owner, **extra, "type": "PERSON", "teams": []}
 
     def _get(self, params: dict[str, str], query: dict[str, list[str]], body: Any) -> tuple[int, Any]:
@@ -727,9 +888,13 @@ class FakeHubSpot:
             )
         if data["type"] == "enumeration" and not data.get("options"):
             raise HubSpotError(400, "an enumeration needs options", "VALIDATION_ERROR")
-        options = [o["value"] for o in data.get("options") or []]
+        given = data.get("options") or []
+        if any(not isinstance(o, dict) or not o.get("label") or not o.get("value") for o in given):
+            raise HubSpotError(400, "each option needs a label and a value", "VALIDATION_ERROR")
         extra = {key: data[key] for key in ("label", "fieldType", "groupName", "description") if key in data}
-        self.define_property(params["type"], data["name"], data["type"], options, **extra)
+        self.define_property(params["type"], data["name"], data["type"], [o["value"] for o in given], **extra)
+        for option, kept in zip(given, self.schema[params["type"]][data["name"]]["options"], strict=True):
+            kept["label"] = option["label"]  # the label a user sees in HubSpot
         return 201, _property_json(self.schema[params["type"]][data["name"]], self.clock())
 
     # --- records ------------------------------------------------------------
@@ -811,6 +976,10 @@ class FakeHubSpot:
         if longest is not None and len(text.encode("utf-16-le")) // 2 > longest:
             message = f"{name} is longer than the limit of {longest} characters"
             return _invalid(name, message, "INVALID_LENGTH")
+        if name == "hs_attachment_ids":  # file ids, ";"-separated; that HubSpot checks them is unconfirmed
+            unknown = [i for i in text.split(";") if i not in self.files]
+            if unknown:
+                return _invalid(name, f"no file with id {', '.join(unknown)}", "INVALID_FILE_ID")
         kind, options = definition["type"], self._options(object_type, name)
         if kind == "enumeration" and text not in options:
             return _invalid(name, f"{text} was not one of the allowed options: {options}", "INVALID_OPTION")
@@ -921,6 +1090,10 @@ class FakeHubSpot:
         self.define_property("tasks", "hs_task_priority", "enumeration", ["NONE", "LOW", "MEDIUM", "HIGH"])
         self.define_property("tasks", "hs_task_type", "enumeration", ["TODO", "CALL", "EMAIL", "LINKED_IN"])
         self.define_property("notes", "hs_note_body")
+        self.define_property("tasks", "hs_task_completion_date", "datetime", hubspotDefined=True)
+        self.define_property("tasks", "hs_updated_by_user_id", "number", hubspotDefined=True)
+        for object_type in ("tasks", "notes"):
+            self.define_property(object_type, "hs_attachment_ids", hubspotDefined=True)
 
     def _options(self, object_type: str, name: str) -> list[str]:
         # Owners, pipelines and stages are the options of the properties that name them.
@@ -1268,6 +1441,51 @@ def _sort_key(kind: str) -> Callable[[Any], Any]:
     return lambda v: str(v)
 
 
+def _decode(body: bytes, content_type: str) -> Any:
+    """A request body: JSON, or the parts of a multipart/form-data upload."""
+    if content_type.startswith("multipart/form-data"):
+        request = Request.from_values(
+            input_stream=BytesIO(body), content_length=len(body), content_type=content_type, method="POST"
+        )
+        files = {k: (f.filename or "", f.read(), f.mimetype) for k, f in request.files.items()}
+        return Form(fields=dict(request.form.items()), files=files)
+    return json.loads(body) if body else None
+
+
+def _file_options(raw: str | None) -> dict[str, Any]:
+    if not raw:
+        raise HubSpotError(400, "options is required: a JSON object with access", "VALIDATION_ERROR")
+    try:
+        options = json.loads(raw)
+    except json.JSONDecodeError:
+        raise HubSpotError(400, "options must be a JSON object", "VALIDATION_ERROR") from None
+    if not isinstance(options, dict) or options.get("access") not in FILE_ACCESS:
+        raise HubSpotError(400, f"options.access must be one of {sorted(FILE_ACCESS)}", "VALIDATION_ERROR")
+    unknown = sorted(set(options) - FILE_OPTIONS)
+    if unknown:
+        raise HubSpotError(400, f"unknown options: {', '.join(unknown)}", "VALIDATION_ERROR")
+    return options
+
+
+def _file_json(stored: StoredFile) -> dict[str, Any]:
+    full = f"{stored.name}.{stored.extension}" if stored.extension else stored.name
+    stamp = _iso(stored.created_at)
+    return {
+        "id": stored.id,
+        "name": stored.name,
+        "extension": stored.extension,
+        "path": f"{stored.folder_path.rstrip('/')}/{full}",
+        "parentFolderId": stored.folder_id,
+        "access": stored.access,
+        "size": len(stored.content),
+        "type": "DOCUMENT" if stored.extension in ("md", "txt", "pdf") else "OTHER",
+        "isUsableInContent": False,
+        "createdAt": stamp,
+        "updatedAt": stamp,
+        "archived": False,
+    }
+
+
 # --- serving it --------------------------------------------------------------------
 
 
@@ -1398,6 +1616,33 @@ def stage_event(
         "propertyValue": stage,
         "changeSource": "CRM",
         "sourceId": "userId:1234",
+    }
+
+
+def task_event(
+    task_id: str,
+    status: str,
+    *,
+    event_id: int = 1,
+    portal_id: int = PORTAL_ID,
+    at: datetime | None = None,
+    user: str = OWNER_USER,
+) -> dict[str, Any]:
+    """The generic ``object.propertyChange`` event a task's status change sends (objectTypeId 0-27)."""
+    return {
+        "eventId": event_id,
+        "subscriptionId": 2206,
+        "portalId": portal_id,
+        "appId": APP_ID,
+        "occurredAt": int((at or datetime.now(UTC)).timestamp() * 1000),
+        "subscriptionType": "object.propertyChange",
+        "attemptNumber": 0,
+        "objectTypeId": "0-27",
+        "objectId": int(task_id),
+        "propertyName": "hs_task_status",
+        "propertyValue": status,
+        "changeSource": "CRM_UI",
+        "sourceId": f"userId:{user}",
     }
 
 

@@ -111,6 +111,7 @@ PREFIXES = {
     "Task": "00T",
     "ContentDocument": "069",
     "ContentDocumentLink": "06A",
+    "ContentVersion": "068",
     "Survey": "0Kd",
     "Lead": "00Q",
     "SurveyInvitation": "0Ki",
@@ -167,6 +168,17 @@ ID = F("id", 18, createable=False, updateable=False)
 OWNER = _ref("User", relationship="Owner", default="<current user>")
 READ_ONLY_FLAG = F("boolean", createable=False, updateable=False, default=False)
 CREATED = F("datetime", createable=False, updateable=False)
+
+# The Task statuses whose TaskStatus record is marked closed in a new org: a Task saved with
+# one is IsClosed, with CompletedDateTime set (Task object reference, developer.salesforce.com).
+CLOSED_TASK_STATUSES = frozenset({"Completed"})
+# Offboard_Status__c, a restricted picklist (docs/salesforce.md, Fields to create).
+OFFBOARD_STATUSES = ("not_started", "in_progress", "overdue", "needs_evidence", "complete", "cancelled")
+# The longest URI (path and query) a REST call may have: longer is 414 URI Too Long
+# (help.salesforce.com article 000386264); a SOQL statement is at most 100,000 characters
+# (SOQL and SOSL limits, salesforce_app_limits_cheatsheet).
+URI_MAX = 16_384
+SOQL_MAX = 100_000
 
 # StageName carries IsClosed / IsWon, as OpportunityStage does in a real org.
 STAGES = {
@@ -237,6 +249,11 @@ def _schema() -> dict[str, dict[str, F]]:
             "ContractId": _ref("Contract", relationship="Contract"),
             "Description": F("textarea", 32000, filterable=False),
             "Offboarding_Status__c": F("string", 255),
+            # Where Offboard shows a checklist's progress (manifest.json lists them).
+            "Offboard_Status__c": _pick(*OFFBOARD_STATUSES),
+            "Offboard_Progress__c": F("string", 20),
+            "Offboard_Next_Due__c": F("date"),
+            "Offboard_Playbook__c": F("string", 255),
             "SystemModstamp": CREATED,  # moved on every save
         },
         "OpportunityContactRole": {
@@ -266,6 +283,13 @@ def _schema() -> dict[str, dict[str, F]]:
             "WhatId": _ref("Opportunity", "Account", "Contract"),
             "WhoId": _ref("Contact", "Lead"),
             "OwnerId": OWNER,
+            # Computed on save: IsClosed from the status, CompletedDateTime when it closes.
+            "IsClosed": READ_ONLY_FLAG,
+            "CompletedDateTime": CREATED,
+            "LastModifiedDate": CREATED,
+            "LastModifiedById": _ref(
+                "User", relationship="LastModifiedBy", createable=False, updateable=False
+            ),
         },
         "ContentNote": {
             "Id": ID,
@@ -276,9 +300,26 @@ def _schema() -> dict[str, dict[str, F]]:
         "ContentDocumentLink": {
             "Id": ID,
             "ContentDocumentId": _ref("ContentDocument", relationship="ContentDocument", required=True),
-            "LinkedEntityId": _ref("Opportunity", "Account", "Contact", "User", required=True),
+            "LinkedEntityId": _ref("Opportunity", "Account", "Contact", "User", "Task", required=True),
             "ShareType": _pick("V", "C", "I", required=True),
             "Visibility": _pick("AllUsers", "InternalUsers", "SharedUsers", default="AllUsers"),
+            "SystemModstamp": CREATED,
+        },
+        # A file: inserting a version without ContentDocumentId makes a new ContentDocument, linked
+        # to FirstPublishLocationId (ContentVersion object reference). PathOnClient and VersionData
+        # (base64) are required for a new file.
+        "ContentVersion": {
+            "Id": ID,
+            "Title": F("string", 255),
+            "PathOnClient": F("string", 500, required=True, updateable=False),
+            "VersionData": F("base64", required=True, updateable=False),
+            "FirstPublishLocationId": _ref(
+                "Opportunity", "Account", "Contact", "User", "Task", updateable=False
+            ),
+            "ContentDocumentId": _ref(
+                "ContentDocument", relationship="ContentDocument", createable=False, updateable=False
+            ),
+            "Description": F("textarea", 1000),
         },
         "Survey": {"Id": ID, "Name": F("string", 80, required=True)},
         "Network": {"Id": ID, "Name": F("string", 80, required=True)},
@@ -710,6 +751,8 @@ class FakeSalesforce:
         self._cursors: dict[str, list[dict[str, Any]]] = {}
         self._counter = itertools.count(1)
         self._lock = threading.RLock()
+        self._actor: str | None = None  # the user a test acts as (complete_task …); else the API user
+        self._moment: datetime | None = None  # when a test's edit happens (edit_task at=…); else now
         self.db["Organization"][org_id] = {"Id": org_id, "Name": "Acme"}
         self.api_user = self.add_user("Integration User", "integration@acme.example")
         self.access_token = self._new_token()
@@ -896,6 +939,61 @@ class FakeSalesforce:
         record.update(values)
         self._derive(sobject, record)
 
+    def add_task(self, what_id: str, subject: str = "Checklist step", **values: Any) -> str:
+        """A Task on the record, saved as the API would save it (computed fields included)."""
+        with self._lock:
+            fields = {"Subject": subject, "WhatId": what_id, **values}
+            return self._insert("Task", self._check("Task", fields, creating=True))
+
+    def edit_task(
+        self, task_id: str, *, by: str | None = None, at: datetime | None = None, **values: Any
+    ) -> None:
+        """A user (``by``, else the integration user) saves the Task in Salesforce (at ``at``, else
+        now): the values are checked as a save checks them, and IsClosed, CompletedDateTime,
+        LastModified* and SystemModstamp follow."""
+        with self._lock:
+            record = self.db["Task"][task_id]
+            record.update(self._check("Task", values, creating=False))
+            self._actor, self._moment = by, at
+            try:
+                self._derive("Task", record)
+            finally:
+                self._actor, self._moment = None, None
+
+    def complete_task(
+        self, task_id: str, *, by: str | None = None, status: str = "Completed", at: datetime | None = None
+    ) -> None:
+        self.edit_task(task_id, by=by, at=at, Status=status)
+
+    def reopen_task(
+        self, task_id: str, *, by: str | None = None, status: str = "In Progress", at: datetime | None = None
+    ) -> None:
+        self.edit_task(task_id, by=by, at=at, Status=status)
+
+    def attach_file(
+        self, record_id: str, filename: str, content: bytes = b"evidence", *, at: datetime | None = None
+    ) -> str:
+        """A user uploads a file on the record (its Files related list), at ``at`` (else now): the
+        ContentDocument id."""
+        with self._lock:
+            values = {
+                "PathOnClient": filename,
+                "VersionData": base64.b64encode(content).decode(),
+                "FirstPublishLocationId": record_id,
+            }
+            self._moment = at
+            try:
+                checked = self._check("ContentVersion", values, creating=True)
+                version_id = self._insert("ContentVersion", checked)
+            finally:
+                self._moment = None
+            return str(self.db["ContentVersion"][version_id]["ContentDocumentId"])
+
+    def delete(self, sobject: str, record_id: str) -> None:
+        """A user deletes the record (it goes to the recycle bin: queries no longer return it)."""
+        with self._lock:
+            del self.db[sobject][record_id]
+
     def set_picklist(self, sobject: str, name: str, values: list[str], default: str | None = None) -> None:
         old = self.schema[sobject][name]
         self.schema[sobject][name] = F(
@@ -964,6 +1062,8 @@ class FakeSalesforce:
                 404, [SfError("NOT_FOUND", "The requested resource does not exist").as_request_error()]
             )
         path = found.group(2).rstrip("/")
+        if len(parts.path) + len(parts.query) + 1 > URI_MAX:
+            return 414, {"Content-Type": "text/html"}, b"<h1>414 URI Too Long</h1>"
         with self._lock:
             org = self._org_for(parts.netloc)
             return org._api(method, path, parse_qs(parts.query), headers, text)
@@ -1120,6 +1220,10 @@ class FakeSalesforce:
             raise SfError(
                 "INVALID_TYPE_ON_FIELD_IN_RECORD", f"{name}: value not of required type: {value}", [name]
             )
+        if spec.type == "base64" and not _base64(value):
+            # The REST API takes blob fields as base64 text (sObject Basic Information, "Insert or
+            # Update Blob Data"); the error code is this fake's choice.
+            raise SfError("INVALID_TYPE_ON_FIELD_IN_RECORD", f"{name}: value is not valid base64", [name])
         if spec.type == "date" and not (isinstance(value, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", value)):
             raise SfError(
                 "INVALID_TYPE_ON_FIELD_IN_RECORD", f"{name}: value not of required type: {value}", [name]
@@ -1155,16 +1259,46 @@ class FakeSalesforce:
     def _derive(self, sobject: str, record: dict[str, Any]) -> None:
         """What Salesforce computes on save."""
         if "SystemModstamp" in self.schema[sobject]:
-            record["SystemModstamp"] = _now()
+            record["SystemModstamp"] = self._stamp()
         if sobject == "Opportunity":
             record["IsClosed"], record["IsWon"] = STAGES[record["StageName"]]
         if sobject == "ContentNote":
             # A ContentNote is a ContentDocument: same id, queried through links.
             self.db["ContentDocument"][record["Id"]] = {"Id": record["Id"], "Title": record["Title"]}
+        if sobject == "Task":
+            self._derive_task(record)
+        if sobject == "ContentVersion" and not record.get("ContentDocumentId"):
+            self._publish(record)
         if sobject == "SurveyInvitation":
             record["InvitationLink"] = (
                 f"https://{self.instance}/survey/runtimeApp.app?invitationId={record['Id']}"
             )
+
+    def _derive_task(self, record: dict[str, Any]) -> None:
+        """IsClosed follows the status; CompletedDateTime is when it closed; who saved it last."""
+        closed = record.get("Status") in CLOSED_TASK_STATUSES
+        if closed and not record.get("IsClosed"):
+            record["CompletedDateTime"] = self._stamp()
+        elif not closed:
+            record["CompletedDateTime"] = None
+        record["IsClosed"] = closed
+        record["LastModifiedDate"] = self._stamp()
+        record["LastModifiedById"] = self._actor or self.api_user
+
+    def _stamp(self) -> str:
+        """The time a save records: the test's moment for its edit (``edit_task`` at=…), else now."""
+        return _now() if self._moment is None else _format(self._moment)
+
+    def _publish(self, version: dict[str, Any]) -> None:
+        """A new file: its ContentDocument, and its link to the record it was published on."""
+        if not version.get("Title"):
+            version["Title"] = Path(str(version["PathOnClient"])).stem
+        document_id = self._new_id("ContentDocument")
+        self.db["ContentDocument"][document_id] = {"Id": document_id, "Title": version["Title"]}
+        version["ContentDocumentId"] = document_id
+        if version.get("FirstPublishLocationId"):
+            link = {"ContentDocumentId": document_id, "LinkedEntityId": version["FirstPublishLocationId"]}
+            self._insert("ContentDocumentLink", link | {"ShareType": "V"})
 
     def _seed(self, sobject: str, **values: Any) -> str:
         record_id = self._new_id(sobject)
@@ -1295,6 +1429,8 @@ class FakeSalesforce:
                 self.db["ContentNote"].pop(record["Id"], None)
                 for link in self.records("ContentDocumentLink", ContentDocumentId=record["Id"]):
                     del self.db["ContentDocumentLink"][link["Id"]]
+                for version in self.records("ContentVersion", ContentDocumentId=record["Id"]):
+                    del self.db["ContentVersion"][version["Id"]]
             answers.append({"id": record["Id"], "success": True, "errors": []})
         return answers
 
@@ -1329,6 +1465,7 @@ class FakeSalesforce:
             values = self._check(sobject, record, creating=True)
             return {"id": self._insert(sobject, values), "success": True, "errors": [], "created": True}
         existing.update(self._check(sobject, record, creating=False))
+        self._derive(sobject, existing)
         return {"id": existing["Id"], "success": True, "errors": [], "created": False}
 
     def _composite(self, body: Any) -> dict[str, Any]:
@@ -1399,6 +1536,8 @@ class FakeSalesforce:
 
     def _query(self, text: str) -> dict[str, Any]:
         self.queries.append(text)
+        if len(text) > SOQL_MAX:
+            raise _malformed(f"SOQL statements cannot exceed {SOQL_MAX} characters")
         query = parse_soql(text)
         self._validate(query, None)
         if query.sobject == "ContentDocumentLink" and not _filters_id(
@@ -1719,8 +1858,21 @@ class FakeSalesforce:
         return reply
 
 
+def _base64(value: Any) -> bool:
+    try:
+        base64.b64decode(str(value), validate=True)
+    except ValueError:
+        return False
+    return isinstance(value, str)
+
+
 def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "+0000"
+    return _format(datetime.now(UTC))
+
+
+def _format(moment: datetime) -> str:
+    """A datetime as Salesforce writes it: UTC, milliseconds, ``+0000``."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "+0000"
 
 
 def _api_path(url: str) -> str:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import date, timedelta
+
 import pytest
 
+from connector.playbooks import graph
 from connector.playbooks.coverage import COMMAND, table_in
 from connector.playbooks.loader import load_all
 from connector.playbooks.model import Playbook, Step
@@ -15,11 +18,15 @@ PROMOTER = {"nps": 9, "csat": 5, "ces": 6}  # the lowest score that counts as a 
 DETRACTOR = {"nps": 6, "csat": 3, "ces": 4}
 
 
-def offset_days(step: Step) -> int:
-    body = step.body
-    offset = getattr(body, "due", None) or getattr(body, "send", None) or getattr(body, "at", None)
-    assert offset is not None
-    return offset.days * (7 if offset.unit == "w" else 1)
+def certain(book: Playbook, step: Step) -> bool:
+    """Whether the step runs whatever the client answers (no `when` on it or on a step it waits for)."""
+    return step.body.when is None and all(certain(book, book.step(i)) for i in step.after_ids)
+
+
+def the_step(book: Playbook, line: int) -> Step:
+    """The one task step covering ``line`` of the checklist."""
+    (step,) = [s for s in book.steps if line in s.covers and s.task is not None]
+    return step
 
 
 def test_all_five_kinds_of_offboarding_are_bundled():
@@ -42,20 +49,70 @@ def test_together_they_cover_every_line():
 
 
 @pytest.mark.parametrize("playbook_id", sorted(LOADED))
-def test_the_thank_you_is_the_last_client_facing_step(playbook_id):
-    steps = [s for s in LOADED[playbook_id].playbook.steps if s.body.after is None]
+@pytest.mark.parametrize("contract_end", [date(2026, 12, 31) + timedelta(days=d) for d in range(7)])
+def test_the_thank_you_is_the_last_client_facing_step(playbook_id, contract_end):
+    book = LOADED[playbook_id].playbook
+    days = graph.planned_days(book, contract_end)  # each step it waits for done on its planned day
+    steps = [s for s in book.steps if certain(book, s)]
     thank_you = [s for s in steps if 14 in s.covers]
     assert len(thank_you) == 1
     client_facing = [s for s in steps if set(s.covers) & CLIENT_FACING]
-    latest = max(client_facing, key=offset_days)
-    assert offset_days(thank_you[0]) >= offset_days(latest), f"{latest.id} comes after the thank-you"
+    latest = max(client_facing, key=lambda s: days[s.id])
+    assert days[thank_you[0].id] >= days[latest.id], f"{latest.id} comes after the thank-you"
     follow_up = [s for s in steps if 15 in s.covers]
-    assert all(offset_days(s) > offset_days(thank_you[0]) for s in follow_up)
+    assert all(days[s.id] > days[thank_you[0].id] for s in follow_up)
+
+
+@pytest.mark.parametrize("playbook_id", sorted(LOADED))
+def test_the_checklist_has_its_order_in_it(playbook_id):
+    """Revocation right after the transfer; the thank-you once the final invoice is paid."""
+    book = LOADED[playbook_id].playbook
+    invoice, revoke, thank_you = the_step(book, 4), the_step(book, 6), the_step(book, 14)
+    assert thank_you.after_ids == (invoice.id,)
+    transfer = [s for s in book.steps if 5 in s.covers]
+    if transfer:  # the fallback has no transfer step: its revocation counts from the contract end
+        assert revoke.after_ids == (transfer[0].id,)
+        assert revoke.task is not None and str(revoke.task.due) == "+0d"  # right after it
+    else:
+        assert revoke.after_ids == ()
+    assert playbook_id == "fallback" or transfer, "every full playbook transfers the data"
+
+
+@pytest.mark.parametrize("playbook_id", sorted(LOADED))
+def test_revocation_deletion_and_transfer_need_evidence(playbook_id):
+    book = LOADED[playbook_id].playbook
+    for step in book.steps:
+        if step.task is None:
+            continue
+        needs = bool({5, 6, 7} & set(step.covers))
+        assert (step.task.evidence == "required") == needs, f"{step.id}: evidence {step.task.evidence}"
+        if needs:
+            assert "Evidence:" in str(step.task.body), f"{step.id} does not tell the CSM how to give it"
+
+
+@pytest.mark.parametrize("playbook_id", sorted(LOADED))
+def test_the_invoice_and_the_revocation_escalate_to_a_manager(playbook_id):
+    book = LOADED[playbook_id].playbook
+    escalating = {s.id for s in book.steps if s.task is not None and s.task.escalate is not None}
+    assert escalating == {the_step(book, 4).id, the_step(book, 6).id}
+    for step_id in escalating:
+        escalate = book.step(step_id).task.escalate  # type: ignore[union-attr]
+        assert (str(escalate.overdue), escalate.to) == ("+2bd", "role:manager")
+
+
+@pytest.mark.parametrize("playbook_id", sorted(LOADED))
+def test_access_ends_by_the_contract_end(playbook_id):
+    book = LOADED[playbook_id].playbook
+    by_the_end = {s.id for s in book.steps if s.task is not None and s.task.deadline == "contract_end"}
+    assert the_step(book, 6).id in by_the_end
+    assert by_the_end <= {s.id for s in book.steps if {5, 6} & set(s.covers)}
+    days = graph.planned_days(book, date(2026, 12, 31))
+    assert all(days[step_id] <= date(2026, 12, 31) for step_id in by_the_end)  # as planned, in time
 
 
 def _survey_kinds(book: Playbook) -> dict[str, str]:
     """The surveys that ask (reminders, with `after`, only repeat them)."""
-    return {s.id: s.survey.kind for s in book.steps if s.survey and s.survey.after is None}
+    return {s.id: s.survey.kind for s in book.steps if s.survey and s.survey.reminds is None}
 
 
 @pytest.mark.parametrize("playbook_id", sorted(LOADED))
@@ -65,12 +122,13 @@ def test_referral_asks_go_only_to_promoters_and_detractors_get_a_task(playbook_i
     for step in book.steps:
         if step.referral is None:
             continue
-        assert step.referral.after in surveys, f"{step.id} does not wait for a survey"
+        survey = book.survey_before(step)
+        assert survey in surveys, f"{step.id} does not wait for a survey"
         score = step.referral.when.score if step.referral.when else None
         assert score is not None and score.gte is not None
-        assert score.gte >= PROMOTER[surveys[step.referral.after]]
+        assert score.gte >= PROMOTER[surveys[survey]]
     for survey_id, kind in surveys.items():
-        followers = [s for s in book.steps if s.task and s.task.after == survey_id and s.task.when]
+        followers = [s for s in book.steps if s.task and s.waits_on(survey_id) and s.task.when]
         lows = [s for s in followers if s.task.when.score and s.task.when.score.lte is not None]
         assert lows, f"{playbook_id}: no task for detractors after {survey_id}"
         assert all(s.task.when.score.lte <= DETRACTOR[kind] for s in lows)

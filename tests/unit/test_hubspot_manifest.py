@@ -19,7 +19,30 @@ def test_the_manifest_claims_v3_app_webhooks_and_no_workflow_webhooks():
     (webhook,) = hubspot()["webhooks"]
     assert webhook["signature"].startswith("X-HubSpot-Signature-v3 only")
     assert "workflow" not in json.dumps(hubspot()).lower()
-    assert {s["subscriptionType"] for s in webhook["subscriptions"]} == {"deal.propertyChange"}
+    assert {s["subscriptionType"] for s in webhook["subscriptions"]} == {
+        "deal.propertyChange",
+        "object.propertyChange",
+    }
+
+
+def test_the_manifest_subscribes_to_task_status_and_asks_for_the_scopes_installs_ask_for():
+    from adapters.hubspot.settings import HubSpotSettings
+
+    (webhook,) = hubspot()["webhooks"]
+    tasks = [s for s in webhook["subscriptions"] if s["subscriptionType"] == "object.propertyChange"]
+    assert tasks == [
+        {
+            "subscriptionType": "object.propertyChange",
+            "objectTypeId": "0-27",
+            "propertyName": "hs_task_status",
+        }
+    ]
+    assert "files" in hubspot()["scopes"]  # the offboarding record is uploaded with the Files API
+    assert set(hubspot()["scopes"]) | {"oauth"} == set(HubSpotSettings.scopes)
+    assert set(hubspot()["oauth"]["required_scopes"]) == set(HubSpotSettings.scopes)
+    written = {(p["object"], p["name"]) for p in hubspot()["writes"]["properties"]}
+    progress = {"offboard_status", "offboard_progress", "offboard_next_due", "offboard_playbook"}
+    assert {("deal", name) for name in progress} <= written
 
 
 def test_the_guide_does_not_offer_v1_v2_or_workflow_webhooks():

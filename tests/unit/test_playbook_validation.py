@@ -63,6 +63,28 @@ BROKEN = [
         "no step has id 'exit-survey'",
     ),
     (
+        "after-cycle-in-a-list",
+        playbook(
+            "",
+            "\n  - id: a\n    task: {title: x, after: [c, b]}\n  - id: b\n    task: {title: y, after: a}\n"
+            "  - id: c\n    task: {title: z}\n",
+        ),
+        "steps[0].task.after[1]",
+        "cycle: a → b → a",
+    ),
+    (
+        "evidence-on-a-survey",
+        playbook("", "\n  - id: a\n    survey: {kind: nps, evidence: required}\n"),
+        "steps[0].survey.evidence",
+        "only task steps take 'evidence'",
+    ),
+    (
+        "escalate-not-overdue",
+        playbook("", "\n  - id: a\n    task: {title: x, escalate: {overdue: -2bd, to: role:manager}}\n"),
+        "steps[0].task.escalate.overdue",
+        "give a positive offset",
+    ),
+    (
         "after-cycle",
         playbook(
             "", "\n  - id: a\n    task: {title: x, after: b}\n  - id: b\n    task: {title: y, after: a}\n"
@@ -175,11 +197,19 @@ def test_the_design_example_loads_and_means_what_it_says(tmp_path: Path):
         10,
     )
     assert book.match.outcome == ["lost"] and book.match.amount and book.match.amount.gte == 1000
-    nps, referral, call = book.steps[1], book.steps[2], book.steps[3]
+    nps, referral, call = book.step("exit-nps"), book.step("referral-ask"), book.step("detractor-call")
     assert nps.survey and nps.survey.kind == "nps" and str(nps.survey.send) == "+3d"
-    assert referral.referral and referral.referral.after == "exit-nps"
+    assert referral.referral and referral.after_ids == ("exit-nps",)
     assert referral.referral.when and referral.referral.when.score and referral.referral.when.score.gte == 9
     assert call.task and str(call.task.due) == "+1bd" and call.task.when.score.lte == 6
+    # Steps that wait on tasks, with evidence, escalation and the contract-end deadline.
+    transfer, revoke, thanks = book.step("transfer-data"), book.step("revoke-access"), book.step("thank-you")
+    assert transfer.task and transfer.task.evidence == "required" and transfer.after_ids == ()
+    assert revoke.task and revoke.after_ids == ("transfer-data",) and revoke.task.evidence == "required"
+    assert revoke.task.escalate and str(revoke.task.escalate.overdue) == "+2bd"
+    assert revoke.task.escalate.to == "role:manager" and revoke.task.deadline == "contract_end"
+    assert thanks.after_ids == ("revoke-access", "exit-nps")
+    assert book.tasks_before(thanks) == ("revoke-access",) and book.survey_before(thanks) == "exit-nps"
 
 
 # --- messages RevOps can act on ------------------------------------------------------------------
@@ -219,7 +249,8 @@ CLEARER = [
         "misspelt-key",
         STEPS_HEADER + "steps:\n  - id: x\n    task:\n      title: hi\n      prority: high\n",
         "steps[0].task.prority: unknown key; did you mean priority? "
-        "(keys here: after, when, title, body, due, owner, priority, type); see docs/playbooks.md",
+        "(keys here: after, when, title, body, due, owner, priority, type, evidence, escalate, deadline); "
+        "see docs/playbooks.md",
     ),
     (
         "yaml-colon",
