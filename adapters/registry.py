@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
@@ -143,8 +144,13 @@ class AdapterSet(MutableMapping[str, CrmAdapter]):
     a tool's) stands for that CRM's environment connection.
 
     ``lookup`` finds connections not given up front (installed accounts kept elsewhere);
-    their adapters are built on first use and kept.
+    their adapters are built on first use and kept, and looked up again at most every
+    ``RECHECK_SECONDS``: an account whose settings changed (``offboard connections set``:
+    its contract properties, its time zone) gets a new adapter, so a running worker follows
+    the change within a minute, without a restart.
     """
+
+    RECHECK_SECONDS = 60.0
 
     def __init__(
         self,
@@ -152,10 +158,12 @@ class AdapterSet(MutableMapping[str, CrmAdapter]):
         *,
         build: Callable[[Connection], CrmAdapter] | None = None,
         lookup: Callable[[str, str], Connection | None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._connections: dict[tuple[str, str | None], Connection] = {}
         self._adapters: dict[tuple[str, str | None], CrmAdapter] = {}
-        self._build, self._lookup = build, lookup
+        self._build, self._lookup, self._clock = build, lookup, clock
+        self._looked_up: dict[tuple[str, str | None], float] = {}  # installed accounts: when last read
         for connection in connections:
             self._connections[(connection.crm, connection.account)] = connection
 
@@ -186,6 +194,7 @@ class AdapterSet(MutableMapping[str, CrmAdapter]):
             found = self._lookup(crm, account)
             if found is not None:
                 self._connections[(crm, found.account)] = found
+                self._looked_up[(crm, found.account)] = self._clock()
         found = found or self._connections.get((crm, None))
         if found is None:
             raise NoConnection(f"no connection to {crm} account {account!r} is configured")
@@ -198,6 +207,8 @@ class AdapterSet(MutableMapping[str, CrmAdapter]):
         for every account, and its adapter refuses what belongs to another (a webhook from
         another portal).
         """
+        if (crm, account) in self._looked_up:
+            self._recheck(crm, account)
         if (crm, account) in self._adapters:
             return self._adapters[(crm, account)]
         if (crm, account) not in self._connections and self._lookup is None and (crm, None) in self._adapters:
@@ -206,6 +217,24 @@ class AdapterSet(MutableMapping[str, CrmAdapter]):
         if connection.account is None and (crm, None) in self._adapters:
             return self._adapters[(crm, None)]
         return self.adapter(connection)
+
+    def _recheck(self, crm: str, account: str) -> None:
+        """Read an installed account's connection again when the last read is old; a changed one
+        (its settings, zone or instance) is rebuilt on next use, a gone one forgotten."""
+        key = (crm, account)
+        now = self._clock()
+        if self._lookup is None or now - self._looked_up[key] < self.RECHECK_SECONDS:
+            return
+        found = self._lookup(crm, account)
+        self._looked_up[key] = now
+        if found == self._connections.get(key):
+            return
+        self._adapters.pop(key, None)
+        if found is None:
+            self._connections.pop(key, None)
+            self._looked_up.pop(key, None)
+        else:
+            self._connections[key] = found
 
     def adapter(self, connection: Connection) -> CrmAdapter:
         key = (connection.crm, connection.account)

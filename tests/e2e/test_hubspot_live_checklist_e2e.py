@@ -33,28 +33,12 @@ from tests.support.hubspot import (
     standard_portal,
     task_event,
 )
+from tests.support.playbooks import LIVE_CHECKLIST
 from tests.support.server import ServerProcess
 
 pytestmark = pytest.mark.e2e
 
-PLAYBOOK = """\
-id: live-checklist
-name: Live checklist
-version: 1
-match: {}
-anchor: close_date
-steps:
-  - id: transfer-data
-    task: {title: "Transfer {{ company.name }}'s data", due: +1bd, evidence: required}
-  - id: final-invoice
-    task: {title: "Send the final invoice", due: +1bd, owner: "role:finance",
-           escalate: {overdue: 2bd, to: "role:manager"}}
-  - id: revoke-access
-    task: {title: "Revoke access", after: transfer-data, due: +1bd, owner: "role:it",
-           evidence: required}
-  - id: thank-you
-    task: {title: "Thank Pat", after: [revoke-access, final-invoice], due: +1bd}
-"""
+PLAYBOOK = LIVE_CHECKLIST
 MANAGER, IT = "104", "105"
 ZONE = "America/New_York"  # the portal's zone (the fake's account-info says US/Eastern)
 RELEASE_LIMIT = 10.0  # seconds from the task webhook to the released task in HubSpot

@@ -17,6 +17,7 @@ import pytest
 from connector.demo import wait_for
 from connector.playbooks.offsets import add_business_days
 from tests.support.helpers import days_from_today
+from tests.support.playbooks import LIVE_CHECKLIST
 from tests.support.salesforce import (
     EXPECTED_ACK,
     OUTBOUND_PATH,
@@ -30,24 +31,9 @@ from tests.support.server import ServerProcess
 
 pytestmark = pytest.mark.e2e
 
-PLAYBOOK = """\
-id: sf-live
-name: Live checklist on Salesforce
-version: 1
-match: {}
-anchor: close_date
-steps:
-  - id: transfer-data
-    task: {title: "Transfer {{ company.name }}'s data", due: +1bd, evidence: required}
-  - id: final-invoice
-    task: {title: "Send the final invoice", due: +1bd, owner: "role:finance",
-           escalate: {overdue: 2bd, to: "role:manager"}}
-  - id: revoke-access
-    task: {title: "Revoke access", after: transfer-data, due: +1bd, owner: "role:it",
-           evidence: required}
-  - id: thank-you
-    task: {title: "Thank Pat", after: [revoke-access, final-invoice], due: +1bd}
-"""
+PLAYBOOK = LIVE_CHECKLIST.replace(
+    "id: live-checklist\nname: Live checklist", "id: sf-live\nname: Live checklist on Salesforce"
+)
 FLOW_SECRET = "flow-shared-secret-for-the-e2e-tests"
 RELEASE_LIMIT = 10.0  # seconds from the Flow callout to the released Task in the org
 TRANSFER, INVOICE, REVOKE = "Transfer Acme Corp's data", "Send the final invoice", "Revoke access"

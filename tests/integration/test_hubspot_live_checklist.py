@@ -31,25 +31,9 @@ from tests.support.hubspot import (
     standard_portal,
     task_event,
 )
+from tests.support.playbooks import LIVE_CHECKLIST
 
-PLAYBOOK = """\
-id: live-checklist
-name: Live checklist
-version: 1
-match: {}
-anchor: close_date
-steps:
-  - id: transfer-data
-    task: {title: "Transfer {{ company.name }}'s data", due: +1bd, evidence: required}
-  - id: final-invoice
-    task: {title: "Send the final invoice", due: +1bd, owner: "role:finance",
-           escalate: {overdue: 2bd, to: "role:manager"}}
-  - id: revoke-access
-    task: {title: "Revoke access", after: transfer-data, due: +1bd, owner: "role:it",
-           evidence: required}
-  - id: thank-you
-    task: {title: "Thank Pat", after: [revoke-access, final-invoice], due: +1bd}
-"""
+PLAYBOOK = LIVE_CHECKLIST
 MANAGER, IT = "104", "105"  # HubSpot owners; the fake gives an owner the same user id
 ZONE = "America/New_York"  # the portal's zone (the fake's account-info says US/Eastern): 09:00 is 14:00 UTC
 PUBLIC = "https://offboard.example.com"

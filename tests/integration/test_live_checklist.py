@@ -13,25 +13,9 @@ from connector.services import build
 from connector.store import Action, ChecklistTask, Run
 from connector.usecases.tracking import track
 from tests.support.helpers import deal_closed_event, make_settings, signed
+from tests.support.playbooks import LIVE_CHECKLIST
 
-PLAYBOOK = """\
-id: live-checklist
-name: Live checklist
-version: 1
-match: {}
-anchor: close_date
-steps:
-  - id: transfer-data
-    task: {title: "Transfer {{ company.name }}'s data", due: +1bd, evidence: required}
-  - id: final-invoice
-    task: {title: "Send the final invoice", due: +1bd, owner: "role:finance",
-           escalate: {overdue: 2bd, to: "role:manager"}}
-  - id: revoke-access
-    task: {title: "Revoke access", after: transfer-data, due: +1bd, owner: "role:it",
-           evidence: required}
-  - id: thank-you
-    task: {title: "Thank Pat", after: [revoke-access, final-invoice], due: +1bd}
-"""
+PLAYBOOK = LIVE_CHECKLIST
 ROLES = {"finance": "finance-1", "manager": "manager-1", "it": "it-1"}
 
 

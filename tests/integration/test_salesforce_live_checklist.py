@@ -23,6 +23,7 @@ from sqlalchemy import func, select
 from connector.services import build
 from connector.store import ChecklistTask, Event, Run
 from tests.support.helpers import make_settings
+from tests.support.playbooks import LIVE_CHECKLIST
 from tests.support.salesforce import (
     OUTBOUND_PATH,
     FakeSalesforce,
@@ -33,24 +34,9 @@ from tests.support.salesforce import (
 )
 
 FLOW_SECRET = "flow-shared-secret-for-tests"
-PLAYBOOK = """\
-id: sf-live
-name: Live checklist on Salesforce
-version: 1
-match: {}
-anchor: close_date
-steps:
-  - id: transfer-data
-    task: {title: "Transfer {{ company.name }}'s data", due: +1bd, evidence: required}
-  - id: final-invoice
-    task: {title: "Send the final invoice", due: +1bd, owner: "role:finance",
-           escalate: {overdue: 2bd, to: "role:manager"}}
-  - id: revoke-access
-    task: {title: "Revoke access", after: transfer-data, due: +1bd, owner: "role:it",
-           evidence: required}
-  - id: thank-you
-    task: {title: "Thank Pat", after: [revoke-access, final-invoice], due: +1bd}
-"""
+PLAYBOOK = LIVE_CHECKLIST.replace(
+    "id: live-checklist\nname: Live checklist", "id: sf-live\nname: On Salesforce"
+)
 TRANSFER, INVOICE, REVOKE, THANKS = (
     "Transfer Acme Corp's data",
     "Send the final invoice",

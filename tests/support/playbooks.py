@@ -48,3 +48,27 @@ def exit_nps_referral(
     folder.mkdir(parents=True, exist_ok=True)
     (folder / f"{EXIT_NPS_REFERRAL}.yaml").write_text(text)
     return folder
+
+
+# The live checklist's test playbook: a transfer and an invoice at the start, the revocation after
+# the transfer (both need evidence), the thank-you after the revocation and the invoice, and the
+# invoice escalated when two business days overdue.
+LIVE_CHECKLIST = """\
+id: live-checklist
+name: Live checklist
+version: 1
+match: {}
+anchor: close_date
+steps:
+  - id: transfer-data
+    task: {title: "Transfer {{ company.name }}'s data", due: +1bd, evidence: required}
+  - id: final-invoice
+    task: {title: "Send the final invoice", due: +1bd, owner: "role:finance",
+           escalate: {overdue: 2bd, to: "role:manager"}}
+  - id: revoke-access
+    task: {title: "Revoke access", after: transfer-data, due: +1bd, owner: "role:it",
+           evidence: required}
+  - id: thank-you
+    task: {title: "Thank Pat", after: [revoke-access, final-invoice], due: +1bd}
+"""
+ROLES = {"finance": "finance-1", "manager": "manager-1", "it": "it-1"}  # LIVE_CHECKLIST's owners

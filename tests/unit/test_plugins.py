@@ -197,3 +197,22 @@ def test_sources_are_inbound_sources():
     for source in adapters.inbound_sources(load_settings()):
         assert isinstance(source, InboundSource)
         assert source.path.startswith("/webhooks/") and source.source in adapters.PACKAGES
+
+
+def test_an_installed_accounts_adapter_follows_a_change_of_its_settings_within_a_minute():
+    build, now, zone = Counting(), [0.0], ["UTC"]
+
+    def lookup(crm: str, account: str) -> Connection | None:
+        return Connection(crm, account, load_settings().crm(crm), ZoneInfo(zone[0]))
+
+    found = adapters.AdapterSet(build=build, lookup=lookup, clock=lambda: now[0])
+    first = found.for_connection("hubspot", "portal-1")
+    zone[0] = "Europe/Berlin"  # `offboard connections set hubspot portal-1 time_zone=Europe/Berlin`
+    now[0] += 30
+    assert found.for_connection("hubspot", "portal-1") is first  # read again at most once a minute
+    now[0] += 31
+    second = found.for_connection("hubspot", "portal-1")
+    assert second is not first and found.connection("hubspot", "portal-1").zone == ZoneInfo("Europe/Berlin")
+    now[0] += 61
+    assert found.for_connection("hubspot", "portal-1") is second  # unchanged: kept
+    assert build.built == [("hubspot", "portal-1"), ("hubspot", "portal-1")]
