@@ -501,6 +501,28 @@ def sweep() -> None:
         sys.exit(1)
 
 
+@main.command()
+def track() -> None:
+    """Read back the tasks of every checklist under way now, and write what follows (the worker
+    does this every OFFBOARD_TRACK_INTERVAL_SECONDS)."""
+    from connector.clock import utcnow
+    from connector.usecases.tracking import track as tracking_pass
+
+    settings = _settings()
+    _logging(settings)
+    services = _services(settings, playbooks="lenient")
+    report = tracking_pass(settings, services.store, services.adapters, utcnow(), actor="cli")
+    for account, read in report.read.items():
+        click.echo(f"{account}: {read} task(s) read back, {report.changed.get(account, 0)} changed")
+    for account, problem in report.problems.items():
+        click.echo(f"{account}: tracking pass cut short: {problem}", err=True)
+    if not report.read and not report.problems:
+        click.echo("no checklist is under way")
+    services.worker().run_until_idle()
+    if report.problems:
+        sys.exit(1)
+
+
 def _sweep_outcomes(services: Any) -> list[str]:
     from sqlalchemy import select
 

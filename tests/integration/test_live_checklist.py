@@ -230,3 +230,19 @@ def test_a_deal_reopened_mid_checklist_shows_the_offboarding_cancelled(
     assert set(items(store).values()) == {"completed", "cancelled"}
     passes(services, clock, at(25, 11))  # the tracking pass leaves a cancelled run alone
     assert deal_progress(sandbox)[0] == "cancelled"
+
+
+def test_offboard_track_reads_the_tasks_back_now(services, sandbox, store, clock, started, monkeypatch):
+    from click.testing import CliRunner
+
+    from connector.cli import main
+
+    sandbox.complete_task(task(sandbox, "Transfer Acme Corp's data").id, by="owner-1", evidence="ticket 42")
+    monkeypatch.setenv("OFFBOARD_DATABASE_URL", services.settings.database_url)
+    monkeypatch.setenv("OFFBOARD_PLAYBOOKS", str(services.settings.playbooks))
+    monkeypatch.setenv("OFFBOARD_ROLES", '{"finance": "finance-1", "manager": "manager-1", "it": "it-1"}')
+    shown = CliRunner().invoke(main, ["track"])
+    assert shown.exit_code == 0, shown.output
+    assert "sandbox:sandbox: 2 task(s) read back, 1 changed" in shown.output
+    assert task(sandbox, "Revoke access").owner_id == "it-1"  # released and written by the same command
+    assert "no checklist is under way" not in shown.output
