@@ -87,6 +87,11 @@ class SandboxChecklist:
             row = _task(session, task_id)
             row.status, row.completed_at, row.completed_by, row.modified_at = "not_started", None, None, when
 
+    def delete_task(self, task_id: str) -> None:
+        """Delete the task, as a CSM deletes one that does not apply."""
+        with self.store.session() as session:
+            session.delete(_task(session, task_id))
+
     def add_evidence(
         self, task_id: str, *, text: str | None = None, file: str | None = None, at: datetime | None = None
     ) -> None:

@@ -207,6 +207,14 @@ def sandbox_task_reopen(task_id: str) -> None:
     click.echo(f"task {task_id} is open again")
 
 
+@sandbox_task.command("delete")
+@click.argument("task_id")
+def sandbox_task_delete(task_id: str) -> None:
+    """Delete a task (it no longer counts once a tracking pass reads every task: daily)."""
+    _change(lambda crm: crm.delete_task(task_id))
+    click.echo(f"task {task_id} deleted")
+
+
 @sandbox_task.command("evidence")
 @click.argument("task_id")
 @click.option("--text", default=None, help="what was done (an 'Evidence:' line on the task)")

@@ -375,3 +375,5 @@ class TrackCursor(Base):
     crm: Mapped[str] = mapped_column(String(32), primary_key=True)
     account: Mapped[str] = mapped_column(String(64), primary_key=True)
     checked_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    # When a pass last read every tracked task, changed or not: one missing then was deleted.
+    every_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)

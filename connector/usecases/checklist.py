@@ -165,6 +165,25 @@ def _apply_one(uow: UnitOfWork, item: ChecklistTask, state: TaskState) -> bool:
     return True
 
 
+def deleted(uow: UnitOfWork, crm: str, account: str, task_ids: Sequence[str]) -> int:
+    """Tasks deleted in the CRM no longer count (as if cancelled there); one already completed
+    stays completed. How many checklist rows changed."""
+    if not task_ids:
+        return 0
+    items = uow.session.scalars(
+        select(ChecklistTask).where(
+            ChecklistTask.crm == crm,
+            ChecklistTask.account == account,
+            ChecklistTask.task_id.in_(list(task_ids)),
+            ChecklistTask.status.in_([ItemState.OPEN, ItemState.NEEDS_EVIDENCE]),
+        )
+    ).all()
+    for item in items:
+        _set(uow.session, item, status=ItemState.CANCELLED)
+        uow.audit("task.deleted", run_id=item.run_id, crm=crm, step=item.step_id, task=item.task_id)
+    return len(items)
+
+
 def _set(session: Session, item: ChecklistTask, **values: object) -> None:
     session.execute(update(ChecklistTask).where(ChecklistTask.id == item.id).values(**values))
     session.refresh(item)

@@ -35,6 +35,7 @@ log = logging.getLogger("offboard.track")
 
 MARGIN = timedelta(minutes=5)  # tasks changed this long before the last pass are read again
 CHUNK = 500  # task ids per read (the adapter splits them into its CRM's batch size)
+EVERY = timedelta(days=1)  # how often a pass reads every tracked task, changed or not
 
 
 @dataclass
@@ -57,18 +58,21 @@ def track(
     for crm, account in _accounts(store):
         name = f"{crm}:{account}"
         try:
-            states = _read(store, adapters, crm, account)
+            found = _read(store, adapters, crm, account, now)
         except (ConnectorError, CrmError) as exc:
             report.problems[name] = str(exc)
             log.warning("tracking pass for %s cut short: %s", name, exc)
             continue
+        states = found.states if found is not None else []
         with unit_of_work(store, actor=actor, clock=lambda: now) as uow:
-            report.changed[name] = checklist.apply(uow, settings, crm, account, states or [])
+            report.changed[name] = checklist.apply(uow, settings, crm, account, states)
+            if found is not None and found.every:  # asked for every task: the missing ones are gone
+                report.changed[name] += checklist.deleted(uow, crm, account, found.missing)
             for run in _unfinished(uow.session, crm, account):
                 checklist.refresh(uow, settings, run)
-            if states is not None:
-                _move_cursor(uow.session, crm, account, now)
-        report.read[name] = len(states or [])
+            if found is not None:
+                _move_cursor(uow.session, crm, account, now, every=found.every)
+        report.read[name] = len(states)
     return report
 
 
@@ -83,8 +87,26 @@ def _accounts(store: Store) -> list[tuple[str, str]]:
     return sorted((str(crm), str(account)) for crm, account in rows)
 
 
-def _read(store: Store, adapters: Mapping[str, CrmAdapter], crm: str, account: str) -> list[TaskState] | None:
-    """The account's tracked tasks changed since its last pass; None when its CRM cannot read tasks."""
+@dataclass(frozen=True)
+class Read:
+    """What one account's pass read: the tasks, and whether it asked for every tracked one."""
+
+    states: list[TaskState]
+    every: bool
+    asked: list[str]
+
+    @property
+    def missing(self) -> list[str]:
+        """Tasks asked for and not answered: deleted in the CRM (only meaningful when ``every``)."""
+        answered = {state.id for state in self.states}
+        return [task_id for task_id in self.asked if task_id not in answered]
+
+
+def _read(
+    store: Store, adapters: Mapping[str, CrmAdapter], crm: str, account: str, now: datetime
+) -> Read | None:
+    """The account's tracked tasks changed since its last pass (every one of them once a day, so
+    a task deleted in the CRM is noticed); None when its CRM cannot read tasks."""
     adapter = adapter_for(adapters, crm, account)
     if not isinstance(adapter, TaskReader):
         return None
@@ -104,11 +126,12 @@ def _read(store: Store, adapters: Mapping[str, CrmAdapter], crm: str, account: s
             )
         )
         cursor = session.get(TrackCursor, (crm, account))
-    since = cursor.checked_at - MARGIN if cursor is not None else None
+    every = cursor is None or cursor.every_at is None or now - cursor.every_at >= EVERY
+    since = None if every or cursor is None else cursor.checked_at - MARGIN
     states: list[TaskState] = []
     for start in range(0, len(ids), CHUNK):
         states += adapter.read_tasks(ids[start : start + CHUNK], changed_since=since)
-    return states
+    return Read(states, every, ids)
 
 
 def _unfinished(session: Session, crm: str, account: str) -> list[Run]:
@@ -122,8 +145,7 @@ def _unfinished(session: Session, crm: str, account: str) -> list[Run]:
     )
 
 
-def _move_cursor(session: Session, crm: str, account: str, now: datetime) -> None:
-    statement = insert(session, TrackCursor).values(crm=crm, account=account, checked_at=now)
-    session.execute(
-        statement.on_conflict_do_update(index_elements=["crm", "account"], set_={"checked_at": now})
-    )
+def _move_cursor(session: Session, crm: str, account: str, now: datetime, *, every: bool) -> None:
+    values: dict[str, datetime] = {"checked_at": now, **({"every_at": now} if every else {})}
+    statement = insert(session, TrackCursor).values(crm=crm, account=account, **values)
+    session.execute(statement.on_conflict_do_update(index_elements=["crm", "account"], set_=values))

@@ -246,3 +246,25 @@ def test_offboard_track_reads_the_tasks_back_now(services, sandbox, store, clock
     assert "sandbox:sandbox: 2 task(s) read back, 1 changed" in shown.output
     assert task(sandbox, "Revoke access").owner_id == "it-1"  # released and written by the same command
     assert "no checklist is under way" not in shown.output
+
+
+def test_a_task_deleted_in_the_crm_stops_counting_after_the_daily_full_read(
+    services, sandbox, store, clock, started
+):
+    passes(services, clock, at(23, 11))  # the first pass reads every task
+    sandbox.delete_task(task(sandbox, "Send the final invoice").id)
+    passes(services, clock, at(23, 13))  # later passes read only what changed: not seen yet
+    assert items(store)["final-invoice"] == "open"
+    passes(services, clock, at(24, 12))  # a day on, every task again: the invoice is gone
+    assert items(store)["final-invoice"] == "cancelled"
+    # The thank-you waited on the invoice: it will not happen, so two steps are left to do.
+    assert deal_progress(sandbox)[1] == "0/2"
+    sandbox.complete_task(
+        task(sandbox, "Transfer Acme Corp's data").id, by="owner-1", evidence="t-1", at=at(24, 13)
+    )
+    passes(services, clock, at(24, 14))
+    sandbox.complete_task(task(sandbox, "Revoke access").id, by="it-1", evidence="t-2", at=at(25, 13))
+    passes(services, clock, at(25, 14))
+    assert deal_progress(sandbox)[:2] == ("complete", "2/2")
+    (record,) = sandbox.files("D-1")
+    assert "| final-invoice |" in record.content and "cancelled" in record.content

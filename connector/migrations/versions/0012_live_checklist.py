@@ -59,6 +59,7 @@ def upgrade() -> None:
         sa.Column("crm", sa.String(length=32), nullable=False),
         sa.Column("account", sa.String(length=64), nullable=False),
         sa.Column("checked_at", _when(), nullable=False),
+        sa.Column("every_at", _when(), nullable=True),
         sa.PrimaryKeyConstraint("crm", "account"),
     )
     with op.batch_alter_table("runs") as runs:
