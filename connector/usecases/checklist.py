@@ -165,7 +165,7 @@ def _apply_one(uow: UnitOfWork, item: ChecklistTask, state: TaskState) -> bool:
     return True
 
 
-def deleted(uow: UnitOfWork, crm: str, account: str, task_ids: Sequence[str]) -> int:
+def deleted(uow: UnitOfWork, settings: Settings, crm: str, account: str, task_ids: Sequence[str]) -> int:
     """Tasks deleted in the CRM no longer count (as if cancelled there); one already completed
     stays completed. How many checklist rows changed."""
     if not task_ids:
@@ -181,6 +181,8 @@ def deleted(uow: UnitOfWork, crm: str, account: str, task_ids: Sequence[str]) ->
     for item in items:
         _set(uow.session, item, status=ItemState.CANCELLED)
         uow.audit("task.deleted", run_id=item.run_id, crm=crm, step=item.step_id, task=item.task_id)
+    for run_id in sorted({item.run_id for item in items}):
+        refresh(uow, settings, uow.session.get_one(Run, run_id))
     return len(items)
 
 

@@ -67,12 +67,13 @@ def track(
         with unit_of_work(store, actor=actor, clock=lambda: now) as uow:
             report.changed[name] = checklist.apply(uow, settings, crm, account, states)
             if found is not None and found.every:  # asked for every task: the missing ones are gone
-                report.changed[name] += checklist.deleted(uow, crm, account, found.missing)
-            for run in _unfinished(uow.session, crm, account):
-                checklist.refresh(uow, settings, run)
+                report.changed[name] += checklist.deleted(uow, settings, crm, account, found.missing)
             if found is not None:
                 _move_cursor(uow.session, crm, account, now, every=found.every)
         report.read[name] = len(states)
+        for run_id in _past_due(store, crm, account, now):  # fallen overdue (or further behind)
+            with unit_of_work(store, actor=actor, clock=lambda: now) as uow:
+                checklist.refresh(uow, settings, uow.session.get_one(Run, run_id))
     return report
 
 
@@ -134,15 +135,26 @@ def _read(
     return Read(states, every, ids)
 
 
-def _unfinished(session: Session, crm: str, account: str) -> list[Run]:
-    return list(
-        session.scalars(
-            select(Run)
-            .where(Run.crm == crm, Run.account == account, Run.finished_at.is_(None))
-            .where(Run.state != RunState.CANCELLED, Run.id.in_(select(ChecklistTask.run_id)))
-            .order_by(Run.id)
+def _past_due(store: Store, crm: str, account: str, now: datetime) -> list[int]:
+    """The account's unfinished runs with a task still open past its due time: time alone changes
+    their status (overdue) and their projection. Each is brought up to date in a transaction of
+    its own, so a pass over many runs never holds the database's write lock for long; runs whose
+    tasks changed were brought up to date as the change was applied."""
+    with store.read() as session:
+        return list(
+            session.scalars(
+                select(Run.id)
+                .join(ChecklistTask, ChecklistTask.run_id == Run.id)
+                .where(Run.crm == crm, Run.account == account, Run.finished_at.is_(None))
+                .where(Run.state != RunState.CANCELLED)
+                .where(
+                    ChecklistTask.status.in_([ItemState.OPEN, ItemState.NEEDS_EVIDENCE]),
+                    ChecklistTask.due_at <= now,
+                )
+                .distinct()
+                .order_by(Run.id)
+            )
         )
-    )
 
 
 def _move_cursor(session: Session, crm: str, account: str, now: datetime, *, every: bool) -> None:
