@@ -61,14 +61,6 @@ def find_evidence(task: TaskState) -> str | None:
     return "; ".join(parts)[:4000] if parts else None
 
 
-def after_ids(step: Step) -> tuple[str, ...]:
-    """The steps ``step`` waits for (``after`` given as one id or a list)."""
-    after = step.body.after
-    if after is None:
-        return ()
-    return (after,) if isinstance(after, str) else tuple(after)
-
-
 @dataclass(frozen=True)
 class Facts:
     """What is known of one run, for deciding which of its task steps still count."""
@@ -107,7 +99,7 @@ def _counts(step: Step, facts: Facts, dep_counts: Callable[[str], bool]) -> bool
     state = facts.actions.get(step.id)
     if state is not None:
         return state not in SETTLED_ACTIONS
-    return all(dep_counts(dep) and _may_release(step, dep, facts) for dep in after_ids(step))
+    return all(dep_counts(dep) and _may_release(step, dep, facts) for dep in step.after_ids)
 
 
 def _may_release(step: Step, dep: str, facts: Facts) -> bool:
@@ -135,7 +127,7 @@ def undecided(playbook: Playbook, facts: Facts, counting: Mapping[str, bool]) ->
         waits_on_score = when is not None and when.score is not None
         if any(
             dep in maybe or (waits_on_score and dep not in facts.answered and dep not in facts.windows_closed)
-            for dep in after_ids(step)
+            for dep in step.after_ids
         ):
             maybe.add(step.id)
     return maybe

@@ -21,7 +21,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from connector import queue
-from connector.checklist import Facts, Item, ItemState, after_ids, find_evidence, progress
+from connector.checklist import Facts, Item, ItemState, find_evidence, progress
 from connector.models import Deal, PropertyUpdate, RecordSpec, TaskSpec, TaskState
 from connector.planner import PlanContext, at_workday_start, plan_follow_ups, resolve_owner
 from connector.playbooks.loader import from_pinned
@@ -134,7 +134,7 @@ def _apply_one(uow: UnitOfWork, item: ChecklistTask, state: TaskState) -> bool:
     if not state.completed:
         if item.status == ItemState.OPEN:
             return False
-        _set(uow.session, item, status=ItemState.OPEN, completed_at=None, completed_by=None, evidence=None)
+        _set(item, status=ItemState.OPEN, completed_at=None, completed_by=None, evidence=None)
         uow.audit("task.reopened", run_id=item.run_id, crm=item.crm, step=item.step_id, task=item.task_id)
         return True
     evidence = find_evidence(state)
@@ -145,7 +145,6 @@ def _apply_one(uow: UnitOfWork, item: ChecklistTask, state: TaskState) -> bool:
         if item.status == ItemState.NEEDS_EVIDENCE:
             return False
         _set(
-            uow.session,
             item,
             status=ItemState.NEEDS_EVIDENCE,
             completed_at=done_at,
@@ -158,7 +157,7 @@ def _apply_one(uow: UnitOfWork, item: ChecklistTask, state: TaskState) -> bool:
             "task.needs_evidence", run_id=item.run_id, crm=item.crm, step=item.step_id, task=item.task_id
         )
         return True
-    _set(uow.session, item, status=ItemState.COMPLETED, completed_at=item.completed_at or done_at,
+    _set(item, status=ItemState.COMPLETED, completed_at=item.completed_at or done_at,
          completed_by=item.completed_by or state.completed_by, evidence=evidence)  # fmt: skip
     uow.audit("task.completed", run_id=item.run_id, crm=item.crm, step=item.step_id, task=item.task_id,
               evidence=evidence is not None)  # fmt: skip
@@ -179,16 +178,16 @@ def deleted(uow: UnitOfWork, settings: Settings, crm: str, account: str, task_id
         )
     ).all()
     for item in items:
-        _set(uow.session, item, status=ItemState.CANCELLED)
+        _set(item, status=ItemState.CANCELLED)
         uow.audit("task.deleted", run_id=item.run_id, crm=crm, step=item.step_id, task=item.task_id)
     for run_id in sorted({item.run_id for item in items}):
         refresh(uow, settings, uow.session.get_one(Run, run_id))
     return len(items)
 
 
-def _set(session: Session, item: ChecklistTask, **values: object) -> None:
-    session.execute(update(ChecklistTask).where(ChecklistTask.id == item.id).values(**values))
-    session.refresh(item)
+def _set(item: ChecklistTask, **values: object) -> None:
+    for name, value in values.items():  # flushed with the unit of work
+        setattr(item, name, value)
 
 
 def _evidence_ask(uow: UnitOfWork, item: ChecklistTask, state: TaskState) -> Action | None:
@@ -245,7 +244,7 @@ def release(uow: UnitOfWork, settings: Settings, run: Run) -> int:
     kinds = {step.id: step.kind for step in playbook.steps}
     ready: list[tuple[Step, datetime]] = []
     for step in playbook.steps:
-        deps = after_ids(step)
+        deps = step.after_ids
         if step.id in taken or not deps or all(kinds.get(d) == "survey" for d in deps):
             continue
         moments = [_done_at(dep, kinds.get(dep), items, answers, step) for dep in deps]
@@ -293,8 +292,7 @@ def refresh(uow: UnitOfWork, settings: Settings, run: Run) -> None:
     cancelled = run.state == RunState.CANCELLED
     rows = [Item(i.step_id, i.status, i.due_at) for i in items]
     now = progress(playbook, facts(session, run, items), rows, uow.now, cancelled=cancelled)
-    if run.status != now.status:
-        session.execute(update(Run).where(Run.id == run.id).values(status=str(now.status)))
+    run.status = str(now.status)
     ctx = account_context(session, settings, run.crm, run.account, uow.now)
     properties = now.properties(f"{run.playbook_id}@{run.playbook_version}", ctx.zone)
     if not _tasks_unwritten(session, run, playbook):  # else: the write's own refresh queues it
@@ -302,12 +300,11 @@ def refresh(uow: UnitOfWork, settings: Settings, run: Run) -> None:
     if not cancelled and not now.finished:
         projection.flag_risk(uow, settings, run)
     if now.finished and run.finished_at is None:
-        session.execute(update(Run).where(Run.id == run.id).values(finished_at=uow.now))
+        run.finished_at = uow.now
         record = record_of(session, run, playbook, items, ctx.zone, uow.now)
         session.add(new_action(run, RECORD_STEP, "record", record.model_dump(mode="json"), uow.now, uow.now))
         queue.reopen_runs(session, [run.id], now=uow.now)
         uow.audit("run.checklist_complete", run_id=run.id, crm=run.crm, done=now.done, total=now.total)
-    session.refresh(run)
 
 
 def cancelled(uow: UnitOfWork, run: Run) -> None:
@@ -326,7 +323,7 @@ def cancelled(uow: UnitOfWork, run: Run) -> None:
         .where(ChecklistTask.run_id == run.id, ChecklistTask.status.in_(still_open))
         .values(status=ItemState.CANCELLED, updated_at=uow.now)
     )
-    session.execute(update(Run).where(Run.id == run.id).values(status=str(final.status)))
+    run.status = str(final.status)
     properties = final.properties(f"{run.playbook_id}@{run.playbook_version}", ZoneInfo("UTC"))
     _queue_progress(uow, run, properties)
 

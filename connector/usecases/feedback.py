@@ -25,7 +25,6 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from connector import queue
-from connector.checklist import after_ids
 from connector.errors import LinkProblem, Problem
 from connector.links import Claims
 from connector.models import AnswerSpec, Deal, ReferralSpec, TaskSpec, category
@@ -192,9 +191,9 @@ def unlock(uow: UnitOfWork, settings: Settings, run: Run, survey_step: str, scor
     waiting = [
         s
         for s in playbook.steps
-        if survey_step in after_ids(s)
+        if s.waits_on(survey_step)
         and s.id not in taken
-        and all(kinds.get(dep) == "survey" for dep in after_ids(s))  # a task among them: checklist's
+        and all(kinds.get(dep) == "survey" for dep in s.after_ids)  # a task among them: checklist's
     ]
     due, skipped = _sort_out(waiting, score)
     ctx = account_context(session, settings, run.crm, run.account, now)

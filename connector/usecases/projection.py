@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from connector import planner, queue
@@ -64,7 +64,7 @@ def flag_risk(uow: UnitOfWork, settings: Settings, run: Run) -> str | None:
     risk = timeline.risk if timeline is not None else None
     if risk == run.at_risk:
         return risk
-    uow.session.execute(update(Run).where(Run.id == run.id).values(at_risk=risk))
+    run.at_risk = risk
     if (
         risk is not None
         and uow.session.scalar(select(Action.id).filter_by(run_id=run.id, step_id=AT_RISK)) is None

@@ -11,7 +11,6 @@ from __future__ import annotations
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-import responses
 from cryptography.fernet import Fernet
 from sqlalchemy import select, text
 
@@ -21,13 +20,13 @@ from connector.keyring import Keyring
 from connector.services import build
 from connector.store import AuditEntry, Base
 from connector.web import create_app
+from tests.support.accounts import GLOBEX, salesforce_host
 from tests.support.helpers import make_settings
 from tests.support.hubspot import FakeHubSpot, oauth_overrides, serve, standard_portal
-from tests.support.salesforce import CONSUMER_KEY, CONSUMER_SECRET, FakeSalesforce
+from tests.support.salesforce import CONSUMER_KEY, CONSUMER_SECRET
 
 PUBLIC = "https://offboard.agency.example"
 OTHER_PORTAL = 99_000_222
-GLOBEX = "00D7g00000Globx"
 KEY = Fernet.generate_key().decode()
 SECRET = "the-deployments-secret-key-for-install-tests-0042"
 
@@ -41,12 +40,7 @@ def hubspot(clock) -> FakeHubSpot:
 
 @pytest.fixture
 def org(clock):
-    acme = FakeSalesforce(clock=clock)
-    acme.add_org(GLOBEX, "globex.my.salesforce.com")
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
-        acme.install(mock)
-        mock.add_passthru("http://localhost")
-        mock.add_passthru("http://127.0.0.1")
+    with salesforce_host(clock) as acme:
         yield acme
 
 

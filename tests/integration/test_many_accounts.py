@@ -17,7 +17,6 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-import responses
 from cryptography.fernet import Fernet
 from sqlalchemy import select
 
@@ -25,7 +24,7 @@ from connector.planner import WORKDAY_START
 from connector.services import Services, build
 from connector.store import Action, Run
 from connector.web import create_app
-from tests.support.accounts import install_hubspot, install_salesforce, operator
+from tests.support.accounts import GLOBEX, install_hubspot, install_salesforce, operator, salesforce_host
 from tests.support.helpers import BUNDLED_PLAYBOOKS, make_settings
 from tests.support.hubspot import (
     FakeHubSpot,
@@ -48,7 +47,6 @@ from tests.support.salesforce import (
 PUBLIC = "https://offboard.agency.example"
 SECRET = "the-deployments-secret-key-for-many-accounts-0042"
 FIRST, SECOND = 81_000_001, 82_000_002  # HubSpot portals
-GLOBEX = "00D7g00000Globx"  # the Salesforce org installed; the host's own org (Acme) is not
 ZONES = {
     "first": "America/New_York",
     "second": "Asia/Tokyo",
@@ -81,12 +79,7 @@ def hubspot(clock) -> FakeHubSpot:
 
 @pytest.fixture
 def salesforce(clock):
-    acme = FakeSalesforce(clock=clock)
-    acme.add_org(GLOBEX, "globex.my.salesforce.com")
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
-        acme.install(mock)
-        mock.add_passthru("http://localhost")
-        mock.add_passthru("http://127.0.0.1")
+    with salesforce_host(clock) as acme:
         yield acme
 
 

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
+import responses
 from click.testing import CliRunner, Result
 
 from tests.support.hubspot import FakeHubSpot
@@ -65,3 +67,21 @@ def operator(env: dict[str, str], *secrets: str) -> Callable[..., Result]:
         return result
 
     return offboard
+
+
+GLOBEX = "00D7g00000Globx"  # a second org behind the fake's login host (its own org, Acme, is the first)
+
+
+@contextmanager
+def salesforce_host(clock: Any) -> Iterator[Any]:
+    """The fake Salesforce login host with a second org (GLOBEX) to install, answering the SDK's
+    calls through ``responses`` while local servers (the CRM fakes, the connector) pass through."""
+    from tests.support.salesforce import FakeSalesforce
+
+    acme = FakeSalesforce(clock=clock)
+    acme.add_org(GLOBEX, "globex.my.salesforce.com")
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        acme.install(mock)
+        mock.add_passthru("http://localhost")
+        mock.add_passthru("http://127.0.0.1")
+        yield acme
