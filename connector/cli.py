@@ -24,12 +24,14 @@ def _settings() -> Settings:
         raise click.ClickException(str(exc)) from None
 
 
-def _logging(settings: Settings) -> None:
+def _logging(settings: Settings, *, background: bool = False) -> None:
     """A long-running command's logs and counters: set up once, before any work."""
     from connector import metrics
     from connector.logs import configure_logging
 
-    configure_logging(settings)  # text or JSON lines on stderr, link tokens and keys redacted
+    # Text or JSON lines on stderr, link tokens and keys redacted; the web server writes them from
+    # a thread of its own (every request logs a line).
+    configure_logging(settings, background=background)
     metrics.record_into(settings.database_url)  # CRM calls, 429s, webhook answers: for /metrics
 
 
@@ -119,7 +121,7 @@ def serve(host: str, port: int, workers: int, no_worker: bool) -> None:
     if unsafe:  # before migrating or binding anything
         lines = "\n  ".join(unsafe)
         raise click.ClickException(f"OFFBOARD_ENV=production refuses what is unsafe:\n  {lines}")
-    _logging(settings)
+    _logging(settings, background=True)
     log_startup_warnings(settings)
     _services(settings, playbooks="strict").close()  # migrates; refuses to start on a broken playbook
     click.echo(f"offboard serving on http://{host}:{port} ({_describe_db(settings)})", err=True)

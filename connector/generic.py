@@ -26,6 +26,11 @@ MAX_ID_LENGTH = 64  # runs.deal_id, answers.contact_id, the sandbox's ids
 MAX_DEPTH = 32
 MAX_DIGITS = 100
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+# Checks on the raw bytes that let most bodies skip the per-value checks below: a decoded string
+# can hold \u0000 or a lone surrogate only through a \u escape (raw, one is not valid JSON, the
+# other not valid UTF-8), and an integer of too many digits needs a run of that many digits.
+_ESCAPED = b"\\u"
+_LONG_DIGITS = re.compile(rb"[0-9]{%d}" % (MAX_DIGITS + 1))
 
 
 class GenericDeal(Deal):
@@ -100,15 +105,18 @@ def load_json(body: bytes) -> Any:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise PayloadInvalid(f"body is not UTF-8 text (byte {exc.start}: {exc.reason})") from None
+    parse_int = _short_int if _LONG_DIGITS.search(body) else None  # None: json's own, in C
     try:
-        data = json.loads(text, parse_constant=_no_constant, parse_float=_finite, parse_int=_short_int)
+        data = json.loads(text, parse_constant=_no_constant, parse_float=_finite, parse_int=parse_int)
     except json.JSONDecodeError as exc:
         raise PayloadInvalid(f"body is not valid JSON: {exc}") from None
     except ValueError as exc:  # from the parse_* hooks below
         raise PayloadInvalid(f"body is not valid JSON: {exc}") from None
     except RecursionError:
         raise PayloadInvalid(f"body is nested more than {MAX_DEPTH} levels deep") from None
-    problem = _unstorable(data)
+    # Nesting deeper than the limit needs more opening brackets than the limit.
+    deep = body.count(b"[") + body.count(b"{") > MAX_DEPTH
+    problem = _unstorable(data, strings=_ESCAPED in body) if deep or _ESCAPED in body else None
     if problem:
         raise PayloadInvalid(problem)
     return data
@@ -135,7 +143,8 @@ def _short_int(text: str) -> int:
     return int(text)
 
 
-def _unstorable(data: Any) -> str | None:
+def _unstorable(data: Any, *, strings: bool = True) -> str | None:
+    """Nesting past the limit, or (if ``strings``) a key or string the stores cannot keep."""
     stack = [(data, 1)]
     while stack:
         value, depth = stack.pop()
@@ -143,12 +152,12 @@ def _unstorable(data: Any) -> str | None:
             return f"body is nested more than {MAX_DEPTH} levels deep"
         if isinstance(value, dict):
             for key, child in value.items():
-                if _UNSTORABLE.search(key):
+                if strings and _UNSTORABLE.search(key):
                     return "a key holds \\u0000 or an unpaired surrogate (\\ud800-\\udfff)"
                 stack.append((child, depth + 1))
         elif isinstance(value, list):
             stack.extend((child, depth + 1) for child in value)
-        elif isinstance(value, str) and _UNSTORABLE.search(value):
+        elif strings and isinstance(value, str) and _UNSTORABLE.search(value):
             return "a string holds \\u0000 or an unpaired surrogate (\\ud800-\\udfff)"
     return None
 

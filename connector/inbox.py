@@ -26,12 +26,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, select
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy import Connection, bindparam, select
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from connector import queue
-from connector.store import Event, Store
+from connector.store import Event, Store, direct
 
 KNOWN_CHUNK = 500  # keys per query: well under every database's limit on bound parameters
 # Items per shared transaction: HubSpot sends up to 100 events per request, so a group holds
@@ -77,14 +77,45 @@ def store_batches(
     """Several deliveries' items (each with the time it arrived) in the caller's transaction, in one
     statement; for each delivery, what became of each item. The first of the same key is the one
     stored, any later one (in the inbox already, or earlier in these) is a duplicate."""
+    first = _first_of_each_key(batches)
+    new_ids = queue.insert_events(session, list(first.values()))
+    known = _ids_of(session, set(first) - set(new_ids))
+    return _answers(batches, new_ids, known)
+
+
+def _store_direct(
+    store: Store, batches: list[tuple[list[Incoming], datetime]], held: direct.Held | None = None
+) -> list[list[Accepted]]:
+    """``store_batches`` in a transaction of its own, run on the driver (``connector.store.direct``):
+    the webhook path's write, where SQLAlchemy's work per execution cost more than the INSERT."""
+    insert, lookup = _statements(store)
+    first = _first_of_each_key(batches)
+    rows = [insert.bind(row) for row in queue.new_events(list(first.values()))]  # bound before the lock
+    with direct.transaction(store, held) as transaction:
+        new_ids = {(s, a, k): int(i) for i, s, a, k in transaction.returned(insert, rows)}
+        again = [key for key in first if key not in new_ids]  # in the inbox already: a redelivery
+        found = transaction.first_rows(
+            lookup, [lookup.bind(dict(zip(_KEY_COLUMNS, key, strict=True))) for key in again]
+        )
+    known = {key: int(row[0]) for key, row in zip(again, found, strict=True) if row is not None}
+    return _answers(batches, new_ids, known)
+
+
+def _first_of_each_key(batches: list[tuple[list[Incoming], datetime]]) -> dict[Key, dict[str, Any]]:
+    """The row of each key's first item, in key order: two transactions writing the same keys
+    lock them in the same order, so on Postgres one waits for the other instead of deadlocking."""
     first: dict[Key, dict[str, Any]] = {}
     for items, now in batches:
         for item in items:
             first.setdefault(_key(item), _row(item, now))
-    # Inserted in key order: two transactions writing the same keys lock them in the same order,
-    # so on Postgres one waits for the other instead of both deadlocking.
-    new_ids = queue.insert_events(session, [first[key] for key in sorted(first)])
-    ids = {**_ids_of(session, set(first) - set(new_ids)), **new_ids}
+    return {key: first[key] for key in sorted(first)}
+
+
+def _answers(
+    batches: list[tuple[list[Incoming], datetime]], new_ids: dict[Key, int], known: dict[Key, int]
+) -> list[list[Accepted]]:
+    """For each delivery, each item's event id, and whether it was stored before (or earlier here)."""
+    ids = {**known, **new_ids}
     fresh = set(new_ids)
     answers = []
     for items, _ in batches:
@@ -95,6 +126,26 @@ def store_batches(
             fresh.discard(key)
         answers.append(answer)
     return answers
+
+
+_KEY_COLUMNS = ("source", "account", "event_key")
+
+
+def _statements(store: Store) -> tuple[direct.Compiled, direct.Compiled]:
+    """The inbox's INSERT and its look-up of a stored event's id, compiled for ``store`` once."""
+    found = _compiled.get(store)
+    if found is None:
+        table = Event.__table__
+        dialect = store.engine.dialect.name
+        insert = direct.Compiled(store, queue.event_insert(dialect), table, queue.EVENT_COLUMNS)
+        by_key = select(Event.id).where(*(table.c[name] == bindparam(name) for name in _KEY_COLUMNS))
+        found = _compiled[store] = (insert, direct.Compiled(store, by_key, table, _KEY_COLUMNS))
+    return found
+
+
+_compiled: weakref.WeakKeyDictionary[Store, tuple[direct.Compiled, direct.Compiled]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def _key(item: Incoming) -> Key:
@@ -154,17 +205,27 @@ class _Ticket:
     accepted: list[Accepted] = field(default_factory=list)
     error: BaseException | None = None
     done: bool = False
+    # Held while the request waits; released once, by the writer that either finished it or
+    # hands it the next turn to write. Each waiting thread is woken once, and only for itself.
+    wake: threading.Lock = field(default_factory=threading.Lock)
 
 
 class Inbox:
-    """One process's way into the inbox: concurrent requests share transactions (group commit)."""
+    """One process's way into the inbox: concurrent requests share transactions (group commit).
+
+    The request that finds no write under way writes: every item then waiting, in one
+    transaction (``_take_group``). Requests arriving meanwhile queue. When the writer's own
+    request is done it wakes those it stored, and hands the next turn to the oldest still
+    waiting, which writes the next group with whatever queued by then.
+    """
 
     def __init__(self, store: Store, group_items: int = GROUP_ITEMS) -> None:
         self.store = store
         self.group_items = group_items
-        self._turn = threading.Condition()
+        self._lock = threading.Lock()  # guards _waiting and _writing, held for moments only
         self._waiting: deque[_Ticket] = deque()
         self._writing = False
+        self._held = direct.Held(store)  # used by one writer at a time: the one with the turn
 
     def accept(self, items: list[Incoming], now: datetime) -> list[Accepted]:
         """Store ``items`` in one transaction, maybe shared with other requests'; see ``accept``.
@@ -174,29 +235,37 @@ class Inbox:
         if not items:
             return []
         ticket = _Ticket(list(items), now)
-        with self._turn:
+        ticket.wake.acquire()
+        with self._lock:
             self._waiting.append(ticket)
-            while not ticket.done:
-                if self._writing:
-                    self._turn.wait()  # another request is writing; its commit wakes everyone
-                else:
-                    self._write_next_group()
+            writes, self._writing = not self._writing, True
+        if not writes:
+            ticket.wake.acquire()  # done, or handed the turn to write
+        if not ticket.done:
+            self._write_until_done(ticket)
         if ticket.error is not None:
             # A fresh exception per request: the same error may be raised in many threads.
             raise NotStored.from_error(ticket.error) from ticket.error
         return ticket.accepted
 
-    def _write_next_group(self) -> None:
-        """Called holding ``_turn``: take what waits, write it with the lock released, wake all."""
-        group = self._take_group()
-        self._writing = True
-        self._turn.release()
+    def _write_until_done(self, mine: _Ticket) -> None:
+        """Write groups, oldest first, until ``mine`` is stored; then pass the turn on."""
         try:
-            self._store_group(group)
+            while not mine.done:
+                with self._lock:
+                    group = self._take_group()
+                try:
+                    self._store_group(group)
+                finally:
+                    for ticket in group:
+                        if ticket is not mine:
+                            ticket.wake.release()
         finally:
-            self._turn.acquire()
-            self._writing = False
-            self._turn.notify_all()
+            with self._lock:
+                if self._waiting:
+                    self._waiting[0].wake.release()  # its thread writes next
+                else:
+                    self._writing = False
 
     def _take_group(self) -> list[_Ticket]:
         group = [self._waiting.popleft()]  # the oldest first, whatever its size
@@ -209,7 +278,15 @@ class Inbox:
     def _store_group(self, group: list[_Ticket]) -> None:
         """Every ticket of the group ends done: stored, or with the error that stopped it."""
         try:
-            self._store_together(group)
+            try:
+                self._store_together(group)
+            except DBAPIError as exc:
+                if not exc.connection_invalidated:
+                    raise
+                # The held connection was gone (a database restarted since it was last used):
+                # once more on a new one. Nothing was stored, or, were it the commit's answer
+                # that was lost, the insert skips what is there and reads back its ids.
+                self._store_together(group)
         except (OperationalError, InterfaceError) as exc:
             _fail(group, exc)  # the database is away or locked: the same for every request
         except Exception as exc:
@@ -222,8 +299,7 @@ class Inbox:
             _fail(group, RuntimeError("interrupted before the transaction ended"))
 
     def _store_together(self, group: list[_Ticket]) -> None:
-        with self.store.connection() as connection:
-            results = store_batches(connection, [(ticket.items, ticket.now) for ticket in group])
+        results = _store_direct(self.store, [(ticket.items, ticket.now) for ticket in group], self._held)
         for ticket, accepted in zip(group, results, strict=True):
             ticket.accepted, ticket.done = accepted, True
 

@@ -22,10 +22,14 @@ carries as ``extra`` (the access log's method, path, status, duration).
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
+import os
+import queue
 import re
 import sys
+import threading
 from collections.abc import Iterable
 from typing import IO, Any
 
@@ -51,6 +55,7 @@ class Redactor:
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         values = sorted({s for s in secrets if len(s) >= _MIN_SECRET}, key=len, reverse=True)
+        self._values = tuple(values)
         self._secrets = re.compile("|".join(re.escape(v) for v in values)) if values else None
 
     def __call__(self, text: str) -> str:
@@ -60,7 +65,9 @@ class Redactor:
             text = _LINK.sub(lambda m: m.group(1) + REDACTED, text)
         if "=" in text or "%3" in text:  # a value follows "=" or its escape %3D
             text = _KEY.sub(lambda m: m.group(1) + REDACTED, text)
-        if self._secrets is not None:
+        # A substring test per secret is far cheaper than a search of the alternation, which
+        # tries every value at every position; the search runs only when one is there.
+        if self._secrets is not None and any(value in text for value in self._values):
             text = self._secrets.sub(REDACTED, text)
         return text
 
@@ -129,15 +136,22 @@ def redactor_for(settings: Settings) -> Redactor:
     return Redactor(settings.secret_values())  # the CRM plugins' secrets included
 
 
-def configure_logging(settings: Settings, stream: IO[str] | None = None) -> logging.Handler:
+def configure_logging(
+    settings: Settings, stream: IO[str] | None = None, *, background: bool = False
+) -> logging.Handler:
     """Route every logger through one redacting handler on ``stream`` (stderr); returns the handler.
 
     Records are also redacted as they are made (a record factory), so a handler added
-    later by a library or a test sees no credential either.
+    later by a library or a test sees no credential either. ``background`` (the web server):
+    lines are formatted where they are logged and written by one thread (``BackgroundWriter``).
     """
     redact = redactor_for(settings)
     _redact_at_creation(RedactingFilter(redact))
-    handler = logging.StreamHandler(stream) if stream is not None else _Stderr()
+    handler: logging.Handler
+    if background:
+        handler = BackgroundWriter(stream)
+    else:
+        handler = logging.StreamHandler(stream) if stream is not None else _Stderr()
     handler.set_name("offboard")
     formatter: logging.Formatter = (
         JsonLineFormatter(redact) if settings.log_format == "json" else TextFormatter(redact)
@@ -154,6 +168,93 @@ def configure_logging(settings: Settings, stream: IO[str] | None = None) -> logg
             own.addFilter(RedactingFilter(redact))
             own.setFormatter(formatter)
     return handler
+
+
+class BackgroundWriter(logging.Handler):
+    """Lines formatted (and redacted) in the thread that logs, written to the stream by one thread
+    of their own, as many at a time as have queued.
+
+    Why. Under a burst of webhooks every request writes an access line, and writing it there
+    meant taking the handler's lock and making a system call per line, in each of the
+    server's threads: both hand the interpreter's lock to another thread and wait to get it
+    back, which on a busy machine cost more than answering the request. Here a request only
+    puts its line on a queue. The writer thread is started in the process that logs (a
+    thread does not survive the fork into a web process), and what has queued is written at
+    exit. A line logged just before the process is killed outright may be lost.
+    (logging.handlers.QueueListener hands records to a handler one by one, a write each.)
+    """
+
+    BATCH = 256  # lines per write, at most
+
+    def __init__(self, stream: IO[str] | None = None) -> None:
+        super().__init__()
+        self._stream = stream
+        self._pid: int | None = None  # the process whose writer thread runs
+        self._queue_pid = os.getpid()
+        self._queue: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._starting = threading.Lock()
+
+    def handle(self, record: logging.LogRecord) -> bool:
+        # No handler lock: emit only puts on a queue, which is safe from any thread.
+        passed = self.filter(record)
+        if passed:
+            self.emit(record)
+        return bool(passed)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record)
+        except Exception:
+            self.handleError(record)
+            return
+        if self._pid != os.getpid():
+            self._start()
+        self._queue.put(line)
+
+    def flush(self) -> None:
+        """Return once every line queued before the call is written (the writer's queue drained)."""
+        with self._starting:
+            thread = self._thread
+            if thread is None or self._pid != os.getpid():
+                return
+            self._queue.put(None)  # the writer writes what is before it, then stops
+            thread.join(timeout=5)
+            self._thread, self._pid = None, None  # the next line starts a writer on the same queue
+
+    def close(self) -> None:
+        self.flush()
+        super().close()
+
+    def _start(self) -> None:
+        with self._starting:
+            if self._pid == os.getpid():
+                return
+            if self._queue_pid != os.getpid():  # one inherited across a fork may hold a lock
+                self._queue, self._queue_pid = queue.SimpleQueue(), os.getpid()
+            self._thread = threading.Thread(target=self._write_forever, name="offboard-log", daemon=True)
+            self._thread.start()
+            self._pid = os.getpid()
+            atexit.register(self.flush)
+
+    def _write_forever(self) -> None:
+        pending = self._queue
+        while True:
+            lines = [pending.get()]
+            while lines[-1] is not None and len(lines) < self.BATCH:
+                try:
+                    lines.append(pending.get_nowait())
+                except queue.Empty:
+                    break
+            stop = lines[-1] is None
+            text = "".join(f"{line}\n" for line in lines if line is not None)
+            stream = self._stream if self._stream is not None else sys.stderr
+            # A closed or broken stream loses the lines, as logging's own handlers do; never the app.
+            with contextlib.suppress(Exception):
+                stream.write(text)
+                stream.flush()
+            if stop:
+                return
 
 
 class _Stderr(logging.StreamHandler):  # type: ignore[type-arg]

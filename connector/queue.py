@@ -185,20 +185,38 @@ def insert_events(db: Session | Connection, rows: list[dict[str, Any]]) -> dict[
     payload and received_at. Returns the ids of the events stored now, by (source, account, key);
     one already in the inbox, or listed before, is not stored again and not in the answer.
 
-    ``db`` is the caller's ORM session or, on the webhook path, a plain connection in a
-    transaction (the inbox's shared transactions skip the ORM's unit of work)."""
-    check(Event, NEW, EventState.PENDING)
-    if not rows:
+    ``db`` is the caller's ORM session or a plain connection in a transaction."""
+    new = new_events(rows)
+    if not new:
         return {}
-    pending = {"state": str(EventState.PENDING), "attempts": 0}
-    new = [{**row, **pending, "available_at": row["received_at"]} for row in rows]
     dialect = db.get_bind().dialect if isinstance(db, Session) else db.dialect
-    return {(s, a, k): int(i) for i, s, a, k in db.execute(_event_insert(dialect.name), new)}
+    return {(s, a, k): int(i) for i, s, a, k in db.execute(event_insert(dialect.name), new)}
+
+
+def new_events(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Events as ``event_insert`` stores them: pending, available from their arrival."""
+    check(Event, NEW, EventState.PENDING)
+    pending = {"state": str(EventState.PENDING), "attempts": 0}
+    return [{**row, **pending, "available_at": row["received_at"]} for row in rows]
+
+
+EVENT_COLUMNS = (
+    "source",
+    "account",
+    "event_key",
+    "kind",
+    "payload",
+    "received_at",
+    "state",
+    "attempts",
+    "available_at",
+)
 
 
 @functools.cache
-def _event_insert(dialect: str) -> Any:
-    """The events INSERT of a dialect, built once: building it costs more than running it."""
+def event_insert(dialect: str) -> Any:
+    """The events INSERT of a dialect, built once: building it costs more than running it. A row
+    already in the inbox (same source, account and key) is skipped and returns nothing."""
     table = Event.__table__
     return (
         dialect_insert(dialect, table)

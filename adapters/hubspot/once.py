@@ -38,6 +38,9 @@ from connector.errors import CrmError, CrmTransient
 INDEX_LAG_SECONDS = 20.0  # how long HubSpot's search may miss a record just written
 BODY = {"tasks": "hs_task_body", "notes": "hs_note_body"}  # where the marker goes
 SEARCH_GROUPS = 5  # filterGroups per search request (HubSpot's limit): one unsure key each
+# How long an unsure key that was never searched for is remembered: far longer than a claimed
+# batch takes to write (its lease is renewed meanwhile), so no key is forgotten before its write.
+FORGET_AFTER = timedelta(hours=1)
 
 Job = tuple[str, list[dict[str, Any]]]  # an action's idempotency key and its records' inputs
 Outcome = list[str] | CrmError  # the records' ids in order, or what this action alone met
@@ -60,9 +63,13 @@ class CreateOnce:
         self._settles: dict[str, datetime] = {}  # idempotency key → when an earlier attempt's writes show
 
     def outcome_unknown(self, key: str, since: datetime) -> None:
-        """An earlier attempt of ``key`` (in any process) may have written until ``since``."""
-        now = self.clock()  # keys never searched (a property update) are forgotten once settled
-        self._settles = {k: at for k, at in self._settles.items() if at > now}
+        """An earlier attempt of ``key`` (in any process) may have written until ``since``: the
+        next write of ``key`` searches first, after the index lag has passed since then."""
+        # A key stays unsure until it is searched for, however long ago its lag ended: a dead
+        # worker's lease often ran out well before the next claim. Only keys never searched for
+        # (a property update's) are forgotten, once they are long settled.
+        forget_before = self.clock() - FORGET_AFTER
+        self._settles = {k: at for k, at in self._settles.items() if at > forget_before}
         self._settles[key] = since + timedelta(seconds=self.lag_seconds)
 
     def unsure(self, key: str) -> bool:

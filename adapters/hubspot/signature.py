@@ -66,7 +66,7 @@ def verify(
     if not secret:
         # An empty key would make every signature computable by anyone.
         raise SignatureInvalid("no client secret to verify HubSpot signatures with")
-    lowered = {key.lower(): value for key, value in headers.items()}
+    lowered = _signature_headers(headers)
     if "x-hubspot-signature-v3" in lowered:
         _verify_v3(secret, method, uri, body, lowered, now)
     elif "x-hubspot-signature" in lowered:
@@ -76,6 +76,21 @@ def verify(
         )
     else:
         raise SignatureInvalid("unsigned request: no X-HubSpot-Signature-v3 header")
+
+
+_V3 = ("X-HubSpot-Signature-v3", "X-HubSpot-Request-Timestamp")
+_NAMES = (*_V3, "X-HubSpot-Signature")
+
+
+def _signature_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """The signature headers there are, by lower-case name. A request's headers (werkzeug's) find
+    any spelling by the one HubSpot sends, so a signed delivery costs two lookups; otherwise
+    (a plain dict spelled another way, or no v3 signature) the mapping is lowered whole."""
+    found = {name.lower(): headers.get(name) for name in _V3}
+    if any(value is None for value in found.values()):
+        lowered = {key.lower(): value for key, value in headers.items()}
+        found = {name.lower(): lowered.get(name.lower()) for name in _NAMES}
+    return {name: value for name, value in found.items() if value is not None}
 
 
 def _verify_v3(

@@ -16,7 +16,7 @@ import fcntl
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -192,6 +192,7 @@ class Store:
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         self._reads = sessionmaker(engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False)
         self._turn = WriterTurn(engine.url.database) if self.is_sqlite else None
+        self._on_dispose: list[Callable[[], None]] = []
 
     @classmethod
     def from_url(cls, url: str) -> Store:
@@ -223,6 +224,16 @@ class Store:
             yield connection
 
     @contextmanager
+    def write_turn(self) -> Iterator[None]:
+        """This process's turn to write (SQLite; see ``WriterTurn``), held for the block. Every
+        write transaction takes it first; on Postgres there is nothing to wait for here."""
+        if self._turn is None:
+            yield
+            return
+        with self._turn.taken():
+            yield
+
+    @contextmanager
     def read(self) -> Iterator[Session]:
         """One read transaction: a consistent view that never holds up a writer.
 
@@ -240,5 +251,11 @@ class Store:
         except Exception:
             return False
 
+    def on_dispose(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` when the store is disposed (to give back a connection held out of the pool)."""
+        self._on_dispose.append(callback)
+
     def dispose(self) -> None:
+        for callback in self._on_dispose:
+            callback()
         self.engine.dispose()

@@ -144,12 +144,25 @@ def _security_headers(response: Response) -> Response:
 def security_headers(response: BaseResponse, path: str, logo_url: str | None) -> None:
     """Pages cannot be framed or leak their personal link; nothing is sniffed or cached."""
     headers = response.headers
-    headers.setdefault("X-Content-Type-Options", "nosniff")
-    headers.setdefault("Referrer-Policy", "no-referrer")
-    headers.setdefault("X-Frame-Options", "DENY")
-    headers.setdefault("Content-Security-Policy", _content_policy(logo_url))
-    if response.mimetype == "text/html" or path.startswith(CLIENT_PAGES):
-        headers["Cache-Control"] = "no-store"  # personal pages and what their links answer
+    for name, value in security_header_list(
+        response.mimetype == "text/html" or path.startswith(CLIENT_PAGES), logo_url
+    ):
+        if name == "Cache-Control":
+            headers[name] = value  # personal pages and what their links answer
+        else:
+            headers.setdefault(name, value)
+
+
+@functools.lru_cache(maxsize=512)
+def security_header_list(no_store: bool, logo_url: str | None) -> tuple[tuple[str, str], ...]:
+    """The headers ``security_headers`` adds: worked out once per kind of answer and logo."""
+    found = (
+        ("X-Content-Type-Options", "nosniff"),
+        ("Referrer-Policy", "no-referrer"),
+        ("X-Frame-Options", "DENY"),
+        ("Content-Security-Policy", _content_policy(logo_url)),
+    )
+    return (*found, ("Cache-Control", "no-store")) if no_store else found
 
 
 @functools.lru_cache(maxsize=256)  # one per brand logo: the deployment's and each account's

@@ -23,12 +23,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, cast
+from dataclasses import dataclass, replace
+from typing import Any
 from urllib.parse import quote
 
 from flask import Blueprint, Flask
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
-from werkzeug.wrappers import Request, Response
+from werkzeug.http import HTTP_STATUS_CODES
+from werkzeug.wrappers import Request
 
 import adapters
 from adapters.base import InboundRequest, InboundSource, Refusal, Reply
@@ -37,12 +39,13 @@ from connector.errors import WebhookRejected
 from connector.metrics import event_received
 from connector.services import Services
 from connector.web import (
+    CLIENT_PAGES,
     MAX_BODY_BYTES,
     bounded_stream,
     http_headers,
     http_reason,
     rejected_answer,
-    security_headers,
+    security_header_list,
 )
 from connector.web.webhooks import GenericSource
 
@@ -78,27 +81,28 @@ class Receiver:
             source = self.by_path.get(environ.get("PATH_INFO", ""))
             if source is None or environ.get("REQUEST_METHOD") != "POST":
                 return flask_app(environ, start_response)
-            return self.answer(source, environ)(environ, start_response)
+            return self.answer(source, environ, start_response)
 
         return front
 
-    def answer(self, source: InboundSource, environ: dict[str, Any]) -> Response:
+    def answer(
+        self, source: InboundSource, environ: dict[str, Any], start_response: Callable[..., Any]
+    ) -> Iterable[bytes]:
         request = Request(environ)
         request.max_content_length = MAX_BODY_BYTES
         try:
-            response = self._receive(source, request)
+            answer = self._receive(source, request)
         except WebhookRejected as exc:
-            response = self._rejected(source, request, exc)
+            answer = self._rejected(source, request, exc)
         except HTTPException as exc:
-            response = self._http_refused(source, request, exc)
+            answer = self._http_refused(source, request, exc)
         except Exception:
             log.exception("unhandled error")
-            response = self._json({"error": "internal error; nothing was stored"}, 500)
-        security_headers(response, request.path, self.services.settings.brand_logo_url)
-        event_received(source.path.removeprefix("/webhooks/").replace("/", "_"), response.status_code)
-        return response
+            answer = self._json({"error": "internal error; nothing was stored"}, 500)
+        event_received(source.path.removeprefix("/webhooks/").replace("/", "_"), answer.status)
+        return answer.send(start_response, request.path, self.services.settings.brand_logo_url)
 
-    def _receive(self, source: InboundSource, request: Request) -> Response:
+    def _receive(self, source: InboundSource, request: Request) -> _Answer:
         bounded_stream(request)
         delivery = source.receive(self._inbound(request))
         items = [
@@ -128,7 +132,7 @@ class Receiver:
     def _account_key(self, crm: str, account: str) -> str:
         return installs.inbound_key(self.services.settings.secret_key.get_secret_value(), crm, account)
 
-    def _not_stored(self, source: InboundSource, request: Request, exc: inbox.NotStored) -> Response:
+    def _not_stored(self, source: InboundSource, request: Request, exc: inbox.NotStored) -> _Answer:
         """Nothing of the delivery was stored: never a 2xx, so the sender delivers it again.
 
         503 when the database was away or busy (a redelivery will likely be stored), else 500;
@@ -143,33 +147,55 @@ class Receiver:
         reply = source.refused(refusal)
         return self._json({"error": refusal.reason}, status) if reply is None else self._response(reply)
 
-    def _rejected(self, source: InboundSource, request: Request, exc: WebhookRejected) -> Response:
+    def _rejected(self, source: InboundSource, request: Request, exc: WebhookRejected) -> _Answer:
         refusal = Refusal(exc.status, exc.reason, request.path, type(exc).__name__, list(exc.details))
         reply = source.refused(refusal)
         return self._json(*rejected_answer(exc)) if reply is None else self._response(reply)
 
-    def _http_refused(self, source: InboundSource, request: Request, exc: HTTPException) -> Response:
+    def _http_refused(self, source: InboundSource, request: Request, exc: HTTPException) -> _Answer:
         """A body over the limit (413) or cut short (400): the source may answer in its own format."""
         refusal = Refusal(exc.code or 500, http_reason(exc), request.path)
         reply = source.refused(refusal)
         if reply is not None:
             return self._response(reply)
-        response = self._json({"error": http_reason(exc)}, exc.code or 500)
-        response.headers.extend(http_headers(exc))
-        return response
+        answer = self._json({"error": http_reason(exc)}, exc.code or 500)
+        return replace(answer, headers=tuple(http_headers(exc)))
 
-    def _response(self, reply: Reply) -> Response:
+    def _response(self, reply: Reply) -> _Answer:
         """A dict is sent as JSON; bytes as ``content_type`` (HTML, as Flask would, without one)."""
         if isinstance(reply.body, dict):
             return self._json(reply.body, reply.status)
-        content_type = reply.content_type or "text/html; charset=utf-8"
-        return Response(reply.body, status=reply.status, content_type=content_type)
+        return _Answer(reply.status, reply.body, reply.content_type or _Answer.content_type)
 
-    def _json(self, body: dict[str, object], status: int) -> Response:
-        # Flask's JSON, as every other answer gets; its response class is werkzeug's Response.
-        response = cast(Response, self.app.json.response(body))
-        response.status_code = status
-        return response
+    def _json(self, body: dict[str, object], status: int) -> _Answer:
+        # Flask's JSON (its settings, its trailing newline), as every other answer gets.
+        mimetype = getattr(self.app.json, "mimetype", "application/json")
+        return _Answer(status, f"{self.app.json.dumps(body)}\n".encode(), mimetype)
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """An answer written as plain WSGI. Werkzeug's Response (its header structure, its finishing
+    pass) cost as much per delivery as the rest of answering; these answers need none of it:
+    a status, a body, its type, and the headers every answer gets (``security_header_list``)."""
+
+    status: int
+    body: bytes = b""
+    content_type: str = "text/html; charset=utf-8"
+    headers: tuple[tuple[str, str], ...] = ()
+
+    def send(self, start_response: Callable[..., Any], path: str, logo_url: str | None) -> list[bytes]:
+        # No body, and no Content-Length, on a 1xx or 204 (RFC 9110 8.6), as werkzeug does.
+        empty = self.status < 200 or self.status == 204
+        headers = [("Content-Type", self.content_type)]
+        if not empty:
+            headers.append(("Content-Length", str(len(self.body))))
+        headers += self.headers
+        html = self.content_type.split(";", 1)[0].strip().lower() == "text/html"
+        headers += security_header_list(html or path.startswith(CLIENT_PAGES), logo_url)
+        reason = HTTP_STATUS_CODES.get(self.status, "Unknown").upper()
+        start_response(f"{self.status} {reason}", headers)
+        return [] if empty else [self.body]
 
 
 def _not_post() -> Any:

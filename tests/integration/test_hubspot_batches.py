@@ -410,3 +410,24 @@ def test_isolate_sets_aside_at_once_what_the_refusal_names():
     results = isolate(call, ["a", "dup", "b", "c"], key=lambda item: item, named=named)
     assert isinstance(results.pop("dup"), CrmPermanent) and results == dict.fromkeys("abc", "ok")
     assert calls == [["a", "dup", "b", "c"], ["a", "b", "c"]]
+
+
+def test_several_actions_of_a_worker_long_dead_are_each_looked_for_before_writing(url, fake, clock):
+    """A dead worker's lease ran out long before the next claim: every one of its actions in the
+    retry's batch is still searched for, not only the last one told."""
+    portal = deals(fake, 3)
+    first = fake_time_adapter(load_settings(**settings_overrides(url)), clock)
+    lost = [Write(key(n), tasks(portal[n])) for n in range(3)]
+    fake.inject(Fault.LOST_REPLY, route=CREATE)
+    assert all(isinstance(r, OutcomeUnknown) for r in first.create_tasks_many(lost))
+    since = clock.now
+    clock.advance(minutes=5)  # the lease ran out; the index lag is long past
+    retry = fake_time_adapter(load_settings(**settings_overrides(url)), clock)
+    results = retry.create_tasks_many([Write(w.key, w.item, unsure_since=since) for w in lost])
+    assert fake.calls[CREATE] == 1  # only the lost attempt's call: nothing written again
+    assert fake.calls[TASK_SEARCH] == 1
+    for n, result in enumerate(results):
+        found = written_by(fake, "tasks", "hs_task_body", key(n))
+        assert result == [found[0], found[1], found[2]]
+    markers = Counter(MARKER.findall(t.properties["hs_task_body"])[0] for t in fake.records("tasks"))
+    assert len(markers) == 9 and set(markers.values()) == {1}

@@ -14,14 +14,15 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from sqlalchemy import event, func, select, text
+from sqlalchemy import func, select, text
 
 from connector import inbox
 from connector.services import build
-from connector.store import Event, Store
+from connector.store import Event, Store, direct
 from connector.web import create_app
 from tests.support.helpers import deal_closed_event, make_settings
 from tests.support.helpers import signed as signed_generic
@@ -235,11 +236,10 @@ def test_an_outbound_message_the_database_cannot_take_gets_a_soap_fault_not_the_
 # --- group commit ----------------------------------------------------------------------------
 
 
-def test_requests_that_wait_together_share_one_transaction(store, clock):
+def test_requests_that_wait_together_share_one_transaction(store, clock, monkeypatch):
     """While the write lock is held elsewhere, 20 requests queue; they are then stored in two
     transactions (the one that was waiting for the lock, then all the rest), not twenty."""
-    commits: list[int] = []
-    event.listen(store.engine, "commit", lambda connection: commits.append(1))
+    commits = count_inbox_transactions(monkeypatch)
     results: dict[int, list[inbox.Accepted]] = {}
     with store.session() as holder:
         hold_the_write_lock(holder, store)
@@ -253,9 +253,24 @@ def test_requests_that_wait_together_share_one_transaction(store, clock):
         assert not results
     for thread in threads:
         thread.join()
-    assert len(commits) <= 3  # the holder's, the first request's, everyone else's
+    assert len(commits) == 2  # the first request's, everyone else's
     assert sorted(results) == list(range(20))
     assert set(stored(store, "sandbox")) == {f"key-{n}" for n in range(20)}
+
+
+def count_inbox_transactions(monkeypatch: Any) -> list[int]:
+    """The inbox's write transactions, one entry each once committed."""
+    committed: list[int] = []
+    real = direct.transaction
+
+    @contextmanager
+    def counted(store: Store, held: direct.Held | None = None) -> Iterator[direct.Transaction]:
+        with real(store, held) as transaction:
+            yield transaction
+        committed.append(1)
+
+    monkeypatch.setattr(direct, "transaction", counted)
+    return committed
 
 
 def hold_the_write_lock(session: Any, store: Store) -> None:
@@ -271,12 +286,11 @@ def _accept(store: Store, n: int, clock: Any) -> list[inbox.Accepted]:
     return inbox.accept(store, [item], clock())
 
 
-def test_a_redelivery_inside_one_shared_transaction_is_recognised(store, clock):
+def test_a_redelivery_inside_one_shared_transaction_is_recognised(store, clock, monkeypatch):
     """Two requests carrying the same event, stored in one transaction: one new, one duplicate."""
     first = inbox.Incoming("sandbox", "acct", "same", "deal.closed", {"n": 1})
     group = inbox.Inbox(store)
-    commits: list[int] = []
-    event.listen(store.engine, "commit", lambda connection: commits.append(1))
+    commits = count_inbox_transactions(monkeypatch)
     with store.session() as holder:  # the first request waits for the lock, the other two behind it
         hold_the_write_lock(holder, store)
         outcomes: list[list[inbox.Accepted]] = []
@@ -288,9 +302,72 @@ def test_a_redelivery_inside_one_shared_transaction_is_recognised(store, clock):
         time.sleep(0.3)
     for thread in threads:
         thread.join()
-    assert len(commits) == 3  # the holder's, the first request's, the other two's together
+    assert len(commits) == 2  # the first request's, the other two's together
     flat = sorted((a.duplicate, a.event_id) for found in outcomes for a in found)
     assert [duplicate for duplicate, _ in flat] == [False, True, True]
     assert len({event_id for _, event_id in flat}) == 1
     assert rows(store) == 1
     assert json.dumps(stored(store, "sandbox")) == json.dumps({"same": flat[0][1]})
+
+
+def test_the_inbox_write_stores_what_the_store_reads_back_in_groups_larger_than_one_statement(store, clock):
+    """The inbox binds its rows for the driver itself: each stored event reads back through the ORM
+    as written (payload, aware UTC times, pending and available from its arrival), across more
+    rows than one SQLite statement takes, with a redelivery inside the group and one stored before."""
+    before = inbox.accept(
+        store, [inbox.Incoming("hubspot", "1001", "k-7", "deal.creation", {"n": 7})], clock()
+    )
+    payload = {"text": "Zo\u00eb \u201cdeal\u201d", "nested": {"list": [1, 2.5, None, True]}, "big": 10**30}
+    items = [
+        inbox.Incoming("hubspot", "1001", f"k-{n}", "deal.propertyChange", {**payload, "n": n})
+        for n in range(250)
+    ]
+    items.append(items[3])  # the same event twice in one delivery
+    accepted = inbox.accept(store, items, clock())
+    assert accepted[7] == inbox.Accepted(before[0].event_id, duplicate=True)
+    assert accepted[250] == inbox.Accepted(accepted[3].event_id, duplicate=True)
+    assert [a.duplicate for a in accepted].count(True) == 2
+    with store.read() as session:
+        found = {e.event_key: e for e in session.scalars(select(Event).where(Event.source == "hubspot"))}
+    assert len(found) == 250
+    event = found["k-42"]
+    assert event.id == accepted[42].event_id
+    assert event.payload == {**payload, "n": 42}
+    assert event.received_at == event.available_at == clock()
+    assert event.received_at.tzinfo is not None
+    assert (event.state, event.attempts, event.kind, event.account) == (
+        "pending",
+        0,
+        "deal.propertyChange",
+        "1001",
+    )
+
+
+@pytest.mark.postgres
+def test_a_delivery_after_the_database_dropped_the_inbox_connection_is_stored_not_refused(
+    postgres_url, clock
+):
+    """The inbox keeps its connection between writes; when Postgres ends it (a restart, an admin),
+    the next delivery is stored on a new connection instead of answered 503."""
+    store = Store.from_url(postgres_url)
+    _truncate_events(store)
+    try:
+        first = inbox.accept(store, [inbox.Incoming("sandbox", "acct", "before", "deal.closed", {})], clock())
+        with Store.from_url(postgres_url).engine.connect() as admin:
+            ended = admin.execute(
+                text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            ).scalar()
+        assert ended and ended >= 1
+        after = inbox.accept(store, [inbox.Incoming("sandbox", "acct", "after", "deal.closed", {})], clock())
+        assert not after[0].duplicate and after[0].event_id != first[0].event_id
+        assert set(stored(store, "sandbox")) == {"before", "after"}
+    finally:
+        store.dispose()
+
+
+def _truncate_events(store: Store) -> None:
+    with store.session() as session:
+        session.execute(text("TRUNCATE events RESTART IDENTITY CASCADE"))

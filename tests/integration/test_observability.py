@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import threading
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -25,9 +26,20 @@ OUTBOUND_KEY = "k" * 20 + "OUTBOUNDKEY0123456789"
 GUESSED_KEY = "GUESSEDKEY-not-the-real-one"
 
 
-@pytest.fixture
+class _Written(io.StringIO):
+    """A log buffer whose reading waits for the lines queued before it (a background writer's)."""
+
+    def getvalue(self) -> str:
+        for handler in logging.root.handlers:
+            if handler.get_name() == "offboard":
+                handler.flush()
+        return super().getvalue()
+
+
+@pytest.fixture(params=[False, True], ids=["inline", "background"])
 def logged(request: pytest.FixtureRequest) -> Iterator[tuple[io.StringIO, Any]]:
-    """Logging as a process sets it up, into a buffer; every logger at DEBUG; restored afterwards."""
+    """Logging as a process sets it up, into a buffer; every logger at DEBUG; restored afterwards.
+    Written inline (the commands) or by the background writer (the web server)."""
     saved = {
         name: (logger.level, logger.disabled)
         for name, logger in logging.root.manager.loggerDict.items()
@@ -35,8 +47,8 @@ def logged(request: pytest.FixtureRequest) -> Iterator[tuple[io.StringIO, Any]]:
     }
     root_level = logging.root.level
     factory = logging.getLogRecordFactory()
-    buffer = io.StringIO()
-    yield buffer, lambda settings: configure_logging(settings, stream=buffer)
+    buffer = _Written()
+    yield buffer, lambda settings: configure_logging(settings, stream=buffer, background=request.param)
     for handler in [h for h in logging.root.handlers if h.get_name() == "offboard"]:
         logging.root.removeHandler(handler)
     logging.root.setLevel(root_level)
@@ -97,6 +109,26 @@ def test_no_link_token_or_key_reaches_any_log_line(logged, sqlite_url, store, cl
         requests = [r for r in records if r["logger"] == "offboard.access"]
         assert sorted(r["status"] for r in requests) == [401, 404, 404, 404, 503]  # no run 1; no org id
         assert all(r["path"].startswith(("/s/[redacted]", "/r/[redacted]", "/webhooks/")) for r in requests)
+
+
+def test_the_background_writer_writes_every_line_of_every_thread_in_order(logged, sqlite_url):
+    buffer, configure = logged
+    configure(make_settings(sqlite_url, OFFBOARD_LOG_FORMAT="json"))
+    log = logging.getLogger("offboard.test")
+
+    def lines(thread: int) -> None:
+        for n in range(500):
+            log.warning("line %d of %d", n, thread)
+
+    threads = [threading.Thread(target=lines, args=(t,)) for t in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    written = [json.loads(line)["message"] for line in buffer.getvalue().splitlines()]
+    assert len(written) == 4000
+    for t in range(8):
+        assert [m for m in written if m.endswith(f"of {t}")] == [f"line {n} of {t}" for n in range(500)]
 
 
 # --- /metrics ---------------------------------------------------------------------
