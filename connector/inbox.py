@@ -3,11 +3,12 @@
 Group commit. Webhooks come in bursts, many requests at a time, and a transaction per
 request would make them queue for the database's write lock (SQLite has one writer) and
 for a flush to disk each. So the requests of one process share transactions: each hands
-its verified items to the process's ``Inbox`` and waits; the first waiting request that
-finds no write under way stores every item then waiting in one transaction, commits,
-and wakes each request with its own answer. A request therefore still answers only
-after the transaction holding its events has committed ("stored before the 2xx"), and N
-requests arriving together cost one lock, one commit and one flush instead of N.
+its verified items to the process's ``Inbox``; a request that finds a writer's place free
+(one on SQLite, a few on Postgres) stores its items, and those that find every place taken
+wait, and are then stored together, in one transaction, by the next request given a place,
+which wakes each with its own answer. A request therefore still answers only after the
+transaction holding its events has committed ("stored before the 2xx"), and N requests
+arriving together cost one lock, one commit and one flush instead of N.
 
 A request's items are always stored together, in one transaction. If a shared
 transaction fails, each request's items are stored again in a transaction of their own,
@@ -37,6 +38,9 @@ KNOWN_CHUNK = 500  # keys per query: well under every database's limit on bound 
 # Items per shared transaction: HubSpot sends up to 100 events per request, so a group holds
 # a few full requests, and a transaction stays short enough that the next group never waits long.
 GROUP_ITEMS = 500
+# Requests writing at once per process on Postgres, each in its own transaction on its own
+# connection (SQLite has one writer, so one).
+POSTGRES_WRITERS = 2
 
 
 @dataclass(frozen=True)
@@ -84,7 +88,7 @@ def store_batches(
 
 
 def _store_direct(
-    store: Store, batches: list[tuple[list[Incoming], datetime]], held: direct.Held | None = None
+    store: Store, batches: list[tuple[list[Incoming], datetime]], held: direct.Held
 ) -> list[list[Accepted]]:
     """``store_batches`` in a transaction of its own, run on the driver (``connector.store.direct``):
     the webhook path's write, where SQLAlchemy's work per execution cost more than the INSERT."""
@@ -205,27 +209,30 @@ class _Ticket:
     accepted: list[Accepted] = field(default_factory=list)
     error: BaseException | None = None
     done: bool = False
-    # Held while the request waits; released once, by the writer that either finished it or
-    # hands it the next turn to write. Each waiting thread is woken once, and only for itself.
+    # Held while the request waits; released once, by the writer that either stored it or
+    # handed it a turn to write. Each waiting thread is woken once, and only for itself.
     wake: threading.Lock = field(default_factory=threading.Lock)
 
 
 class Inbox:
     """One process's way into the inbox: concurrent requests share transactions (group commit).
 
-    The request that finds no write under way writes: every item then waiting, in one
-    transaction (``_take_group``). Requests arriving meanwhile queue. When the writer's own
-    request is done it wakes those it stored, and hands the next turn to the oldest still
-    waiting, which writes the next group with whatever queued by then.
+    Up to ``writers`` requests write at once, each on a connection of its own: one on SQLite,
+    which has one writer anyway; a few on Postgres, where a write is mostly a round trip and
+    a flush to disk, which several transactions can wait for together. A request that finds a
+    writer's place free writes its own items. The others queue; a writer whose transaction
+    has ended wakes those it stored and hands its place to the oldest still waiting, which
+    writes, in one transaction, its own items and every queued one behind it (``_take_group``).
     """
 
-    def __init__(self, store: Store, group_items: int = GROUP_ITEMS) -> None:
+    def __init__(self, store: Store, group_items: int = GROUP_ITEMS, writers: int | None = None) -> None:
         self.store = store
         self.group_items = group_items
-        self._lock = threading.Lock()  # guards _waiting and _writing, held for moments only
+        self.writers = writers or (1 if store.is_sqlite else POSTGRES_WRITERS)
+        self._lock = threading.Lock()  # guards what follows, held for moments only
         self._waiting: deque[_Ticket] = deque()
-        self._writing = False
-        self._held = direct.Held(store)  # used by one writer at a time: the one with the turn
+        self._busy = 0  # writers now writing
+        self._free = [direct.Held(store) for _ in range(self.writers)]  # a connection per writer
 
     def accept(self, items: list[Incoming], now: datetime) -> list[Accepted]:
         """Store ``items`` in one transaction, maybe shared with other requests'; see ``accept``.
@@ -235,79 +242,81 @@ class Inbox:
         if not items:
             return []
         ticket = _Ticket(list(items), now)
-        ticket.wake.acquire()
         with self._lock:
-            self._waiting.append(ticket)
-            writes, self._writing = not self._writing, True
+            writes = self._busy < self.writers
+            if writes:
+                self._busy += 1
+            else:
+                ticket.wake.acquire()
+                self._waiting.append(ticket)
         if not writes:
-            ticket.wake.acquire()  # done, or handed the turn to write
+            ticket.wake.acquire()  # stored by another request, or handed a turn to write
         if not ticket.done:
-            self._write_until_done(ticket)
+            self._write(ticket)
         if ticket.error is not None:
             # A fresh exception per request: the same error may be raised in many threads.
             raise NotStored.from_error(ticket.error) from ticket.error
         return ticket.accepted
 
-    def _write_until_done(self, mine: _Ticket) -> None:
-        """Write groups, oldest first, until ``mine`` is stored; then pass the turn on."""
+    def _write(self, mine: _Ticket) -> None:
+        """Store ``mine`` and the queue behind it, then hand this writer's place on."""
+        with self._lock:
+            held = self._free.pop()
+            group = self._take_group(mine)
         try:
-            while not mine.done:
-                with self._lock:
-                    group = self._take_group()
-                try:
-                    self._store_group(group)
-                finally:
-                    for ticket in group:
-                        if ticket is not mine:
-                            ticket.wake.release()
+            self._store_group(group, held)
         finally:
             with self._lock:
-                if self._waiting:
-                    self._waiting[0].wake.release()  # its thread writes next
-                else:
-                    self._writing = False
+                self._free.append(held)
+                following = self._waiting.popleft() if self._waiting else None
+                if following is None:
+                    self._busy -= 1
+            for ticket in group:
+                if ticket is not mine:
+                    ticket.wake.release()
+            if following is not None:
+                following.wake.release()  # its thread writes next, in this writer's place
 
-    def _take_group(self) -> list[_Ticket]:
-        group = [self._waiting.popleft()]  # the oldest first, whatever its size
-        size = len(group[0].items)
+    def _take_group(self, first: _Ticket) -> list[_Ticket]:
+        group, size = [first], len(first.items)
         while self._waiting and size + len(self._waiting[0].items) <= self.group_items:
             size += len(self._waiting[0].items)
             group.append(self._waiting.popleft())
         return group
 
-    def _store_group(self, group: list[_Ticket]) -> None:
+    def _store_group(self, group: list[_Ticket], held: direct.Held) -> None:
         """Every ticket of the group ends done: stored, or with the error that stopped it."""
         try:
             try:
-                self._store_together(group)
+                self._store_together(group, held)
             except DBAPIError as exc:
                 if not exc.connection_invalidated:
                     raise
                 # The held connection was gone (a database restarted since it was last used):
                 # once more on a new one. Nothing was stored, or, were it the commit's answer
                 # that was lost, the insert skips what is there and reads back its ids.
-                self._store_together(group)
+                self._store_together(group, held)
         except (OperationalError, InterfaceError) as exc:
             _fail(group, exc)  # the database is away or locked: the same for every request
         except Exception as exc:
             if len(group) == 1:
                 _fail(group, exc)
             for ticket in group:  # whose items does the database refuse? the others are stored
-                self._store_alone(ticket)
+                self._store_alone(ticket, held)
         finally:
             # Only an interruption (KeyboardInterrupt, SystemExit) leaves a ticket here.
             _fail(group, RuntimeError("interrupted before the transaction ended"))
 
-    def _store_together(self, group: list[_Ticket]) -> None:
-        results = _store_direct(self.store, [(ticket.items, ticket.now) for ticket in group], self._held)
+    def _store_together(self, group: list[_Ticket], held: direct.Held) -> None:
+        results = _store_direct(self.store, [(ticket.items, ticket.now) for ticket in group], held)
         for ticket, accepted in zip(group, results, strict=True):
             ticket.accepted, ticket.done = accepted, True
 
-    def _store_alone(self, ticket: _Ticket) -> None:
+    def _store_alone(self, ticket: _Ticket, held: direct.Held) -> None:
         if ticket.done:
             return
         try:
-            self._store_together([ticket])
+            self._store_together([ticket], held)
         except Exception as exc:
             _fail([ticket], exc)
 

@@ -4,21 +4,25 @@ Why. The webhook path stores one or a few events per request, and SQLAlchemy's w
 each execution (a connection from the pool, the begin and commit events, the execution
 context, binding every parameter through its type) cost several times what the database
 itself does for the INSERT: on a burst it was most of the time a delivery took. So the
-inbox's write is compiled by SQLAlchemy once per dialect and statement, its parameters are
-bound with the columns' own bind processors (the very values SQLAlchemy would send: a
-datetime as SQLite's text, a payload as JSON), and the driver runs it: row after row on
-SQLite, where a prepared statement costs microseconds; pipelined on Postgres
-(psycopg's ``executemany(returning=True)``), one round trip for the whole group.
+inbox's write is compiled by SQLAlchemy once per dialect and statement (with positional
+placeholders on both databases, so that one statement can carry many rows), its parameters
+are bound with the columns' own bind processors (the very values SQLAlchemy would send: a
+datetime as SQLite's text, a payload as JSON), and the driver runs it: many rows per
+statement, one statement for a whole group on Postgres.
 
-The transaction is the store's write transaction all the same: the writer's turn on
-SQLite (``BEGIN IMMEDIATE`` after ``WriterTurn``), committed when the block ends, rolled
-back if it raises. A driver error leaves as SQLAlchemy's own exception class
-(``OperationalError`` for a database that is away or locked), so callers handle both alike.
+One statement is one transaction. A write that fits one statement runs on its own, so on
+Postgres it costs one round trip (no ``BEGIN``, no ``COMMIT``: on Postgres those were two
+round trips of the three a group took); a write that takes more statements is wrapped in a
+transaction (``BEGIN IMMEDIATE`` on SQLite), committed when the block ends and rolled back
+if it raises. Either way it runs in the store's write turn (``WriterTurn`` on SQLite). A
+driver error leaves as SQLAlchemy's own exception class (``OperationalError`` for a
+database that is away or locked), so callers handle both alike.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import time
 from collections.abc import Iterator, Sequence
@@ -41,11 +45,9 @@ class Compiled:
         self, store: Store, statement: ClauseElement, table: FromClause, columns: Sequence[str]
     ) -> None:
         dialect = store.engine.dialect
-        compiled = statement.compile(dialect=dialect, column_keys=list(columns))
+        compiled = statement.compile(dialect=_positional(dialect), column_keys=list(columns))
         self.sql = compiled.string
-        # The order the driver's placeholders take the values in: positional (SQLite's ?) or
-        # by name (psycopg's %(name)s).
-        self.names = list(compiled.positiontup or ()) if dialect.positional else None  # type: ignore[attr-defined]
+        self.names: list[str] = list(compiled.positiontup or ())  # type: ignore[attr-defined]  # in placeholder order
         self._many: dict[int, str] = {}
         self.processors = {
             name: processor
@@ -54,7 +56,7 @@ class Compiled:
         }
 
     def rows_sql(self, rows: int) -> str:
-        """The statement for ``rows`` rows at once (positional placeholders: SQLite's)."""
+        """The statement for ``rows`` rows at once."""
         if rows == 1:
             return self.sql
         found = self._many.get(rows)
@@ -63,11 +65,21 @@ class Compiled:
             found = self._many[rows] = f"{head}{', '.join([values] * rows)}{tail}"
         return found
 
-    def bind(self, values: dict[str, Any]) -> Any:
-        bound = {
-            name: self.processors[name](v) if name in self.processors else v for name, v in values.items()
-        }
-        return bound if self.names is None else tuple(bound[name] for name in self.names)
+    def bind(self, values: dict[str, Any]) -> Row:
+        processors = self.processors
+        return tuple(
+            processors[name](values[name]) if name in processors else values[name] for name in self.names
+        )
+
+
+def _positional(dialect: Any) -> Any:
+    """The dialect, with positional placeholders (``?`` or psycopg's ``%s``): a statement of many
+    rows can then repeat its row of placeholders, which named ones (``%(source)s``) cannot."""
+    if dialect.positional:
+        return dialect
+    found = copy.copy(dialect)
+    found.paramstyle, found.positional = "format", True
+    return found
 
 
 def _values_clause(sql: str) -> tuple[str, str, str]:
@@ -78,48 +90,50 @@ def _values_clause(sql: str) -> tuple[str, str, str]:
 
 
 class Transaction:
-    """A driver cursor in the store's write transaction (see the module docstring). Bind the
-    parameters (``Compiled.bind``) before the transaction: the less Python runs while the write
-    lock is held, the sooner the next writer gets it."""
+    """A driver cursor in the store's write turn (see the module docstring). Bind the parameters
+    (``Compiled.bind``) before: the less Python runs in the turn, the sooner the next writer has it."""
 
-    ROWS_PER_STATEMENT = 100  # SQLite: rows per multi-row statement (900 parameters for the events)
+    # Rows per statement: SQLite takes 32,766 parameters (999 before 3.32), Postgres 65,535.
+    ROWS_PER_STATEMENT = {"sqlite": 100, "postgresql": 1000}
 
-    def __init__(self, cursor: Any, pipelined: bool) -> None:
+    def __init__(self, cursor: Any, dialect: str) -> None:
         self.cursor = cursor
-        self.pipelined = pipelined
+        self.dialect = dialect
+        self.began = False  # whether a transaction wraps several statements
 
-    def returned(self, compiled: Compiled, params: Sequence[Any]) -> list[Row]:
+    def returned(self, compiled: Compiled, params: Sequence[Row]) -> list[Row]:
         """What ``compiled`` (an INSERT … RETURNING of one row) returns for all these rows, in no
-        particular order: on SQLite in statements of ``ROWS_PER_STATEMENT`` rows, one round trip
-        on Postgres."""
-        if not params:
-            return []
-        if self.pipelined:
-            return [row for row in self._pipelined(compiled, params) if row is not None]
+        particular order: one statement for every ``ROWS_PER_STATEMENT`` rows, in one transaction."""
+        step = self.ROWS_PER_STATEMENT[self.dialect]
+        if len(params) > step:
+            self.begin()
         found: list[Row] = []
-        step = self.ROWS_PER_STATEMENT
         for start in range(0, len(params), step):
             chunk = params[start : start + step]
             self.cursor.execute(compiled.rows_sql(len(chunk)), [value for one in chunk for value in one])
             found += self.cursor.fetchall()
         return found
 
-    def first_rows(self, compiled: Compiled, params: Sequence[Any]) -> list[Row | None]:
-        """``compiled`` run once per parameter set: for each, its first row (None when it gave none)."""
-        if self.pipelined:
-            return self._pipelined(compiled, params) if params else []
+    def first_rows(self, compiled: Compiled, params: Sequence[Row]) -> list[Row | None]:
+        """``compiled`` run once per parameter set: for each, its first row (None when it gave none);
+        pipelined on Postgres, one round trip for all."""
+        if self.dialect == "postgresql" and params:
+            self.cursor.executemany(compiled.sql, params, returning=True)
+            found = [self.cursor.fetchone()]
+            while self.cursor.nextset():
+                found.append(self.cursor.fetchone())
+            return found
         found = []
         for one in params:
             self.cursor.execute(compiled.sql, one)
             found.append(self.cursor.fetchone())
         return found
 
-    def _pipelined(self, compiled: Compiled, params: Sequence[Any]) -> list[Row | None]:
-        self.cursor.executemany(compiled.sql, params, returning=True)
-        found = [self.cursor.fetchone()]
-        while self.cursor.nextset():
-            found.append(self.cursor.fetchone())
-        return found
+    def begin(self) -> None:
+        """Several statements from here on: one transaction, committed when the block ends."""
+        if not self.began:
+            self.cursor.execute("BEGIN IMMEDIATE" if self.dialect == "sqlite" else "BEGIN")
+            self.began = True
 
 
 class Held:
@@ -152,7 +166,13 @@ class Held:
             if not alive:
                 self.drop()
         if self._pooled is None:
-            self._pooled, self._pid = self.store.engine.raw_connection(), os.getpid()
+            pooled: Any = self.store.engine.raw_connection()
+            if self.store.engine.dialect.name == "postgresql":
+                # Each statement commits on its own unless the write begins a transaction (the
+                # SQLite connections leave transactions to us already). Never back in the pool
+                # like this: a held connection is invalidated when it is let go.
+                pooled.driver_connection.autocommit = True
+            self._pooled, self._pid = pooled, os.getpid()
         self._used = time.monotonic()
         return self._pooled
 
@@ -165,43 +185,40 @@ class Held:
 
 
 @contextmanager
-def transaction(store: Store, held: Held | None = None) -> Iterator[Transaction]:
-    """One write transaction on the ``held`` connection, or on one from the store's pool."""
+def transaction(store: Store, held: Held) -> Iterator[Transaction]:
+    """A write on the ``held`` connection: each statement its own transaction, or all in one
+    after ``Transaction.begin`` (see the module docstring)."""
     dialect = store.engine.dialect
     with store.write_turn():
         try:
-            pooled: Any = held.take() if held is not None else store.engine.raw_connection()
+            driver: Any = held.take().driver_connection
         except dialect.loaded_dbapi.Error as exc:  # the database is away: SQLAlchemy's error for it
             raise _as_sqlalchemy(exc, dialect) from exc
+        cursor = driver.cursor()
+        transaction = Transaction(cursor, dialect.name)
         try:
-            driver: Any = pooled.driver_connection
-            cursor = driver.cursor()
-            sqlite = dialect.name == "sqlite"
-            try:
-                if sqlite:
-                    cursor.execute("BEGIN IMMEDIATE")  # the connection leaves transactions to us
-                yield Transaction(cursor, pipelined=not sqlite)
-                driver.commit()
-            except dialect.loaded_dbapi.Error as exc:
-                _rollback(driver)
-                lost = dialect.is_disconnect(exc, driver, cursor)
-                if lost:  # the pool opens a new one rather than hand this out again
-                    held.drop() if held is not None else pooled.invalidate()
-                raise _as_sqlalchemy(exc, dialect, lost=lost) from exc
-            except BaseException:
-                _rollback(driver)
-                raise
-            finally:
-                cursor.close()
+            yield transaction
+            if transaction.began:
+                cursor.execute("COMMIT")
+        except dialect.loaded_dbapi.Error as exc:
+            _rollback(transaction)
+            lost = dialect.is_disconnect(exc, driver, cursor)
+            if lost:  # the next write takes a new connection
+                held.drop()
+            raise _as_sqlalchemy(exc, dialect, lost=lost) from exc
+        except BaseException:
+            _rollback(transaction)
+            raise
         finally:
-            if held is None:
-                pooled.close()  # back to the pool (which resets it)
+            cursor.close()
 
 
-def _rollback(driver: Any) -> None:
-    # A connection that is gone has nothing to roll back; the pool drops it.
-    with contextlib.suppress(Exception):
-        driver.rollback()
+def _rollback(transaction: Transaction) -> None:
+    # A statement that failed on its own left nothing to roll back; nor does a connection
+    # that is gone (it is dropped).
+    if transaction.began:
+        with contextlib.suppress(Exception):
+            transaction.cursor.execute("ROLLBACK")
 
 
 def _as_sqlalchemy(exc: BaseException, dialect: Any, *, lost: bool = False) -> BaseException:

@@ -236,41 +236,50 @@ def test_an_outbound_message_the_database_cannot_take_gets_a_soap_fault_not_the_
 # --- group commit ----------------------------------------------------------------------------
 
 
-def test_requests_that_wait_together_share_one_transaction(store, clock, monkeypatch):
-    """While the write lock is held elsewhere, 20 requests queue; they are then stored in two
-    transactions (the one that was waiting for the lock, then all the rest), not twenty."""
-    commits = count_inbox_transactions(monkeypatch)
+@pytest.mark.parametrize("writers", [1, 3])
+def test_requests_that_wait_together_share_one_transaction(store, clock, monkeypatch, writers):
+    """While the write lock is held elsewhere, 20 requests come in: as many as the inbox has
+    writers start a transaction each and wait for the lock; the others queue, and are then stored
+    together, in at most one more transaction per writer, not one each."""
+    began, commits = count_inbox_transactions(monkeypatch)
+    group = inbox.Inbox(store, writers=writers)
     results: dict[int, list[inbox.Accepted]] = {}
     with store.session() as holder:
         hold_the_write_lock(holder, store)
         threads = [
-            threading.Thread(target=lambda n=n: results.__setitem__(n, _accept(store, n, clock)))
+            threading.Thread(target=lambda n=n: results.__setitem__(n, _accept(group, n, clock)))
             for n in range(20)
         ]
         for thread in threads:
             thread.start()
-        time.sleep(0.5)  # every request is waiting now: one for the lock, the others for it
+        time.sleep(0.5)  # every request is waiting now: the writers for the lock, the others for them
         assert not results
+        assert len(began) == writers
     for thread in threads:
         thread.join()
-    assert len(commits) == 2  # the first request's, everyone else's
+    if writers == 1:
+        assert len(commits) == 2  # the first request's, everyone else's
+    else:
+        assert writers < len(commits) <= 2 * writers
     assert sorted(results) == list(range(20))
     assert set(stored(store, "sandbox")) == {f"key-{n}" for n in range(20)}
 
 
-def count_inbox_transactions(monkeypatch: Any) -> list[int]:
-    """The inbox's write transactions, one entry each once committed."""
+def count_inbox_transactions(monkeypatch: Any) -> tuple[list[int], list[int]]:
+    """The inbox's write transactions: one entry each as it begins, and once committed."""
+    began: list[int] = []
     committed: list[int] = []
     real = direct.transaction
 
     @contextmanager
-    def counted(store: Store, held: direct.Held | None = None) -> Iterator[direct.Transaction]:
+    def counted(store: Store, held: direct.Held) -> Iterator[direct.Transaction]:
+        began.append(1)
         with real(store, held) as transaction:
             yield transaction
         committed.append(1)
 
     monkeypatch.setattr(direct, "transaction", counted)
-    return committed
+    return began, committed
 
 
 def hold_the_write_lock(session: Any, store: Store) -> None:
@@ -281,16 +290,16 @@ def hold_the_write_lock(session: Any, store: Store) -> None:
         session.execute(text("LOCK TABLE events IN SHARE ROW EXCLUSIVE MODE"))
 
 
-def _accept(store: Store, n: int, clock: Any) -> list[inbox.Accepted]:
+def _accept(group: inbox.Inbox, n: int, clock: Any) -> list[inbox.Accepted]:
     item = inbox.Incoming("sandbox", "acct", f"key-{n}", "deal.closed", {"n": n})
-    return inbox.accept(store, [item], clock())
+    return group.accept([item], clock())
 
 
 def test_a_redelivery_inside_one_shared_transaction_is_recognised(store, clock, monkeypatch):
     """Two requests carrying the same event, stored in one transaction: one new, one duplicate."""
     first = inbox.Incoming("sandbox", "acct", "same", "deal.closed", {"n": 1})
-    group = inbox.Inbox(store)
-    commits = count_inbox_transactions(monkeypatch)
+    group = inbox.Inbox(store, writers=1)
+    _, commits = count_inbox_transactions(monkeypatch)
     with store.session() as holder:  # the first request waits for the lock, the other two behind it
         hold_the_write_lock(holder, store)
         outcomes: list[list[inbox.Accepted]] = []
@@ -310,10 +319,13 @@ def test_a_redelivery_inside_one_shared_transaction_is_recognised(store, clock, 
     assert json.dumps(stored(store, "sandbox")) == json.dumps({"same": flat[0][1]})
 
 
-def test_the_inbox_write_stores_what_the_store_reads_back_in_groups_larger_than_one_statement(store, clock):
+def test_the_inbox_write_stores_what_the_store_reads_back_in_groups_larger_than_one_statement(
+    store, clock, monkeypatch
+):
     """The inbox binds its rows for the driver itself: each stored event reads back through the ORM
     as written (payload, aware UTC times, pending and available from its arrival), across more
-    rows than one SQLite statement takes, with a redelivery inside the group and one stored before."""
+    rows than one statement takes, with a redelivery inside the group and one stored before."""
+    monkeypatch.setattr(direct.Transaction, "ROWS_PER_STATEMENT", {"sqlite": 100, "postgresql": 100})
     before = inbox.accept(
         store, [inbox.Incoming("hubspot", "1001", "k-7", "deal.creation", {"n": 7})], clock()
     )
@@ -341,6 +353,23 @@ def test_the_inbox_write_stores_what_the_store_reads_back_in_groups_larger_than_
         "deal.propertyChange",
         "1001",
     )
+
+
+def test_a_delivery_longer_than_one_statement_is_stored_whole_or_not_at_all(
+    store, clock, poisoned, monkeypatch
+):
+    """A group of more rows than one statement takes is one transaction: a row the database refuses
+    in the third statement leaves nothing of the first two behind."""
+    monkeypatch.setattr(direct.Transaction, "ROWS_PER_STATEMENT", {"sqlite": 50, "postgresql": 50})
+    items = [inbox.Incoming("hubspot", "1001", f"k-{n:03}", "deal.creation", {"n": n}) for n in range(120)]
+    with pytest.raises(inbox.NotStored, match="poisoned event"):
+        inbox.accept(
+            store, [*items, inbox.Incoming("hubspot", "1001", "poison", "deal.creation", {})], clock()
+        )
+    assert rows(store) == 0
+    accepted = inbox.accept(store, items, clock())
+    assert not any(a.duplicate for a in accepted)
+    assert set(stored(store, "hubspot")) == {item.event_key for item in items}
 
 
 @pytest.mark.postgres
