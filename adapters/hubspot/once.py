@@ -23,6 +23,7 @@ their place in the answer.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
@@ -61,6 +62,9 @@ class CreateOnce:
         self._sleep = sleep
         self._unsure: dict[str, float] = {}  # idempotency key → when an attempt's outcome was lost
         self._settles: dict[str, datetime] = {}  # idempotency key → when an earlier attempt's writes show
+        # The worker writes several groups at once, each in a thread of its own, through this one
+        # object: the pruning of _settles must not drop a key another thread has just added.
+        self._settles_lock = threading.Lock()
 
     def outcome_unknown(self, key: str, since: datetime) -> None:
         """An earlier attempt of ``key`` (in any process) may have written until ``since``: the
@@ -69,8 +73,10 @@ class CreateOnce:
         # worker's lease often ran out well before the next claim. Only keys never searched for
         # (a property update's) are forgotten, once they are long settled.
         forget_before = self.clock() - FORGET_AFTER
-        self._settles = {k: at for k, at in self._settles.items() if at > forget_before}
-        self._settles[key] = since + timedelta(seconds=self.lag_seconds)
+        with self._settles_lock:
+            for forgotten in [k for k, at in self._settles.items() if at <= forget_before]:
+                del self._settles[forgotten]
+            self._settles[key] = since + timedelta(seconds=self.lag_seconds)
 
     def unsure(self, key: str) -> bool:
         """Whether an earlier attempt of ``key`` may have written: only then is it searched for."""
@@ -153,7 +159,8 @@ class CreateOnce:
         Waiting here, not in the queue: the worker renews the actions' leases meanwhile, and a
         back-off in the queue would cost an attempt and far longer than the lag.
         """
-        settles = [at for key in keys if (at := self._settles.pop(key, None)) is not None]
+        with self._settles_lock:
+            settles = [at for key in keys if (at := self._settles.pop(key, None)) is not None]
         if not settles:
             return
         wait = (max(settles) - self.clock()).total_seconds()
