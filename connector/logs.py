@@ -30,6 +30,7 @@ import queue
 import re
 import sys
 import threading
+import time
 from collections.abc import Iterable
 from typing import IO, Any
 
@@ -180,11 +181,16 @@ class BackgroundWriter(logging.Handler):
     back, which on a busy machine cost more than answering the request. Here a request only
     puts its line on a queue. The writer thread is started in the process that logs (a
     thread does not survive the fork into a web process), and what has queued is written at
-    exit. A line logged just before the process is killed outright may be lost.
+    exit. The lines of the last ``GATHER_SECONDS`` before the process is killed outright may be lost.
     (logging.handlers.QueueListener hands records to a handler one by one, a write each.)
     """
 
     BATCH = 256  # lines per write, at most
+    # After the first line of a quiet spell, how long the writer lets more gather before writing.
+    # Under a burst a line per request would otherwise wake the writer for each line (a system
+    # call to wake it, and the interpreter's lock handed to it and back): more than the request's
+    # own logging cost. A line is written at most this late.
+    GATHER_SECONDS = 0.05
 
     def __init__(self, stream: IO[str] | None = None) -> None:
         super().__init__()
@@ -239,12 +245,17 @@ class BackgroundWriter(logging.Handler):
 
     def _write_forever(self) -> None:
         pending = self._queue
+        drained = True
         while True:
             lines = [pending.get()]
+            if drained and lines[0] is not None:
+                time.sleep(self.GATHER_SECONDS)
+            drained = False
             while lines[-1] is not None and len(lines) < self.BATCH:
                 try:
                     lines.append(pending.get_nowait())
                 except queue.Empty:
+                    drained = True  # a full batch goes on with the next at once
                     break
             stop = lines[-1] is None
             text = "".join(f"{line}\n" for line in lines if line is not None)
