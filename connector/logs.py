@@ -34,6 +34,7 @@ import time
 from collections.abc import Iterable
 from typing import IO, Any
 
+from pythonjsonlogger.core import RESERVED_ATTRS
 from pythonjsonlogger.json import JsonFormatter
 
 from connector.settings import Settings
@@ -89,21 +90,29 @@ class RedactingFilter(logging.Filter):
         self.redact = redact
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.msg = self.redact(record.getMessage())
-        record.args = None
+        fields = record.__dict__
+        message = record.getMessage()
+        # A record passes here when it is made and again at each handler: its message is not
+        # searched again once this redactor has, unless it changed since. The extras (set after
+        # the record is made) and any exception text are.
+        if fields.get(_REDACTED) != (self.redact, message):
+            message = self.redact(message)
+        record.msg, record.args = message, None
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:
             record.exc_text = self.redact(record.exc_text)
         if record.stack_info:
             record.stack_info = self.redact(record.stack_info)
-        for name, value in list(vars(record).items()):
-            if name not in _STANDARD and isinstance(value, str):
-                setattr(record, name, self.redact(value))
+        for name in fields.keys() - _STANDARD:
+            if isinstance(value := fields[name], str):
+                fields[name] = self.redact(value)
+        fields[_REDACTED] = (self.redact, message)
         return True  # redacting twice changes nothing: every handler may carry this filter
 
 
-_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+_REDACTED = "offboard_redacted"  # on a record: the redactor that redacted it, and its message then
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", _REDACTED}
 
 
 class TextFormatter(logging.Formatter):
@@ -125,6 +134,7 @@ class JsonLineFormatter(JsonFormatter):
             "{asctime}{levelname}{name}{message}",
             style="{",
             rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+            reserved_attrs=[*RESERVED_ATTRS, _REDACTED],  # the redaction's mark is not a field
         )
         self.redact = redact
 
