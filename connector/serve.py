@@ -69,6 +69,7 @@ FRONT_BODY_LIMIT = MAX_BODY_BYTES + 64 * 1024
 LOOP_SECONDS = 0.5  # how often the front checks for a stop signal when nothing else wakes it
 BEAT_SECONDS = 1.0  # how often it tells the arbiter it is alive (the arbiter waits 60 s)
 GRACEFUL_TIMEOUT = 30  # seconds from SIGTERM to the arbiter's SIGKILL
+GC_YOUNG_THRESHOLD = 10_000  # new objects between the garbage collector's youngest passes (Python's: 700)
 GRACE_MARGIN = 5.0  # seconds of the graceful timeout kept for the process to exit after the worker
 
 
@@ -96,8 +97,12 @@ class WaitressWorker(GunicornWorker):  # type: ignore[misc]
         logging.getLogger("waitress.queue").setLevel(logging.ERROR)
         # What the process holds now (the app, its settings, the libraries: some 130,000 objects)
         # lives as long as the process: the garbage collector's full passes, each a pause of
-        # every thread for 60-80 ms under a burst, stop looking at it.
+        # every thread for 60-80 ms under a burst, stop looking at it. And its youngest pass
+        # runs after 10,000 new objects rather than 700: a request makes a few hundred, and each
+        # pass pauses every thread (on the ingest bench, Postgres, about 7% more deliveries a
+        # second, and 11% more from the freeze, three runs each side by side).
         gc.freeze()
+        gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
         front: dict[int, Any] = {}
         server = create_server(
             self.wsgi, map=front, sockets=[listener.sock for listener in self.sockets], **front_options()
