@@ -97,10 +97,10 @@ class WaitressWorker(GunicornWorker):  # type: ignore[misc]
         logging.getLogger("waitress.queue").setLevel(logging.ERROR)
         # What the process holds now (the app, its settings, the libraries: some 130,000 objects)
         # lives as long as the process: the garbage collector's full passes, each a pause of
-        # every thread for 60-80 ms under a burst, stop looking at it. And its youngest pass
-        # runs after 10,000 new objects rather than 700: a request makes a few hundred, and each
-        # pass pauses every thread (on the ingest bench, Postgres, about 7% more deliveries a
-        # second, and 11% more from the freeze, three runs each side by side).
+        # every thread for 60-80 ms under a burst, stop looking at it. And its youngest pass,
+        # which pauses every thread too, runs after 10,000 new objects rather than 700 (on the
+        # ingest bench, Postgres, about 7% more deliveries a second, and 11% more from the
+        # freeze, three runs each side by side).
         gc.freeze()
         gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
         front: dict[int, Any] = {}
