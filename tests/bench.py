@@ -27,7 +27,9 @@ run on the same server) and HubSpot's signing, to sign the webhooks.
   rounds, each on a new database, and each ratio is taken within its round: this machine's
   speed drifts by a fifth from one minute to the next (the bare app's rate with it), so one
   round's ratio could be a drift's. The round with the median ratio (the lower middle, for an
-  even count) is shown; a note lists every round's.
+  even count) is shown; a note lists every round's, and where the time went in the one shown:
+  the server's CPU per answered request (and Postgres's), beside the bare app's, and how much
+  of the machine sat idle (from /proc, over the measured stretch).
 - **Memory** (``OFFBOARD_BENCH_BIG=1``, ``make bench-big``): 5,000 deals
   (``OFFBOARD_BENCH_BIG_DEALS``) on SQLite and Postgres; every process's peak RSS.
 
@@ -328,7 +330,8 @@ def ingest_offboard(config: Config, folder: Path, db_url: str, label: str) -> In
         server = ServerProcess(env, "--workers", "2", "--no-worker", log=log).start(timeout=60)
         try:
             target = bench_ingest.Target(server.port, f"{server.url}{bench_ingest.PATH}", CLIENT_SECRET)
-            run = _load(config, target)
+            assert server.process is not None
+            run = _load(config, target, server.process.pid)  # a session of its own: its pid is its group
         finally:
             server.stop()
     finally:
@@ -350,18 +353,19 @@ def ingest_bare(config: Config, folder: Path) -> Ingest:
     bare = bench_ingest.BareProcess(2, folder / "bare.log")
     try:
         target = bench_ingest.Target(bare.port, f"{bare.url}{bench_ingest.PATH}", CLIENT_SECRET)
-        return Ingest("bare Flask", _load(config, target), 0)
+        return Ingest("bare Flask", _load(config, target, bare.process.pid), 0)
     finally:
         bare.stop()
 
 
-def _load(config: Config, target: bench_ingest.Target) -> bench_ingest.LoadRun:
+def _load(config: Config, target: bench_ingest.Target, group: int) -> bench_ingest.LoadRun:
     return bench_ingest.load(
         target,
         seconds=config.ingest_seconds,
         warmup=2.0,
         connections=config.connections,
         processes=config.load_processes,
+        group=group,
     )
 
 
@@ -381,6 +385,15 @@ def ingest_rows(rounds: list[tuple[Ingest, Ingest]]) -> tuple[list[Row], str]:
         for a, b in ((one.load.per_s, base_run.load.per_s) for one, base_run in rounds)
     )
     note = f"ingest, {run.label}, each round (Offboard / bare Flask): {each}; the median round is shown"
+    if ours.usage is not None and base.usage is not None:
+        pg = ours.usage.postgres
+        postgres = f", Postgres {ours.cpu_per_answer(pg):.0f} µs" if pg else ""
+        note += (
+            f". Where the time went in that round: server CPU per answered request "
+            f"{ours.cpu_per_answer(ours.usage.server):.0f} µs (bare Flask "
+            f"{base.cpu_per_answer(base.usage.server):.0f} µs){postgres}; the machine idle "
+            f"{ours.usage.idle:.0%} of the time (bare Flask {base.usage.idle:.0%})"
+        )
     rows = [
         Row(
             tag + "req/s (2xx)",

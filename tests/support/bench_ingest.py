@@ -126,6 +126,16 @@ class Target:
     secret: str
 
 
+@dataclass(frozen=True)
+class Usage:
+    """Where the machine's time went in the measured stretch: CPU seconds of the server's
+    processes (its process group) and of Postgres's, and the share of all cores left idle."""
+
+    server: float
+    postgres: float
+    idle: float
+
+
 @dataclass
 class LoadRun:
     seconds: float
@@ -133,6 +143,11 @@ class LoadRun:
     statuses: Counter[int]
     errors: int
     accepted: list[int] = field(default_factory=list)  # eventIds answered 2xx, warm-up included
+    usage: Usage | None = None  # when the server's process group was given
+
+    def cpu_per_answer(self, seconds: float) -> float:
+        """``seconds`` of CPU per answered request of the measured stretch, in microseconds."""
+        return seconds / len(self.latencies) * 1e6 if self.latencies else float("nan")
 
     @property
     def per_s(self) -> float:
@@ -145,23 +160,70 @@ class LoadRun:
         return ordered[min(int(len(ordered) * share), len(ordered) - 1)] * 1000
 
 
-def load(target: Target, *, seconds: float, warmup: float, connections: int, processes: int) -> LoadRun:
-    """``connections`` keep-alive connections for ``warmup`` + ``seconds``; the stretch after the warm-up."""
+def load(
+    target: Target,
+    *,
+    seconds: float,
+    warmup: float,
+    connections: int,
+    processes: int,
+    group: int | None = None,
+) -> LoadRun:
+    """``connections`` keep-alive connections for ``warmup`` + ``seconds``; the stretch after the
+    warm-up. With the server's process ``group``, also where the CPU went meanwhile (``Usage``)."""
     start_at = time.time() + 4.0  # every process imported and connected by then
     threads = [connections // processes + (1 if n < connections % processes else 0) for n in range(processes)]
+    usage: list[Usage] = []
+    sampler = threading.Thread(target=_sample, args=(group, start_at + warmup, seconds, usage), daemon=True)
+    if group is not None:
+        sampler.start()
     with ProcessPoolExecutor(max_workers=processes, mp_context=get_context("spawn")) as pool:
         futures = [
             pool.submit(_generate, target, count, start_at, warmup, seconds, 1 + n * 10**8)
             for n, count in enumerate(threads)
         ]
         parts = [future.result() for future in futures]
-    run = LoadRun(seconds, [], Counter(), 0)
+    if group is not None:
+        sampler.join(timeout=seconds + 10)
+    run = LoadRun(seconds, [], Counter(), 0, usage=usage[0] if usage else None)
     for part in parts:
         run.latencies += part["latencies"]
         run.statuses.update(part["statuses"])
         run.errors += part["errors"]
         run.accepted += part["accepted"]
     return run
+
+
+def _sample(group: int, start_at: float, seconds: float, into: list[Usage]) -> None:
+    time.sleep(max(start_at - time.time(), 0))
+    before = cpu_times(group)
+    time.sleep(seconds)
+    after = cpu_times(group)
+    server, postgres, idle, total = (b - a for a, b in zip(before, after, strict=True))
+    into.append(Usage(server, postgres, idle / total if total else float("nan")))
+
+
+def cpu_times(group: int) -> tuple[float, float, float, float]:
+    """CPU seconds so far of the processes in ``group`` and of those named ``postgres``, and the
+    machine's idle and total seconds over all cores (Linux's /proc; zeros elsewhere)."""
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    server = postgres = 0
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            name, _, rest = (entry / "stat").read_text().rpartition(")")
+            fields = rest.split()
+        except OSError:  # gone meanwhile
+            continue
+        used = int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+        if int(fields[2]) == group:
+            server += used
+        elif name.endswith("(postgres"):
+            postgres += used
+    try:
+        cpu = [int(n) for n in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    except OSError:
+        return 0.0, 0.0, 0.0, 0.0
+    return server / tick, postgres / tick, (cpu[3] + cpu[4]) / tick, sum(cpu) / tick
 
 
 def _generate(

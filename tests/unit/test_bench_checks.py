@@ -4,12 +4,16 @@ an HTTP answer, or its figures would mislead."""
 from __future__ import annotations
 
 import io
+import os
+import sys
 import threading
 import time
 
+import pytest
+
 from tests.support import bench_hubspot
 from tests.support.bench_baseline import MARGIN_SECONDS, Pacer
-from tests.support.bench_ingest import _answer
+from tests.support.bench_ingest import _answer, cpu_times
 from tests.support.bench_procs import TITLES, bench_title
 from tests.support.hubspot import FakeHubSpot, offboard_properties, standard_portal
 
@@ -82,3 +86,17 @@ def test_an_answer_is_read_whole_and_says_whether_the_connection_stays():
     )
     assert _answer(stream) == (200, True)
     assert _answer(stream) == (204, False)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="CPU times are read from Linux's /proc")
+def test_the_cpu_of_a_process_group_is_counted_and_not_anothers():
+    group = os.getpgrp()
+    before = cpu_times(group)
+    spent = time.process_time()
+    while time.process_time() - spent < 0.3:  # CPU in this process, hence in its group
+        pass
+    after = cpu_times(group)
+    assert after[0] - before[0] >= 0.2
+    assert cpu_times(-1)[0] == 0  # no process is in that group
+    idle, total = after[2] - before[2], after[3] - before[3]
+    assert 0 <= idle < total
