@@ -48,10 +48,12 @@ def tasks_written(
     playbook = from_pinned(run.playbook)
     steps = {step.id: step for step in playbook.steps if step.task is not None}
     joined = []
+    listed = {item.step_id for item in _items(uow.session, run.id)}  # one query, not one per task
     for spec, task_id in zip(specs, ids, strict=True):
         step = steps.get(spec.step_id)
-        if step is None or _item(uow.session, run.id, spec.step_id) is not None:
+        if step is None or spec.step_id in listed:
             continue
+        listed.add(spec.step_id)
         assert step.task is not None
         item = ChecklistTask(
             run_id=run.id,
@@ -379,10 +381,6 @@ def _items(session: Session, run_id: int) -> list[ChecklistTask]:
             select(ChecklistTask).where(ChecklistTask.run_id == run_id).order_by(ChecklistTask.id)
         )
     )
-
-
-def _item(session: Session, run_id: int, step_id: str) -> ChecklistTask | None:
-    return session.scalar(select(ChecklistTask).filter_by(run_id=run_id, step_id=step_id))
 
 
 def record_of(
