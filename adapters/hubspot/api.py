@@ -380,14 +380,9 @@ class _Models:
     def __init__(self, module: Any) -> None:
         self._module = module
         self._configuration = module.Configuration()
-        self._made: dict[str, Callable[..., Any]] = {}
 
     def __getattr__(self, name: str) -> Callable[..., Any]:
-        found = self._made.get(name)
-        if found is None:
-            model = getattr(self._module, name)
-            found = self._made[name] = partial(model, local_vars_configuration=self._configuration)
-        return found
+        return partial(getattr(self._module, name), local_vars_configuration=self._configuration)
 
 
 def _create_input(models: Any, kind: Any, data: Mapping[str, Any]) -> Any:
