@@ -96,13 +96,38 @@ def _store_direct(
     first = _first_of_each_key(batches)
     rows = [insert.bind(row) for row in queue.new_events(list(first.values()))]  # bound before the lock
     with direct.transaction(store, held) as transaction:
-        new_ids = {(s, a, k): int(i) for i, s, a, k in transaction.returned(insert, rows)}
-        again = [key for key in first if key not in new_ids]  # in the inbox already: a redelivery
+        if store.is_sqlite:
+            new_ids, again = _inserted(transaction.inserted(insert, rows), list(first))
+        else:
+            new_ids = {(s, a, k): int(i) for i, s, a, k in transaction.returned(insert, rows)}
+            # In the inbox already: a redelivery.
+            again = [(key, range(0)) for key in first if key not in new_ids]
         found = transaction.first_rows(
-            lookup, [lookup.bind(dict(zip(_KEY_COLUMNS, key, strict=True))) for key in again]
+            lookup, [lookup.bind(dict(zip(_KEY_COLUMNS, key, strict=True))) for key, _ in again]
         )
-    known = {key: int(row[0]) for key, row in zip(again, found, strict=True) if row is not None}
+    known: dict[Key, int] = {}
+    for (key, ids), row in zip(again, found, strict=True):
+        if row is not None:
+            (new_ids if int(row[0]) in ids else known)[key] = int(row[0])
     return _answers(batches, new_ids, known)
+
+
+def _inserted(
+    statements: list[tuple[int, range]], keys: list[Key]
+) -> tuple[dict[Key, int], list[tuple[Key, range]]]:
+    """SQLite's new ids, from the ids each statement gave (``direct.Transaction.inserted``): a
+    statement that inserted all its rows gave them in order; of one that skipped some (stored
+    before), the keys are looked up, and those whose id it gave are new."""
+    new_ids: dict[Key, int] = {}
+    again: list[tuple[Key, range]] = []
+    start = 0
+    for carried, ids in statements:
+        chunk, start = keys[start : start + carried], start + carried
+        if len(ids) == carried:
+            new_ids.update(zip(chunk, ids, strict=True))
+        else:
+            again += [(key, ids) for key in chunk]
+    return new_ids, again
 
 
 def _first_of_each_key(batches: list[tuple[list[Incoming], datetime]]) -> dict[Key, dict[str, Any]]:
@@ -141,7 +166,9 @@ def _statements(store: Store) -> tuple[direct.Compiled, direct.Compiled]:
     if found is None:
         table = Event.__table__
         dialect = store.engine.dialect.name
-        insert = direct.Compiled(store, queue.event_insert(dialect), table, queue.EVENT_COLUMNS)
+        # No RETURNING on SQLite: see direct.Transaction.inserted.
+        written = queue.event_insert(dialect, returning=not store.is_sqlite)
+        insert = direct.Compiled(store, written, table, queue.EVENT_COLUMNS)
         by_key = select(Event.id).where(*(table.c[name] == bindparam(name) for name in _KEY_COLUMNS))
         found = _compiled[store] = (insert, direct.Compiled(store, by_key, table, _KEY_COLUMNS))
     return found

@@ -214,15 +214,18 @@ EVENT_COLUMNS = (
 
 
 @functools.cache
-def event_insert(dialect: str) -> Any:
+def event_insert(dialect: str, *, returning: bool = True) -> Any:
     """The events INSERT of a dialect, built once: building it costs more than running it. A row
-    already in the inbox (same source, account and key) is skipped and returns nothing."""
+    already in the inbox (same source, account and key) is skipped and returns nothing; with
+    ``returning=False`` no row returns anything (``connector.inbox`` reads SQLite's new ids off
+    the statement instead)."""
     table = Event.__table__
-    return (
-        dialect_insert(dialect, table)
-        .on_conflict_do_nothing(index_elements=["source", "account", "event_key"])
-        .returning(table.c.id, table.c.source, table.c.account, table.c.event_key)
+    statement = dialect_insert(dialect, table).on_conflict_do_nothing(
+        index_elements=["source", "account", "event_key"]
     )
+    if returning:
+        statement = statement.returning(table.c.id, table.c.source, table.c.account, table.c.event_key)
+    return statement
 
 
 def insert_run(session: Session, values: dict[str, Any]) -> int | None:

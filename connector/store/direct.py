@@ -114,6 +114,31 @@ class Transaction:
             found += self.cursor.fetchall()
         return found
 
+    def inserted(self, compiled: Compiled, params: Sequence[Row]) -> list[tuple[int, range]]:
+        """SQLite: ``compiled`` (an INSERT that may skip rows and returns none) for all these rows,
+        one statement for every ``ROWS_PER_STATEMENT`` rows, in one transaction; for each
+        statement in order, how many rows it carried and the ids of those it inserted.
+
+        Why not RETURNING. Each returned row is a step of the statement of its own, and the
+        driver lets go of the interpreter's lock for every step: inside the write turn, which
+        other processes wait for, each step then waited for the lock behind this process's
+        other threads (most of a turn under a burst of webhooks). Without it the statement is
+        one step. SQLite gives a new row the largest id in the table plus one
+        (sqlite.org/autoinc.html; only past id 2**63-1 would it pick at random), and the rows of
+        one statement go in in order, in the write turn, so the ids a statement gave are the
+        ``rowcount`` ids up to ``lastrowid``: row i's own when none was skipped.
+        """
+        step = self.ROWS_PER_STATEMENT[self.dialect]
+        if len(params) > step:
+            self.begin()
+        found: list[tuple[int, range]] = []
+        for start in range(0, len(params), step):
+            chunk = params[start : start + step]
+            self.cursor.execute(compiled.rows_sql(len(chunk)), [value for one in chunk for value in one])
+            last, count = self.cursor.lastrowid, self.cursor.rowcount
+            found.append((len(chunk), range(last - count + 1, last + 1) if count > 0 else range(0)))
+        return found
+
     def first_rows(self, compiled: Compiled, params: Sequence[Row]) -> list[Row | None]:
         """``compiled`` run once per parameter set: for each, its first row (None when it gave none);
         pipelined on Postgres, one round trip for all."""
