@@ -107,8 +107,12 @@ def _store_direct(
         )
     known: dict[Key, int] = {}
     for (key, ids), row in zip(again, found, strict=True):
-        if row is not None:
-            (new_ids if int(row[0]) in ids else known)[key] = int(row[0])
+        if row is None:
+            continue
+        if int(row[0]) in ids:  # given by this transaction's statement
+            new_ids[key] = int(row[0])
+        else:
+            known[key] = int(row[0])
     return _answers(batches, new_ids, known)
 
 

@@ -103,14 +103,9 @@ class Transaction:
 
     def returned(self, compiled: Compiled, params: Sequence[Row]) -> list[Row]:
         """What ``compiled`` (an INSERT … RETURNING of one row) returns for all these rows, in no
-        particular order: one statement for every ``ROWS_PER_STATEMENT`` rows, in one transaction."""
-        step = self.ROWS_PER_STATEMENT[self.dialect]
-        if len(params) > step:
-            self.begin()
+        particular order (``_run``)."""
         found: list[Row] = []
-        for start in range(0, len(params), step):
-            chunk = params[start : start + step]
-            self.cursor.execute(compiled.rows_sql(len(chunk)), [value for one in chunk for value in one])
+        for _ in self._run(compiled, params):
             found += self.cursor.fetchall()
         return found
 
@@ -128,16 +123,22 @@ class Transaction:
         one statement go in in order, in the write turn, so the ids a statement gave are the
         ``rowcount`` ids up to ``lastrowid``: row i's own when none was skipped.
         """
+        found: list[tuple[int, range]] = []
+        for carried in self._run(compiled, params):
+            last, count = self.cursor.lastrowid, self.cursor.rowcount
+            found.append((carried, range(last - count + 1, last + 1) if count > 0 else range(0)))
+        return found
+
+    def _run(self, compiled: Compiled, params: Sequence[Row]) -> Iterator[int]:
+        """``compiled`` for all these rows: one statement for every ``ROWS_PER_STATEMENT`` rows, in
+        one transaction; after each statement has run, how many rows it carried."""
         step = self.ROWS_PER_STATEMENT[self.dialect]
         if len(params) > step:
             self.begin()
-        found: list[tuple[int, range]] = []
         for start in range(0, len(params), step):
             chunk = params[start : start + step]
             self.cursor.execute(compiled.rows_sql(len(chunk)), [value for one in chunk for value in one])
-            last, count = self.cursor.lastrowid, self.cursor.rowcount
-            found.append((len(chunk), range(last - count + 1, last + 1) if count > 0 else range(0)))
-        return found
+            yield len(chunk)
 
     def first_rows(self, compiled: Compiled, params: Sequence[Row]) -> list[Row | None]:
         """``compiled`` run once per parameter set: for each, its first row (None when it gave none);
