@@ -32,6 +32,7 @@ from sqlalchemy.types import TypeDecorator
 
 # Execution option marking a connection's transactions as read-only (see ``Store.read``).
 READ_ONLY = "offboard_read_only"
+CONNECT_SECONDS = 10  # Postgres: how long a new connection may take (a URL's connect_timeout wins)
 WRITER_WAIT_SECONDS = 30  # as long as SQLite's busy timeout: then the write fails instead of waiting on
 
 JsonType = JSON().with_variant(JSONB(), "postgresql")
@@ -79,6 +80,12 @@ def engine_for(url: str, **kwargs: Any) -> Engine:
         return _sqlite_engine(url, **kwargs)
     if parsed.drivername == "postgresql":
         parsed = parsed.set(drivername="postgresql+psycopg")
+    if "connect_timeout" not in parsed.query:
+        # libpq waits for a connection without end by default (a host that drops packets: minutes
+        # of TCP retries). Web deliveries are stored by the server's front (connector.serve), whose
+        # process the process manager replaces after 60 s without a heartbeat; a database that
+        # cannot be reached in this long is answered 503 instead.
+        kwargs["connect_args"] = {"connect_timeout": CONNECT_SECONDS, **kwargs.get("connect_args", {})}
     engine = create_engine(parsed, pool_pre_ping=True, pool_size=10, max_overflow=10, **kwargs)
 
     @event.listens_for(engine, "begin")

@@ -55,6 +55,7 @@ def create_app(services: Services) -> Flask:
     app.before_request(lambda: bounded_stream(request))
     app.after_request(_security_headers)
     app.wsgi_app = AccessLog(webhooks.wsgi(app.wsgi_app))  # type: ignore[method-assign]
+    app.extensions["offboard.webhook_paths"] = frozenset(webhooks.by_path)  # served by the front (serve.py)
     return app
 
 

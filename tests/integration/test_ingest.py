@@ -403,3 +403,95 @@ def test_a_delivery_after_the_database_dropped_the_inbox_connection_is_stored_no
 def _truncate_events(store: Store) -> None:
     with store.session() as session:
         session.execute(text("TRUNCATE events RESTART IDENTITY CASCADE"))
+
+
+# --- served in turn (the server's front) -----------------------------------------------------
+
+
+def in_turn(group: inbox.Inbox, clock: Any, keys: list[str]) -> tuple[list[Any], list[str]]:
+    """Serve one request per key in turn, each storing its event through ``group``: what each got
+    (its answers, or the exception it raised), and the order things happened in."""
+    outcomes: list[Any] = [None] * len(keys)
+    order: list[str] = []
+
+    def request(n: int, key: str) -> Callable[[], None]:
+        def run() -> None:
+            order.append(f"before {n}")
+            item = inbox.Incoming("sandbox", "acct", key, "deal.closed", {})
+            try:
+                outcomes[n] = group.accept([item], clock())
+            except inbox.NotStored as exc:
+                outcomes[n] = exc
+            order.append(f"after {n}")
+
+        return run
+
+    inbox.serve_in_turn([request(n, key) for n, key in enumerate(keys)])
+    return outcomes, order
+
+
+def test_requests_served_in_turn_are_stored_in_one_transaction_each_with_its_own_answer(
+    store, clock, monkeypatch
+):
+    began, commits = count_inbox_transactions(monkeypatch)
+    keys = [f"key-{n}" for n in range(20)] + ["key-3"]  # the last one redelivers an event of the round
+    outcomes, order = in_turn(inbox.Inbox(store), clock, keys)
+    assert (len(began), len(commits)) == (1, 1)
+    # Every request ran up to its store before any was stored, and on from there after.
+    assert order == [f"before {n}" for n in range(21)] + [f"after {n}" for n in range(21)]
+    ids = stored(store, "sandbox")
+    assert [outcome[0].event_id for outcome in outcomes] == [ids[key] for key in keys]
+    assert [n for n, outcome in enumerate(outcomes) if outcome[0].duplicate] == [20]  # the first is new
+    assert rows(store) == 20
+
+
+def test_requests_served_in_turn_take_as_many_transactions_as_their_items_need(store, clock, monkeypatch):
+    _, commits = count_inbox_transactions(monkeypatch)
+    outcomes, _ = in_turn(inbox.Inbox(store, group_items=3), clock, [f"key-{n}" for n in range(10)])
+    assert len(commits) == 4  # 3 + 3 + 3 + 1 events
+    assert all(not outcome[0].duplicate for outcome in outcomes)
+    assert set(stored(store, "sandbox")) == {f"key-{n}" for n in range(10)}
+
+
+def test_a_request_served_in_turn_whose_events_the_database_refuses_fails_alone(store, clock, poisoned):
+    outcomes, _ = in_turn(inbox.Inbox(store), clock, ["key-1", "poison-2", "key-3", "key-4"])
+    refused = outcomes.pop(1)
+    assert isinstance(refused, inbox.NotStored) and "poisoned event" in str(refused)
+    assert not refused.retry  # the database refused it: sending it again will not help
+    assert all(not outcome[0].duplicate for outcome in outcomes)
+    assert set(stored(store, "sandbox")) == {"key-1", "key-3", "key-4"}
+
+
+def test_requests_served_in_turn_get_the_error_of_a_database_that_is_away(clock):
+    away = Store.from_url("postgresql://offboard@127.0.0.1:9/offboard")
+    outcomes, _ = in_turn(inbox.Inbox(away), clock, ["key-1", "key-2"])
+    assert all(isinstance(outcome, inbox.NotStored) and outcome.retry for outcome in outcomes)
+
+
+def test_a_request_served_in_turn_that_fails_is_logged_and_the_others_are_answered(
+    store, clock, monkeypatch, caplog
+):
+    _, commits = count_inbox_transactions(monkeypatch)
+    group = inbox.Inbox(store)
+    answered: list[list[inbox.Accepted]] = []
+
+    def stores(key: str) -> Callable[[], None]:
+        item = inbox.Incoming("sandbox", "acct", key, "deal.closed", {})
+        return lambda: answered.append(group.accept([item], clock()))
+
+    def fails() -> None:
+        raise RuntimeError("a bug in one request")
+
+    with caplog.at_level("ERROR", logger="offboard.inbox"):
+        inbox.serve_in_turn([stores("key-1"), fails, stores("key-2"), lambda: None])
+    assert len(answered) == 2 and len(commits) == 1
+    assert set(stored(store, "sandbox")) == {"key-1", "key-2"}
+    assert "a request served in turn failed" in caplog.text and "a bug in one request" in caplog.text
+
+
+def test_requests_served_in_turn_that_store_nothing_take_no_transaction(store, clock, monkeypatch):
+    began, _ = count_inbox_transactions(monkeypatch)
+    group = inbox.Inbox(store)
+    done: list[int] = []
+    inbox.serve_in_turn([lambda: done.append(len(group.accept([], clock()))), lambda: done.append(1)])
+    assert done == [0, 1] and not began
