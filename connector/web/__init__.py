@@ -31,6 +31,7 @@ MAX_BODY_BYTES = 1024 * 1024
 log = logging.getLogger("offboard.web")
 access_log = logging.getLogger("offboard.access")
 CLIENT_PAGES = ("/s/", "/r/")
+WEBHOOK_PATHS = "offboard.webhook_paths"  # the app's extension: the paths its sources receive on
 
 
 def create_app(services: Services) -> Flask:
@@ -55,7 +56,7 @@ def create_app(services: Services) -> Flask:
     app.before_request(lambda: bounded_stream(request))
     app.after_request(_security_headers)
     app.wsgi_app = AccessLog(webhooks.wsgi(app.wsgi_app))  # type: ignore[method-assign]
-    app.extensions["offboard.webhook_paths"] = frozenset(webhooks.by_path)  # served by the front (serve.py)
+    app.extensions[WEBHOOK_PATHS] = frozenset(webhooks.by_path)  # answered by the server's front (serve.py)
     return app
 
 

@@ -6,9 +6,9 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
-from connector.serve import WEBHOOK_PATHS, FrontDispatcher
+from connector.serve import FrontDispatcher
 from connector.services import build
-from connector.web import create_app
+from connector.web import WEBHOOK_PATHS, create_app
 from tests.support.helpers import make_settings
 
 
